@@ -1,0 +1,111 @@
+//! Client commands and their replies, as they travel in the log.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One key-value operation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    Get { key: String },
+    Put { key: String, value: String },
+    Delete { key: String },
+    /// Appends to the current value (the empty string if absent). A command
+    /// applied twice shows up twice in the value, which is why the tests use it.
+    Append { key: String, value: String },
+    /// Sets `new` only if the current value equals `expected` (`None`: absent).
+    Cas {
+        key: String,
+        expected: Option<String>,
+        new: String,
+    },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Get { key }
+            | Op::Put { key, .. }
+            | Op::Delete { key }
+            | Op::Append { key, .. }
+            | Op::Cas { key, .. } => key,
+        }
+    }
+
+    /// Gets change nothing; the rest do.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. })
+    }
+
+    fn approx_size(&self) -> usize {
+        match self {
+            Op::Get { key } | Op::Delete { key } => key.len(),
+            Op::Put { key, value } | Op::Append { key, value } => key.len() + value.len(),
+            Op::Cas { key, expected, new } => {
+                key.len() + expected.as_ref().map_or(0, String::len) + new.len()
+            }
+        }
+    }
+}
+
+/// The prototype's form: `Put(k13,val13)`, `Get(k12)`.
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Get { key } => write!(f, "Get({key})"),
+            Op::Put { key, value } => write!(f, "Put({key},{value})"),
+            Op::Delete { key } => write!(f, "Delete({key})"),
+            Op::Append { key, value } => write!(f, "Append({key},{value})"),
+            Op::Cas { key, expected, new } => match expected {
+                Some(e) => write!(f, "Cas({key},{e},{new})"),
+                None => write!(f, "Cas({key},<absent>,{new})"),
+            },
+        }
+    }
+}
+
+/// A command as it is stored in the log: the operation plus what makes it
+/// exactly-once.
+///
+/// `session` names one incarnation of a client: a restarted client picks a
+/// larger one (the client library uses its start time), which resets the
+/// client's op numbering without being mistaken for a stale retry.
+/// `first_unacked` is the lowest opId whose result the client has not yet
+/// received; results below it may be forgotten.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Command {
+    pub client_id: String,
+    pub session: u64,
+    pub op_id: u64,
+    pub first_unacked: u64,
+    pub op: Op,
+}
+
+impl Command {
+    pub fn approx_size(&self) -> usize {
+        self.client_id.len() + 24 + self.op.approx_size()
+    }
+}
+
+/// What an applied command returned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reply {
+    /// A Get's value (`None`: absent).
+    Value(Option<String>),
+    /// Put, Delete and Append succeeded.
+    Done,
+    /// Whether a CompareAndSwap swapped.
+    Cas { swapped: bool },
+}
+
+/// Why a command was not applied.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    /// The opId is older than what the client has acknowledged, or belongs to
+    /// an older session of the client: a late duplicate, never applied.
+    #[error("stale request: op {op_id} of session {session} is older than the client's current state")]
+    Stale { session: u64, op_id: u64 },
+}
+
+/// The outcome a client sees for a command.
+pub type Outcome = Result<Reply, ApplyError>;

@@ -1,0 +1,7 @@
+//! The key-value state machine that the replicated log drives.
+
+mod command;
+mod store;
+
+pub use command::{ApplyError, Command, Op, Outcome, Reply};
+pub use store::{KvStore, SnapshotError};

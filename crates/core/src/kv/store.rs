@@ -1,0 +1,260 @@
+//! The key-value state machine with per-client sessions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{ApplyError, Command, Op, Outcome, Reply};
+use crate::types::{Entry, Index, Payload, Term};
+
+/// One client's exactly-once state.
+///
+/// Invariant: `results` holds the outcome of every applied opId of this
+/// session that is `>= first_unacked`, so a retry of any of them (the client
+/// may have several in flight) gets the first outcome and applies nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    session: u64,
+    first_unacked: u64,
+    results: BTreeMap<u64, Outcome>,
+}
+
+/// The replicated key-value state: values, client sessions, and how far the
+/// log has been applied. Apply is deterministic, so every server that applies
+/// the same log reaches the same state, and a snapshot is this whole struct.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvStore {
+    data: BTreeMap<String, String>,
+    sessions: BTreeMap<String, Session>,
+    applied_index: Index,
+    applied_term: Term,
+}
+
+/// A snapshot that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt key-value snapshot: {0}")]
+pub struct SnapshotError(#[from] postcard::Error);
+
+impl KvStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index of the last entry applied (or folded into a restored snapshot).
+    pub fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+
+    pub fn applied_term(&self) -> Term {
+        self.applied_term
+    }
+
+    /// A read outside the log, for reads served by ReadIndex.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.get(key).map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Applies one committed entry. Entries must come in index order; an
+    /// entry at or below `applied_index` is ignored (it is already in the
+    /// state, e.g. folded into a snapshot) and returns `None`, as does a No-Op.
+    pub fn apply(&mut self, entry: &Entry) -> Option<Outcome> {
+        if entry.index <= self.applied_index {
+            return None;
+        }
+        debug_assert_eq!(entry.index, self.applied_index + 1, "apply out of order");
+        self.applied_index = entry.index;
+        self.applied_term = entry.term;
+        match &entry.payload {
+            Payload::Noop => None,
+            Payload::Command(cmd) => Some(self.apply_command(cmd)),
+        }
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> Outcome {
+        let s = self.sessions.entry(cmd.client_id.clone()).or_default();
+        if cmd.session < s.session {
+            return Err(ApplyError::Stale {
+                session: cmd.session,
+                op_id: cmd.op_id,
+            });
+        }
+        if cmd.session > s.session {
+            // A new incarnation of the client: its numbering starts afresh.
+            *s = Session {
+                session: cmd.session,
+                ..Session::default()
+            };
+        }
+        if cmd.first_unacked > s.first_unacked {
+            s.first_unacked = cmd.first_unacked;
+            s.results = s.results.split_off(&cmd.first_unacked);
+        }
+        if let Some(saved) = s.results.get(&cmd.op_id) {
+            return saved.clone();
+        }
+        if cmd.op_id < s.first_unacked {
+            return Err(ApplyError::Stale {
+                session: cmd.session,
+                op_id: cmd.op_id,
+            });
+        }
+        let outcome = Ok(execute(&mut self.data, &cmd.op));
+        s.results.insert(cmd.op_id, outcome.clone());
+        outcome
+    }
+
+    /// Encodes the whole state (values, sessions, applied index).
+    pub fn snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("encoding to memory cannot fail")
+    }
+
+    /// Decodes a snapshot made by [`KvStore::snapshot`].
+    pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+
+    /// Iterates over all keys and values in key order (for checks and tools).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.data.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+fn execute(data: &mut BTreeMap<String, String>, op: &Op) -> Reply {
+    match op {
+        Op::Get { key } => Reply::Value(data.get(key).cloned()),
+        Op::Put { key, value } => {
+            data.insert(key.clone(), value.clone());
+            Reply::Done
+        }
+        Op::Delete { key } => {
+            data.remove(key);
+            Reply::Done
+        }
+        Op::Append { key, value } => {
+            data.entry(key.clone()).or_default().push_str(value);
+            Reply::Done
+        }
+        Op::Cas { key, expected, new } => {
+            let swapped = data.get(key) == expected.as_ref();
+            if swapped {
+                data.insert(key.clone(), new.clone());
+            }
+            Reply::Cas { swapped }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: Index, client: &str, session: u64, op_id: u64, first_unacked: u64, op: Op) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            payload: Payload::Command(Command {
+                client_id: client.into(),
+                session,
+                op_id,
+                first_unacked,
+                op,
+            }),
+        }
+    }
+
+    fn append(v: &str) -> Op {
+        Op::Append {
+            key: "k".into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn retried_op_is_applied_once_and_returns_first_result() {
+        let mut kv = KvStore::new();
+        assert_eq!(kv.apply(&entry(1, "c", 1, 1, 1, append("a"))), Some(Ok(Reply::Done)));
+        // The same opId again (a retry after failover) at a later index.
+        assert_eq!(kv.apply(&entry(2, "c", 1, 1, 1, append("a"))), Some(Ok(Reply::Done)));
+        assert_eq!(kv.get("k"), Some("a"));
+    }
+
+    #[test]
+    fn several_in_flight_ops_are_each_deduplicated() {
+        let mut kv = KvStore::new();
+        kv.apply(&entry(1, "c", 1, 1, 1, append("1")));
+        kv.apply(&entry(2, "c", 1, 2, 1, append("2")));
+        kv.apply(&entry(3, "c", 1, 3, 1, append("3")));
+        // The client resends 1..=3 after a failover: all are duplicates.
+        for (i, op) in (4..).zip(1..=3) {
+            kv.apply(&entry(i, "c", 1, op, 1, append("x")));
+        }
+        assert_eq!(kv.get("k"), Some("123"));
+    }
+
+    #[test]
+    fn op_below_first_unacked_is_stale() {
+        let mut kv = KvStore::new();
+        kv.apply(&entry(1, "c", 1, 1, 1, append("1")));
+        kv.apply(&entry(2, "c", 1, 2, 2, append("2")));
+        let late = kv.apply(&entry(3, "c", 1, 1, 1, append("1")));
+        assert_eq!(late, Some(Err(ApplyError::Stale { session: 1, op_id: 1 })));
+        assert_eq!(kv.get("k"), Some("12"));
+    }
+
+    #[test]
+    fn restarted_client_with_new_session_is_not_locked_out() {
+        let mut kv = KvStore::new();
+        for i in 1..=5 {
+            kv.apply(&entry(i, "c", 1, i, i, append("a")));
+        }
+        // Restart: numbering starts again at 1 in a larger session.
+        assert_eq!(kv.apply(&entry(6, "c", 2, 1, 1, append("b"))), Some(Ok(Reply::Done)));
+        // A late duplicate from the old session is refused, not applied.
+        assert!(matches!(
+            kv.apply(&entry(7, "c", 1, 5, 5, append("a"))),
+            Some(Err(ApplyError::Stale { .. }))
+        ));
+        assert_eq!(kv.get("k"), Some("aaaaab"));
+    }
+
+    #[test]
+    fn cas_put_delete_get() {
+        let mut kv = KvStore::new();
+        let cas = |expected: Option<&str>, new: &str| Op::Cas {
+            key: "k".into(),
+            expected: expected.map(Into::into),
+            new: new.into(),
+        };
+        assert_eq!(kv.apply(&entry(1, "c", 1, 1, 1, cas(None, "a"))), Some(Ok(Reply::Cas { swapped: true })));
+        assert_eq!(kv.apply(&entry(2, "c", 1, 2, 2, cas(None, "b"))), Some(Ok(Reply::Cas { swapped: false })));
+        assert_eq!(kv.apply(&entry(3, "c", 1, 3, 3, cas(Some("a"), "b"))), Some(Ok(Reply::Cas { swapped: true })));
+        kv.apply(&entry(4, "c", 1, 4, 4, Op::Delete { key: "k".into() }));
+        assert_eq!(
+            kv.apply(&entry(5, "c", 1, 5, 5, Op::Get { key: "k".into() })),
+            Some(Ok(Reply::Value(None)))
+        );
+        kv.apply(&entry(6, "c", 1, 6, 6, Op::Put { key: "k".into(), value: "v".into() }));
+        assert_eq!(kv.get("k"), Some("v"));
+    }
+
+    #[test]
+    fn snapshot_round_trips_values_and_sessions() {
+        let mut kv = KvStore::new();
+        kv.apply(&entry(1, "c", 1, 1, 1, append("a")));
+        let restored = KvStore::restore(&kv.snapshot()).unwrap();
+        assert_eq!(restored, kv);
+        let mut restored = restored;
+        // The session survived: the retry is still deduplicated.
+        restored.apply(&entry(2, "c", 1, 1, 1, append("a")));
+        assert_eq!(restored.get("k"), Some("a"));
+        assert!(KvStore::restore(&[0xff, 0xff, 0xff]).is_err());
+    }
+}
