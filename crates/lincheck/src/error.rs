@@ -1,4 +1,8 @@
 //! Error types. Bad input is always a typed error, never a panic.
+//!
+//! Each message already includes its cause, so the causes are fields rather
+//! than [`source`](std::error::Error::source)s: an error-chain printer would
+//! otherwise show them twice.
 
 use std::path::PathBuf;
 
@@ -9,20 +13,20 @@ use crate::history::InvalidOperation;
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     /// The line is not JSON, or not an [`Operation`](crate::Operation).
-    #[error("line {line}: not a valid operation: {source}")]
+    #[error("line {line}, column {}: not a valid operation: {}", cause.column(), json_message(cause))]
     Json {
         /// 1-based line number.
         line: usize,
-        /// What serde_json objected to.
-        source: serde_json::Error,
+        /// What serde_json objected to (its own line number is always 1).
+        cause: serde_json::Error,
     },
     /// The line parsed but breaks an [`Operation`](crate::Operation) invariant.
-    #[error("line {line}: invalid operation: {source}")]
+    #[error("line {line}: invalid operation: it {cause}")]
     Invalid {
         /// 1-based line number.
         line: usize,
         /// Which invariant it breaks.
-        source: InvalidOperation,
+        cause: InvalidOperation,
     },
 }
 
@@ -35,23 +39,34 @@ impl ParseError {
     }
 }
 
+/// serde_json's message without its " at line 1 column N" suffix, which
+/// counts within the one line parsed and so would contradict ours.
+fn json_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match full.strip_suffix(&suffix) {
+        Some(message) => message.to_owned(),
+        None => full,
+    }
+}
+
 /// [`check_file`](crate::check_file) failed before it could check anything.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         /// The file asked for.
         path: PathBuf,
         /// Why reading failed.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a valid history.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Parse {
         /// The file asked for.
         path: PathBuf,
         /// The first bad line.
-        source: ParseError,
+        cause: ParseError,
     },
 }

@@ -199,7 +199,10 @@ mod tests {
         let (shown, text) = explain(&refs, longest, state, 1000);
         // The get at 40..50 fails; the put called at 45 is inside the prefix.
         assert_eq!(shown, ops[..4].to_vec());
-        assert!(text.contains("once [2] (get -> \"a\") returns at t=50"), "{text}");
+        assert!(
+            text.contains("once [2] (get -> \"a\") returns at t=50"),
+            "{text}"
+        );
         assert!(text.starts_with("these 4 ops"), "{text}");
     }
 

@@ -88,7 +88,7 @@ pub enum InvalidOperation {
         ret: u64,
     },
     /// It has a return time but no output.
-    #[error("has a return time but no output (an unknown outcome needs \"ret\":null)")]
+    #[error("has a return time but no output (an unknown outcome has \"ret\":null)")]
     ReturnWithoutOutput,
     /// It has an output but no return time.
     #[error("has an output but no return time")]

@@ -11,14 +11,14 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<Operation>, ParseError> {
     let mut ops = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
+        if raw.trim().is_empty() {
             continue;
         }
+        // Parse the untrimmed line so that serde's column matches the file.
         let op: Operation =
-            serde_json::from_str(trimmed).map_err(|source| ParseError::Json { line, source })?;
+            serde_json::from_str(raw).map_err(|cause| ParseError::Json { line, cause })?;
         op.validate()
-            .map_err(|source| ParseError::Invalid { line, source })?;
+            .map_err(|cause| ParseError::Invalid { line, cause })?;
         ops.push(op);
     }
     Ok(ops)

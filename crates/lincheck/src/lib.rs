@@ -58,7 +58,7 @@
 //! }
 //! ```
 
-mod check;
+mod checker;
 mod error;
 mod events;
 mod explain;
@@ -68,7 +68,7 @@ mod model;
 mod report;
 mod wgl;
 
-pub use check::{DEFAULT_MAX_STATES_PER_KEY, check, check_file, check_with_budget};
+pub use checker::{DEFAULT_MAX_STATES_PER_KEY, check, check_file, check_with_budget};
 pub use error::{Error, ParseError};
 pub use history::{InvalidOperation, Op, Operation, Output};
 pub use jsonl::{parse_jsonl, to_jsonl};

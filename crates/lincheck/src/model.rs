@@ -106,7 +106,10 @@ mod tests {
         let no = Output::Cas { swapped: false };
         assert_eq!(step(Some("a"), &cas(Some("a")), Some(&yes)), set("n"));
         assert_eq!(step(Some("a"), &cas(Some("a")), Some(&no)), None);
-        assert_eq!(step(Some("a"), &cas(Some("b")), Some(&no)), Some(Effect::Keep));
+        assert_eq!(
+            step(Some("a"), &cas(Some("b")), Some(&no)),
+            Some(Effect::Keep)
+        );
         assert_eq!(step(Some("a"), &cas(Some("b")), Some(&yes)), None);
         assert_eq!(step(None, &cas(None), Some(&yes)), set("n"));
         assert_eq!(step(Some("a"), &cas(None), None), Some(Effect::Keep));

@@ -67,7 +67,7 @@ impl States {
     }
 
     fn value(&self, id: StateId) -> Option<&str> {
-        self.values[id as usize].as_deref()
+        self.values[id].as_deref()
     }
 
     fn intern(&mut self, value: Cow<'_, str>) -> StateId {
@@ -201,7 +201,7 @@ pub(crate) fn search<O: Borrow<Operation>>(ops: &[O], max_states: usize) -> Outc
                 }
                 memo.insert(config.clone());
                 stack.push((entry, before));
-                longest.pushed(&stack, &events, config.state);
+                longest.pushed(&stack, &events, op.ret.is_none(), config.state);
                 list.unlink(entry);
                 list.unlink(ret_node[event.op]);
                 entry = list.first();
@@ -214,8 +214,8 @@ pub(crate) fn search<O: Borrow<Operation>>(ops: &[O], max_states: usize) -> Outc
                         state,
                     };
                 };
-                longest.popped(stack.len());
                 let op = events[call].op;
+                longest.popped(stack.len(), ops[op].borrow().ret.is_none());
                 config.clear(op);
                 config.state = before;
                 list.relink(ret_node[op]);
@@ -227,34 +227,57 @@ pub(crate) fn search<O: Borrow<Operation>>(ops: &[O], max_states: usize) -> Outc
     Outcome::Linearizable
 }
 
-/// The deepest stack seen so far, kept incrementally: `ops[..common]` is
-/// always a prefix of the current stack, so a new record only copies the
-/// part that changed rather than the whole stack.
+/// The best partial linearization seen so far, kept incrementally.
+///
+/// "Best" counts completed operations only: the search eagerly linearizes
+/// unknown-outcome operations wherever it can, and a record inflated by those
+/// would mostly show a person where they were tried, not where it got stuck.
+/// `ops[..common]` is always a prefix of the current stack, so a new record
+/// copies only the part that changed, not the whole stack.
 #[derive(Default)]
 struct Longest {
     ops: Vec<usize>,
     state: StateId,
+    score: usize,
     common: usize,
+    /// Completed operations on the current stack.
+    completed: usize,
 }
 
 impl Longest {
-    fn pushed(&mut self, stack: &[(usize, StateId)], events: &[Event], state: StateId) {
+    fn pushed(
+        &mut self,
+        stack: &[(usize, StateId)],
+        events: &[Event],
+        pending: bool,
+        state: StateId,
+    ) {
         let depth = stack.len();
         let top = events[stack[depth - 1].0].op;
         if self.common == depth - 1 && self.ops.get(depth - 1) == Some(&top) {
             self.common = depth;
         }
-        if depth > self.ops.len() {
+        if !pending {
+            self.completed += 1;
+        }
+        if self.completed > self.score {
             self.ops.truncate(self.common);
-            self.ops
-                .extend(stack[self.common..].iter().map(|&(node, _)| events[node].op));
+            self.ops.extend(
+                stack[self.common..]
+                    .iter()
+                    .map(|&(node, _)| events[node].op),
+            );
             self.common = depth;
+            self.score = self.completed;
             self.state = state;
         }
     }
 
-    fn popped(&mut self, depth: usize) {
+    fn popped(&mut self, depth: usize, pending: bool) {
         self.common = self.common.min(depth);
+        if !pending {
+            self.completed -= 1;
+        }
     }
 }
 

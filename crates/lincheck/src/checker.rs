@@ -53,7 +53,7 @@ pub fn check_with_budget(history: &[Operation], max_states_per_key: usize) -> Re
         return report(Verdict::NotLinearizable(Violation {
             key: op.key.clone(),
             ops: vec![op.clone()],
-            explanation: format!("ill-formed operation: {err}"),
+            explanation: format!("ill-formed operation: it {err}"),
         }));
     }
 
@@ -82,13 +82,13 @@ pub fn check_with_budget(history: &[Operation], max_states_per_key: usize) -> Re
 
 /// Reads, parses and checks a JSON-lines history file.
 pub fn check_file(path: &Path) -> Result<Report, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| Error::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
-    let history = parse_jsonl(&text).map_err(|source| Error::Parse {
+    let history = parse_jsonl(&text).map_err(|cause| Error::Parse {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     Ok(check(&history))
 }

@@ -1,0 +1,59 @@
+//! What one simulated run looks like: cluster size, workload and faults, all
+//! drawn from the seed so that a seed alone replays a run exactly.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// How the leader serves Gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex: confirm leadership by a heartbeat round, read the state machine.
+    ReadIndex,
+    /// Gets go through the log like writes (the prototype's way).
+    Log,
+}
+
+/// One run's shape. [`SimConfig::from_seed`] draws everything from the seed.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: u64,
+    pub clients: u64,
+    pub ops_per_client: u64,
+    pub keys: u64,
+    pub read_mode: ReadMode,
+    /// Per-message probabilities while faults run.
+    pub drop_rate: f64,
+    pub dup_rate: f64,
+    /// Chance that a message is held back long (reordering).
+    pub long_delay_rate: f64,
+    /// Mean gap between nemesis actions, in simulated milliseconds.
+    pub nemesis_every_ms: u64,
+    /// Faults stop (the network heals and every server restarts) at this time.
+    pub faults_until_ms: u64,
+    /// After faults stop, clients must finish within this long.
+    pub settle_ms: u64,
+    /// Servers take a snapshot (and compact their log) every this many entries.
+    pub snapshot_every: u64,
+}
+
+impl SimConfig {
+    /// The run of `seed`; `nodes` overrides the cluster size (else 3, 5 or 7).
+    pub fn from_seed(seed: u64, nodes: Option<u64>, rng: &mut ChaCha8Rng) -> Self {
+        SimConfig {
+            seed,
+            nodes: nodes.unwrap_or([3, 5, 7][(seed % 3) as usize]),
+            clients: rng.random_range(2..=5),
+            ops_per_client: rng.random_range(10..=30),
+            keys: rng.random_range(1..=4),
+            read_mode: if rng.random_bool(0.5) { ReadMode::ReadIndex } else { ReadMode::Log },
+            drop_rate: rng.random_range(0.0..0.1),
+            dup_rate: rng.random_range(0.0..0.05),
+            long_delay_rate: rng.random_range(0.0..0.05),
+            nemesis_every_ms: rng.random_range(40..400),
+            faults_until_ms: rng.random_range(1_000..4_000),
+            settle_ms: 20_000,
+            snapshot_every: rng.random_range(8..64),
+        }
+    }
+}

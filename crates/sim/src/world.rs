@@ -1,0 +1,276 @@
+//! One simulated run: the processes, the nemesis, and the final checks.
+
+use kvraft_lincheck as lin;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::client::SimClient;
+use crate::config::{ReadMode, SimConfig};
+use crate::coord::CoordModel;
+use crate::invariants::Invariants;
+use crate::net::{Event, Net, Proc};
+use crate::server::SimServer;
+
+/// What one seed's run found.
+#[derive(Debug)]
+pub struct SeedReport {
+    pub config: SimConfig,
+    /// Operations in the history given to the linearizability checker.
+    pub ops: usize,
+    /// Of those, how many completed (the rest have unknown outcomes).
+    pub ops_completed: usize,
+    pub violations: Vec<String>,
+    pub messages: u64,
+    pub selections: u64,
+    pub crashes: u64,
+    /// Simulated milliseconds the run lasted.
+    pub sim_ms: u64,
+}
+
+struct World {
+    cfg: SimConfig,
+    net: Net,
+    servers: Vec<SimServer>,
+    coord: CoordModel,
+    clients: Vec<SimClient>,
+    history: Vec<lin::Operation>,
+    inv: Invariants,
+    crashes: u64,
+}
+
+/// Runs one seed; `nodes` overrides the cluster size the seed would pick.
+pub fn run_seed(seed: u64, nodes: Option<u64>) -> SeedReport {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cfg = SimConfig::from_seed(seed, nodes, &mut rng);
+    let net = Net::new(rng, cfg.drop_rate, cfg.dup_rate, cfg.long_delay_rate);
+    let servers = (1..=cfg.nodes).map(|id| SimServer::new(id, cfg.snapshot_every)).collect();
+    let read_index = cfg.read_mode == ReadMode::ReadIndex;
+    let clients = (1..=cfg.clients)
+        .map(|id| SimClient::new(id, cfg.ops_per_client, cfg.keys, cfg.nodes, read_index))
+        .collect();
+    let mut w = World {
+        coord: CoordModel::new(cfg.nodes),
+        cfg,
+        net,
+        servers,
+        clients,
+        history: Vec::new(),
+        inv: Invariants::default(),
+        crashes: 0,
+    };
+    w.run();
+    w.report()
+}
+
+impl World {
+    fn run(&mut self) {
+        for s in &self.servers {
+            s.schedule_tick(&mut self.net);
+        }
+        self.net.schedule(0, Event::CoordTick);
+        for c in &self.clients {
+            // Clients start once the cluster had time to form.
+            self.net.schedule(50 + c.id, Event::ClientWake { id: c.id, timer: 0 });
+        }
+        self.net.schedule(self.cfg.nemesis_every_ms, Event::Nemesis);
+        let deadline = self.cfg.faults_until_ms + self.cfg.settle_ms;
+        let mut healed = false;
+        while let Some(ev) = self.net.pop() {
+            if !healed && self.net.now >= self.cfg.faults_until_ms {
+                healed = true;
+                self.heal_all();
+            }
+            if self.net.now > deadline || (healed && self.clients.iter().all(SimClient::done)) {
+                break;
+            }
+            self.handle(ev);
+        }
+        if !self.clients.iter().all(SimClient::done) {
+            let stuck: Vec<u64> = self.clients.iter().filter(|c| !c.done()).map(|c| c.id).collect();
+            self.inv.violations.push(format!(
+                "liveness: clients {stuck:?} did not finish within {} ms after faults stopped",
+                self.cfg.settle_ms
+            ));
+        }
+        // Let replication settle, then every live server must agree.
+        let settle_until = self.net.now + 500;
+        while let Some(ev) = self.net.pop() {
+            if self.net.now > settle_until {
+                break;
+            }
+            if !matches!(ev, Event::ClientWake { .. }) {
+                self.handle(ev);
+            }
+        }
+        self.check_convergence();
+    }
+
+    fn handle(&mut self, ev: Event) {
+        let net = &mut self.net;
+        match ev {
+            Event::Deliver { from, to, msg } => match to {
+                Proc::Server(id) => {
+                    let s = &mut self.servers[id as usize - 1];
+                    if s.alive {
+                        s.on_message(from, msg, net, &mut self.inv);
+                    }
+                }
+                Proc::Coord => self.coord.on_message(from, msg, net),
+                Proc::Client(id) => self.clients[id as usize - 1].on_message(msg, net, &mut self.history),
+            },
+            Event::ServerTick { id, incarnation } => {
+                let s = &mut self.servers[id as usize - 1];
+                if s.alive && s.incarnation == incarnation {
+                    s.on_tick(net, &mut self.inv);
+                }
+            }
+            Event::PersistDone { id, incarnation } => {
+                let s = &mut self.servers[id as usize - 1];
+                if s.alive && s.incarnation == incarnation {
+                    s.on_persist_done(net, &mut self.inv);
+                }
+            }
+            Event::CoordTick => self.coord.on_tick(net),
+            Event::ClientWake { id, timer } => self.clients[id as usize - 1].on_wake(timer, net, &mut self.history),
+            Event::Nemesis => {
+                if net.now < self.cfg.faults_until_ms {
+                    self.nemesis();
+                    let gap = self.net.rng.random_range(1..=2 * self.cfg.nemesis_every_ms);
+                    self.net.schedule(self.net.now + gap, Event::Nemesis);
+                }
+            }
+        }
+    }
+
+    fn all_procs(&self) -> Vec<Proc> {
+        let mut all: Vec<Proc> = self.servers.iter().map(|s| Proc::Server(s.id)).collect();
+        all.push(Proc::Coord);
+        all.extend(self.clients.iter().map(|c| Proc::Client(c.id)));
+        all
+    }
+
+    /// The server that most recently believes itself leader, if any.
+    fn some_leader(&self) -> Option<u64> {
+        self.servers
+            .iter()
+            .filter(|s| s.alive && s.node.role() == kvraft_core::Role::Leader)
+            .max_by_key(|s| s.node.term())
+            .map(|s| s.id)
+    }
+
+    /// One fault, drawn from the seed.
+    fn nemesis(&mut self) {
+        let all = self.all_procs();
+        let n = self.cfg.nodes;
+        let leader = self.some_leader();
+        let rng = &mut self.net.rng;
+        match rng.random_range(0..100) {
+            0..20 => self.net.heal(),
+            20..35 => {
+                // Any subset of processes, coord and clients included, both ways.
+                let side: Vec<Proc> = all.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
+                self.net.partition(&side, &all, true);
+            }
+            35..42 => {
+                let side: Vec<Proc> = all.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
+                self.net.partition(&side, &all, false);
+            }
+            42..52 => {
+                // The leader loses the coord but keeps its followers: the
+                // coord replaces it, and the new term must fence it.
+                if let Some(l) = leader {
+                    self.net.partition(&[Proc::Server(l)], &[Proc::Server(l), Proc::Coord], true);
+                }
+            }
+            52..58 => {
+                // The leader is cut from everyone but the coord and clients.
+                if let Some(l) = leader {
+                    let servers: Vec<Proc> = (1..=n).map(Proc::Server).collect();
+                    self.net.partition(&[Proc::Server(l)], &servers, true);
+                }
+            }
+            58..80 => {
+                let id = match leader {
+                    Some(l) if rng.random_bool(0.5) => l,
+                    _ => rng.random_range(1..=n),
+                };
+                let s = &mut self.servers[id as usize - 1];
+                if s.alive {
+                    s.crash();
+                    self.crashes += 1;
+                }
+            }
+            80..95 => {
+                let down: Vec<u64> = self.servers.iter().filter(|s| !s.alive).map(|s| s.id).collect();
+                if let Some(&id) = down.choose(rng) {
+                    self.servers[id as usize - 1].restart(&mut self.net, &mut self.inv);
+                }
+            }
+            _ => {
+                let id = rng.random_range(1..=self.cfg.clients);
+                self.clients[id as usize - 1].restart(&mut self.net);
+            }
+        }
+    }
+
+    /// Faults stop: the network heals, loses nothing more, and every server restarts.
+    fn heal_all(&mut self) {
+        self.net.heal();
+        self.net.faulty = false;
+        for s in &mut self.servers {
+            if !s.alive {
+                s.restart(&mut self.net, &mut self.inv);
+            }
+        }
+    }
+
+    /// Every server that applied as far as the most advanced one holds the
+    /// same key-value state.
+    fn check_convergence(&mut self) {
+        let max_applied = self.servers.iter().map(|s| s.kv.applied_index()).max().unwrap_or(0);
+        let mut reference: Option<(u64, Vec<(String, String)>)> = None;
+        for s in &self.servers {
+            if s.kv.applied_index() != max_applied {
+                continue;
+            }
+            let state = s.state();
+            match &reference {
+                None => reference = Some((s.id, state)),
+                Some((id, r)) if *r != state => {
+                    self.inv.violations.push(format!(
+                        "divergence: servers {id} and {} applied to index {max_applied} but hold different states",
+                        s.id
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn report(mut self) -> SeedReport {
+        for c in &self.clients {
+            self.inv.violations.extend(c.unexpected.iter().cloned());
+        }
+        let lin_report = lin::check(&self.history);
+        match &lin_report.verdict {
+            lin::Verdict::Linearizable => {}
+            lin::Verdict::NotLinearizable(v) => {
+                self.inv.violations.push(format!("linearizability: {v}"));
+            }
+            lin::Verdict::Unknown => {
+                self.inv.violations.push("linearizability: checker budget exhausted".into());
+            }
+        }
+        SeedReport {
+            ops: self.history.len(),
+            ops_completed: self.history.iter().filter(|o| o.ret.is_some()).count(),
+            violations: self.inv.violations,
+            messages: self.net.messages_sent,
+            selections: self.coord.selections,
+            crashes: self.crashes,
+            sim_ms: self.net.now,
+            config: self.cfg,
+        }
+    }
+}
