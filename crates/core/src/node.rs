@@ -48,6 +48,9 @@ struct LeaderState {
     members: Vec<NodeId>,
     progress: BTreeMap<NodeId, Progress>,
     reads: ReadIndex,
+    /// The index of this term's No-Op. Nothing is sent before it is durable
+    /// (see [`RaftNode::become_leader`]).
+    noop_index: Index,
     heartbeat_elapsed: u64,
     /// Entries were appended, or the commit index moved, since the last broadcast.
     dirty: bool,
@@ -176,9 +179,17 @@ impl RaftNode {
 
     /// The coord designates this node leader of `term` over `members` (all
     /// servers, this one included). The node starts the term with a No-Op.
+    ///
+    /// A node never leads one term twice: a duplicate designation reaching a
+    /// restarted node must not start a second, different log for the same
+    /// term. The durable mark of having led `term` is the No-Op of `term` in
+    /// its log (only the leader of a term writes entries of that term, and
+    /// it sends nothing before that No-Op is durable).
     pub fn become_leader(&mut self, term: Term, members: &[NodeId]) {
-        let accepted = term >= self.term && members.contains(&self.cfg.id);
-        if accepted && !(term == self.term && self.ls.is_some()) {
+        let leading = term == self.term && self.ls.is_some();
+        let led_before = term == self.term && self.ls.is_none() && self.log.last_term() >= term;
+        let accepted = leading || (term >= self.term && !led_before && members.contains(&self.cfg.id));
+        if accepted && !leading {
             if term > self.term {
                 self.adopt_term(term, None);
             }
@@ -207,6 +218,7 @@ impl RaftNode {
             members,
             progress,
             reads: ReadIndex::default(),
+            noop_index: next,
             heartbeat_elapsed: 0,
             dirty: true,
         });
@@ -288,6 +300,9 @@ impl RaftNode {
     pub fn tick(&mut self) {
         self.now += 1;
         let Some(ls) = &mut self.ls else { return };
+        if self.durable < ls.noop_index {
+            return;
+        }
         ls.heartbeat_elapsed += 1;
         if ls.heartbeat_elapsed < self.cfg.heartbeat_ticks {
             return;
@@ -321,6 +336,9 @@ impl RaftNode {
         let (index, term) = marker;
         if index > self.durable && self.log.term(index) == Some(term) {
             self.durable = index;
+            if let Some(ls) = &mut self.ls {
+                ls.dirty = true; // the first broadcast may have waited for this
+            }
             self.maybe_commit();
         }
     }
@@ -643,7 +661,7 @@ impl RaftNode {
     fn start_read_round(&mut self) {
         let own_term_committed = self.log.term(self.commit) == Some(self.term);
         let Some(ls) = &mut self.ls else { return };
-        if !ls.reads.has_queued() || !own_term_committed {
+        if !ls.reads.has_queued() || !own_term_committed || self.durable < ls.noop_index {
             return;
         }
         ls.reads.start_round(self.commit);
@@ -667,6 +685,7 @@ impl RaftNode {
     pub fn ready(&mut self) -> Ready {
         if let Some(ls) = &mut self.ls
             && ls.dirty
+            && self.durable >= ls.noop_index
         {
             ls.dirty = false;
             let peers: Vec<NodeId> = ls.progress.keys().copied().collect();
@@ -704,7 +723,7 @@ impl RaftNode {
             || self.unstable_from <= self.log.last_index()
             || self.commit > self.applied
             || self.ls.as_ref().is_some_and(|ls| {
-                ls.dirty
+                (ls.dirty && self.durable >= ls.noop_index)
                     || ls.reads.has_ready(self.applied)
                     || (ls.reads.has_queued() && self.log.term(self.commit) == Some(self.term))
             })

@@ -211,3 +211,38 @@ fn single_server_cluster_commits_alone() {
     assert_eq!(c.node(1).commit_index(), idx);
     assert_eq!(c.kv[&1].get("k"), Some("x"));
 }
+
+/// A designation delivered twice, the second time to the same server after
+/// it restarted, must not make it lead the same term again with a new log.
+#[test]
+fn a_server_never_leads_one_term_twice() {
+    let mut c = Cluster::new(3);
+    c.designate(1, 1);
+    c.propose(1, "c", 1, append("k", "x")).unwrap();
+    c.run();
+    c.crash(1);
+    c.start(1);
+    assert_eq!(c.node(1).term(), 1);
+    c.to_coord.clear();
+    c.node_mut(1).become_leader(1, &[1, 2, 3]);
+    c.run();
+    assert_eq!(c.node(1).role(), Role::Follower);
+    assert!(c.to_coord.iter().any(|m| matches!(m, Message::BecomeLeaderResponse { accepted: false, .. })));
+}
+
+/// A new leader sends nothing before its No-Op is durable, so a crash
+/// before that leaves no trace of its term anywhere.
+#[test]
+fn a_new_leader_sends_nothing_before_its_noop_is_durable() {
+    let mut node = kvraft_core::RaftNode::new(kvraft_core::Config::new(1));
+    node.log_state_request(1);
+    let rd = node.ready();
+    node.on_persisted(rd.persisted_marker.unwrap_or((0, 0)));
+    node.become_leader(1, &[1, 2, 3]);
+    let rd = node.ready();
+    assert_eq!(rd.entries.len(), 1, "the No-Op is handed out to persist");
+    assert!(rd.messages.is_empty(), "but nothing is sent yet");
+    node.on_persisted(rd.persisted_marker.unwrap());
+    let rd = node.ready();
+    assert_eq!(rd.messages.len(), 2, "after persistence the followers hear of it");
+}

@@ -35,6 +35,13 @@ pub struct SimConfig {
     pub settle_ms: u64,
     /// Servers take a snapshot (and compact their log) every this many entries.
     pub snapshot_every: u64,
+    /// Flow control of the cores: small values split batches, so old-term
+    /// entries travel without the new leader's No-Op (figure 8 of the paper).
+    pub max_entries_per_msg: usize,
+    pub max_inflight_msgs: usize,
+    /// Chance that a newly designated leader crashes within its first
+    /// round trips: the window in which a figure-8 bug would strike.
+    pub takeover_crash_rate: f64,
 }
 
 impl SimConfig {
@@ -50,10 +57,13 @@ impl SimConfig {
             drop_rate: rng.random_range(0.0..0.1),
             dup_rate: rng.random_range(0.0..0.05),
             long_delay_rate: rng.random_range(0.0..0.05),
-            nemesis_every_ms: rng.random_range(40..400),
+            nemesis_every_ms: rng.random_range(20..400),
             faults_until_ms: rng.random_range(1_000..4_000),
             settle_ms: 20_000,
             snapshot_every: rng.random_range(8..64),
+            max_entries_per_msg: [1, 2, 8, 64][rng.random_range(0..4)],
+            max_inflight_msgs: rng.random_range(1..=8),
+            takeover_crash_rate: [0.0, 0.2, 0.5][rng.random_range(0..3)],
         }
     }
 }

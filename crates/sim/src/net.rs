@@ -47,6 +47,8 @@ pub enum Event {
     ServerTick { id: NodeId, incarnation: u64 },
     PersistDone { id: NodeId, incarnation: u64 },
     CoordTick,
+    /// A fail-stop crash aimed at one incarnation of a server.
+    Crash { id: NodeId, incarnation: u64 },
     ClientWake { id: u64, timer: u64 },
     Nemesis,
 }

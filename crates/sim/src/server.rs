@@ -11,6 +11,7 @@ use kvraft_core::{
 };
 use rand::Rng;
 
+use crate::config::SimConfig;
 use crate::invariants::Invariants;
 use crate::net::{ClientError, Event, Msg, Net, Proc};
 
@@ -51,21 +52,25 @@ pub struct SimServer {
     pending_reads: BTreeMap<ReadId, (Proc, Command)>,
     next_read: ReadId,
     snapshot_every: u64,
+    config: Config,
+    /// Set when the core became leader; the world takes it.
+    pub became_leader: bool,
 }
 
-fn core_config(id: NodeId) -> Config {
+fn core_config(id: NodeId, sim: &SimConfig) -> Config {
     Config {
-        max_entries_per_msg: 8,
-        max_inflight_msgs: 4,
+        max_entries_per_msg: sim.max_entries_per_msg,
+        max_inflight_msgs: sim.max_inflight_msgs,
         ..Config::new(id)
     }
 }
 
 impl SimServer {
-    pub fn new(id: NodeId, snapshot_every: u64) -> Self {
+    pub fn new(id: NodeId, sim: &SimConfig) -> Self {
+        let config = core_config(id, sim);
         SimServer {
             id,
-            node: RaftNode::new(core_config(id)),
+            node: RaftNode::new(config.clone()),
             kv: KvStore::new(),
             alive: true,
             incarnation: 0,
@@ -75,7 +80,9 @@ impl SimServer {
             pending_writes: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
             next_read: 0,
-            snapshot_every,
+            snapshot_every: sim.snapshot_every,
+            config,
+            became_leader: false,
         }
     }
 
@@ -101,7 +108,7 @@ impl SimServer {
             Some(s) => KvStore::restore(&s.data).expect("the simulation writes valid snapshots"),
             None => KvStore::new(),
         };
-        self.node = RaftNode::restore(core_config(self.id), restored);
+        self.node = RaftNode::restore(self.config.clone(), restored);
         self.write_done_at = net.now;
         inv.on_restart(self.id);
         inv.after_step(net.now, &self.node);
@@ -213,6 +220,9 @@ impl SimServer {
                 };
                 reply(net, self.id, client, &cmd, Err(err));
             }
+        }
+        if rd.role_changed && self.node.role() == kvraft_core::Role::Leader {
+            self.became_leader = true;
         }
         if rd.role_changed && self.node.role() == kvraft_core::Role::Follower {
             // Writes of a lost leadership may still commit; the client retries

@@ -44,7 +44,7 @@ pub fn run_seed(seed: u64, nodes: Option<u64>) -> SeedReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let cfg = SimConfig::from_seed(seed, nodes, &mut rng);
     let net = Net::new(rng, cfg.drop_rate, cfg.dup_rate, cfg.long_delay_rate);
-    let servers = (1..=cfg.nodes).map(|id| SimServer::new(id, cfg.snapshot_every)).collect();
+    let servers = (1..=cfg.nodes).map(|id| SimServer::new(id, &cfg)).collect();
     let read_index = cfg.read_mode == ReadMode::ReadIndex;
     let clients = (1..=cfg.clients)
         .map(|id| SimClient::new(id, cfg.ops_per_client, cfg.keys, cfg.nodes, read_index))
@@ -114,6 +114,13 @@ impl World {
                     let s = &mut self.servers[id as usize - 1];
                     if s.alive {
                         s.on_message(from, msg, net, &mut self.inv);
+                        if std::mem::take(&mut s.became_leader)
+                            && net.now < self.cfg.faults_until_ms
+                            && net.rng.random_bool(self.cfg.takeover_crash_rate)
+                        {
+                            let at = net.now + net.rng.random_range(1..40);
+                            net.schedule(at, Event::Crash { id, incarnation: s.incarnation });
+                        }
                     }
                 }
                 Proc::Coord => self.coord.on_message(from, msg, net),
@@ -132,6 +139,13 @@ impl World {
                 }
             }
             Event::CoordTick => self.coord.on_tick(net),
+            Event::Crash { id, incarnation } => {
+                let s = &mut self.servers[id as usize - 1];
+                if s.alive && s.incarnation == incarnation {
+                    s.crash();
+                    self.crashes += 1;
+                }
+            }
             Event::ClientWake { id, timer } => self.clients[id as usize - 1].on_wake(timer, net, &mut self.history),
             Event::Nemesis => {
                 if net.now < self.cfg.faults_until_ms {
