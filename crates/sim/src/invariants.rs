@@ -13,8 +13,9 @@ pub struct Invariants {
     /// in any log. Unique payload and previous term per `(index, term)`
     /// gives the Log Matching property by induction on the index.
     entries: BTreeMap<(Index, Term), (Payload, Option<Term>)>,
-    /// Every entry any server has counted as committed.
-    committed: BTreeMap<Index, Entry>,
+    /// Every entry any server has counted as committed, with the term in
+    /// which that first happened (the committing leader's term).
+    committed: BTreeMap<Index, (Entry, Term)>,
     /// Every entry any server has applied.
     applied: BTreeMap<Index, Entry>,
     /// Per server: highest term seen in this incarnation, and durably.
@@ -64,7 +65,7 @@ impl Invariants {
             // A lagging server may still append stale entries of an old
             // term; but never over what it has itself counted as committed.
             if e.index <= node.commit_index()
-                && let Some(c) = self.committed.get(&e.index)
+                && let Some((c, _)) = self.committed.get(&e.index)
                 && c.term != e.term
             {
                 let what = format!(
@@ -109,9 +110,9 @@ impl Invariants {
             let Some(e) = node.log().entry(i) else { continue };
             match self.committed.get(&i) {
                 None => {
-                    self.committed.insert(i, e.clone());
+                    self.committed.insert(i, (e.clone(), node.term()));
                 }
-                Some(c) if c != e => {
+                Some((c, _)) if c != e => {
                     let what = format!("servers committed different entries at index {i}: {c:?} vs {e:?} on {id}");
                     self.fail(now, what);
                 }
@@ -121,13 +122,15 @@ impl Invariants {
         self.commit_seen.insert(id, node.commit_index());
     }
 
-    /// A new leader's log holds every entry committed before its term.
+    /// A new leader's log holds every entry committed in an earlier term.
+    /// (A late designation of an old term may lack what later terms
+    /// committed: such a leader cannot commit anything.)
     fn check_leader_completeness(&mut self, now: u64, node: &RaftNode) {
         let snap = node.snapshot_meta().index;
         let missing: Vec<Index> = self
             .committed
             .range(snap + 1..)
-            .filter(|(i, c)| node.log().term(**i) != Some(c.term))
+            .filter(|(i, (c, in_term))| *in_term < node.term() && node.log().term(**i) != Some(c.term))
             .map(|(i, _)| *i)
             .collect();
         if let Some(i) = missing.first() {

@@ -55,6 +55,8 @@ pub struct SimServer {
     config: Config,
     /// Set when the core became leader; the world takes it.
     pub became_leader: bool,
+    /// A failpoint armed by the world: crash once the next write lands.
+    pub crash_after_next_write: bool,
 }
 
 fn core_config(id: NodeId, sim: &SimConfig) -> Config {
@@ -83,12 +85,14 @@ impl SimServer {
             snapshot_every: sim.snapshot_every,
             config,
             became_leader: false,
+            crash_after_next_write: false,
         }
     }
 
     /// Fail-stop: everything not on the disk is gone.
     pub fn crash(&mut self) {
         self.alive = false;
+        self.crash_after_next_write = false;
         self.incarnation += 1;
         self.writes.clear();
         self.pending_writes.clear();
@@ -249,8 +253,9 @@ impl SimServer {
         }
     }
 
-    /// The oldest queued write reached the disk.
-    pub fn on_persist_done(&mut self, net: &mut Net, inv: &mut Invariants) {
+    /// The oldest queued write reached the disk. With `then_crash`, the
+    /// server dies right after: the write is durable, nothing else happens.
+    pub fn on_persist_done(&mut self, net: &mut Net, inv: &mut Invariants, then_crash: bool) {
         let Some(w) = self.writes.pop_front() else { return };
         if let Some(s) = w.snapshot {
             // An installed snapshot replaces the whole log.
@@ -265,6 +270,10 @@ impl SimServer {
             let first = first.index;
             self.disk.entries.retain(|e| e.index < first);
             self.disk.entries.extend(w.entries);
+        }
+        if then_crash {
+            self.crash();
+            return;
         }
         if let Some(marker) = w.marker {
             self.node.on_persisted(marker);

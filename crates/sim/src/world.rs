@@ -118,8 +118,14 @@ impl World {
                             && net.now < self.cfg.faults_until_ms
                             && net.rng.random_bool(self.cfg.takeover_crash_rate)
                         {
-                            let at = net.now + net.rng.random_range(1..40);
-                            net.schedule(at, Event::Crash { id, incarnation: s.incarnation });
+                            if net.rng.random_bool(0.5) {
+                                // Dies as soon as its No-Op is durable: a
+                                // newer-term entry that only it holds.
+                                s.crash_after_next_write = true;
+                            } else {
+                                let at = net.now + net.rng.random_range(1..40);
+                                net.schedule(at, Event::Crash { id, incarnation: s.incarnation });
+                            }
                         }
                     }
                 }
@@ -135,7 +141,18 @@ impl World {
             Event::PersistDone { id, incarnation } => {
                 let s = &mut self.servers[id as usize - 1];
                 if s.alive && s.incarnation == incarnation {
-                    s.on_persist_done(net, &mut self.inv);
+                    let armed = std::mem::take(&mut s.crash_after_next_write);
+                    let random =
+                        net.now < self.cfg.faults_until_ms && net.rng.random_bool(self.cfg.crash_at_write_rate);
+                    let failpoint = armed || random;
+                    if random && !armed && net.rng.random_bool(0.5) {
+                        s.crash(); // before the write lands
+                    } else {
+                        s.on_persist_done(net, &mut self.inv, failpoint);
+                    }
+                    if failpoint {
+                        self.crashes += 1;
+                    }
                 }
             }
             Event::CoordTick => self.coord.on_tick(net),
@@ -180,24 +197,35 @@ impl World {
         let leader = self.some_leader();
         let rng = &mut self.net.rng;
         match rng.random_range(0..100) {
-            0..20 => self.net.heal(),
-            20..35 => {
+            0..15 => self.net.heal(),
+            15..27 => {
                 // Any subset of processes, coord and clients included, both ways.
                 let side: Vec<Proc> = all.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
                 self.net.partition(&side, &all, true);
             }
-            35..42 => {
+            27..33 => {
                 let side: Vec<Proc> = all.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
                 self.net.partition(&side, &all, false);
             }
-            42..52 => {
+            33..41 => {
                 // The leader loses the coord but keeps its followers: the
                 // coord replaces it, and the new term must fence it.
                 if let Some(l) = leader {
                     self.net.partition(&[Proc::Server(l)], &[Proc::Server(l), Proc::Coord], true);
                 }
             }
-            52..58 => {
+            41..54 => {
+                // Only the leader (and whichever clients still talk to it) is
+                // cut off: it piles up entries no one else has, which a later
+                // leader must either keep or overwrite, never both.
+                if let Some(l) = leader {
+                    let mut side = vec![Proc::Server(l)];
+                    side.extend(all.iter().copied().filter(|p| matches!(p, Proc::Client(_)) && rng.random_bool(0.5)));
+                    self.net.heal();
+                    self.net.partition(&side, &all, true);
+                }
+            }
+            54..58 => {
                 // The leader is cut from everyone but the coord and clients.
                 if let Some(l) = leader {
                     let servers: Vec<Proc> = (1..=n).map(Proc::Server).collect();
