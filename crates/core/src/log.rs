@@ -67,7 +67,13 @@ impl RaftLog {
 
     /// Entries `from..=to`, cut after `max_entries` entries or once
     /// `max_bytes` is reached (but always at least one if any exist).
-    pub fn slice(&self, from: Index, to: Index, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
+    pub fn slice(
+        &self,
+        from: Index,
+        to: Index,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut i = from.max(self.first_index());
@@ -163,7 +169,11 @@ mod tests {
         let entries = terms
             .iter()
             .zip(1..)
-            .map(|(&term, index)| Entry { term, index, payload: Payload::Noop })
+            .map(|(&term, index)| Entry {
+                term,
+                index,
+                payload: Payload::Noop,
+            })
             .collect();
         RaftLog::new(SnapshotMeta::default(), entries)
     }
@@ -171,7 +181,10 @@ mod tests {
     #[test]
     fn indexes_and_terms() {
         let log = log_of(&[1, 1, 2, 3, 3]);
-        assert_eq!((log.first_index(), log.last_index(), log.last_term()), (1, 5, 3));
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (1, 5, 3)
+        );
         assert_eq!(log.term(0), Some(0));
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.term(6), None);
@@ -200,15 +213,24 @@ mod tests {
     fn slice_respects_count_and_byte_budgets() {
         let log = log_of(&[1; 10]);
         assert_eq!(log.slice(3, 10, 4, usize::MAX).len(), 4);
-        assert_eq!(log.slice(3, 10, 100, 1).len(), 1, "always at least one entry");
+        assert_eq!(
+            log.slice(3, 10, 100, 1).len(),
+            1,
+            "always at least one entry"
+        );
         assert_eq!(log.slice(9, 20, 100, usize::MAX).len(), 2);
         assert!(log.slice(11, 20, 100, usize::MAX).is_empty());
     }
 
     #[test]
     fn recovery_stops_at_a_gap() {
-        let mut entries: Vec<Entry> =
-            (1..=5).map(|index| Entry { term: 1, index, payload: Payload::Noop }).collect();
+        let mut entries: Vec<Entry> = (1..=5)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                payload: Payload::Noop,
+            })
+            .collect();
         entries.remove(2);
         let log = RaftLog::new(SnapshotMeta::default(), entries);
         assert_eq!(log.last_index(), 2);

@@ -50,7 +50,12 @@ pub enum Message {
     /// Server to coord: its answer to a log-state request for `term`.
     LogState(LogState),
     /// Server to coord: whether it took the leadership of `term`.
-    BecomeLeaderResponse { term: Term, from: NodeId, accepted: bool, current_term: Term },
+    BecomeLeaderResponse {
+        term: Term,
+        from: NodeId,
+        accepted: bool,
+        current_term: Term,
+    },
 }
 
 /// The outcome of an AppendEntries (or InstallSnapshot) at a follower.

@@ -61,7 +61,8 @@ impl ReadIndex {
                 break;
             }
             let round = self.rounds.pop_front().expect("front exists");
-            self.confirmed.extend(round.reads.into_iter().map(|id| (round.read_index, id)));
+            self.confirmed
+                .extend(round.reads.into_iter().map(|id| (round.read_index, id)));
         }
     }
 
@@ -78,7 +79,9 @@ impl ReadIndex {
 
     /// Whether a confirmed read is covered by `applied`.
     pub fn has_ready(&self, applied: Index) -> bool {
-        self.confirmed.front().is_some_and(|&(index, _)| index <= applied)
+        self.confirmed
+            .front()
+            .is_some_and(|&(index, _)| index <= applied)
     }
 
     /// Takes every read, whatever its state (the leader stepped down).

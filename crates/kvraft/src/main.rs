@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "kvraft", version, about = "A replicated, linearizable key-value store you can watch")]
+#[command(
+    name = "kvraft",
+    version,
+    about = "A replicated, linearizable key-value store you can watch"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -20,7 +20,12 @@ enum Phase {
     Joining,
     Stable,
     /// Collecting log states for `term`.
-    Selecting { term: Term, started: u64, answers: BTreeMap<NodeId, LogState>, chosen: Option<NodeId> },
+    Selecting {
+        term: Term,
+        started: u64,
+        answers: BTreeMap<NodeId, LogState>,
+        chosen: Option<NodeId>,
+    },
 }
 
 pub struct CoordModel {
@@ -59,12 +64,20 @@ impl CoordModel {
         let now = net.now;
         self.ping_seq += 1;
         for id in self.members() {
-            net.send(Proc::Coord, Proc::Server(id), Msg::Ping { seq: self.ping_seq });
+            net.send(
+                Proc::Coord,
+                Proc::Server(id),
+                Msg::Ping { seq: self.ping_seq },
+            );
         }
         match &mut self.phase {
             Phase::Joining => {
                 for id in self.members() {
-                    net.send(Proc::Coord, Proc::Server(id), Msg::LogStateRequest { term: 1 });
+                    net.send(
+                        Proc::Coord,
+                        Proc::Server(id),
+                        Msg::LogStateRequest { term: 1 },
+                    );
                 }
             }
             Phase::Stable => {
@@ -89,7 +102,12 @@ impl CoordModel {
         self.selections += 1;
         self.leader = None;
         let term = self.term;
-        self.phase = Phase::Selecting { term, started: net.now, answers: BTreeMap::new(), chosen: None };
+        self.phase = Phase::Selecting {
+            term,
+            started: net.now,
+            answers: BTreeMap::new(),
+            chosen: None,
+        };
         for id in self.members() {
             net.send(Proc::Coord, Proc::Server(id), Msg::LogStateRequest { term });
         }
@@ -98,7 +116,13 @@ impl CoordModel {
     pub fn on_message(&mut self, from: Proc, msg: Msg, net: &mut Net) {
         let Proc::Server(id) = from else {
             if let (Proc::Client(_), Msg::LeaderQuery) = (from, &msg) {
-                net.send(Proc::Coord, from, Msg::LeaderAnswer { leader: self.leader });
+                net.send(
+                    Proc::Coord,
+                    from,
+                    Msg::LeaderAnswer {
+                        leader: self.leader,
+                    },
+                );
             }
             return;
         };
@@ -107,10 +131,19 @@ impl CoordModel {
                 self.last_pong.insert(id, net.now);
             }
             Msg::Raft(Message::LogState(ls)) => self.on_log_state(ls, net),
-            Msg::Raft(Message::BecomeLeaderResponse { term, from, accepted, current_term }) => {
+            Msg::Raft(Message::BecomeLeaderResponse {
+                term,
+                from,
+                accepted,
+                current_term,
+            }) => {
                 self.term = self.term.max(current_term);
                 match &self.phase {
-                    Phase::Selecting { term: t, chosen: Some(c), .. } if *t == term && *c == from => {
+                    Phase::Selecting {
+                        term: t,
+                        chosen: Some(c),
+                        ..
+                    } if *t == term && *c == from => {
                         if accepted {
                             self.leader = Some(from);
                             self.last_pong.insert(from, net.now);
@@ -142,10 +175,19 @@ impl CoordModel {
                         answers: BTreeMap::new(),
                         chosen: Some(1),
                     };
-                    net.send(Proc::Coord, Proc::Server(1), Msg::BecomeLeader { term: 1, members });
+                    net.send(
+                        Proc::Coord,
+                        Proc::Server(1),
+                        Msg::BecomeLeader { term: 1, members },
+                    );
                 }
             }
-            Phase::Selecting { term, answers, chosen, .. } if *term == ls.term && chosen.is_none() => {
+            Phase::Selecting {
+                term,
+                answers,
+                chosen,
+                ..
+            } if *term == ls.term && chosen.is_none() => {
                 if !ls.granted {
                     return; // the server is past this term; the timeout starts a newer one
                 }
@@ -154,12 +196,20 @@ impl CoordModel {
                     // Most up-to-date log; ties go to the lowest id.
                     let best = answers
                         .values()
-                        .max_by(|a, b| a.up_to_date_key().cmp(&b.up_to_date_key()).then(b.from.cmp(&a.from)))
+                        .max_by(|a, b| {
+                            a.up_to_date_key()
+                                .cmp(&b.up_to_date_key())
+                                .then(b.from.cmp(&a.from))
+                        })
                         .expect("a quorum is not empty")
                         .from;
                     *chosen = Some(best);
                     let term = *term;
-                    net.send(Proc::Coord, Proc::Server(best), Msg::BecomeLeader { term, members });
+                    net.send(
+                        Proc::Coord,
+                        Proc::Server(best),
+                        Msg::BecomeLeader { term, members },
+                    );
                 }
             }
             _ => {}

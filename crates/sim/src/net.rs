@@ -30,26 +30,60 @@ pub enum ClientError {
 pub enum Msg {
     /// Server to server, and server to coord.
     Raft(Message),
-    LogStateRequest { term: Term },
-    BecomeLeader { term: Term, members: Vec<NodeId> },
-    Ping { seq: u64 },
-    Pong { seq: u64 },
-    Request { cmd: Command, read_index: bool },
-    Response { session: u64, op_id: u64, result: Result<Reply, ClientError> },
+    LogStateRequest {
+        term: Term,
+    },
+    BecomeLeader {
+        term: Term,
+        members: Vec<NodeId>,
+    },
+    Ping {
+        seq: u64,
+    },
+    Pong {
+        seq: u64,
+    },
+    Request {
+        cmd: Command,
+        read_index: bool,
+    },
+    Response {
+        session: u64,
+        op_id: u64,
+        result: Result<Reply, ClientError>,
+    },
     LeaderQuery,
-    LeaderAnswer { leader: Option<NodeId> },
+    LeaderAnswer {
+        leader: Option<NodeId>,
+    },
 }
 
 /// Something that happens at a simulated time.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Deliver { from: Proc, to: Proc, msg: Msg },
-    ServerTick { id: NodeId, incarnation: u64 },
-    PersistDone { id: NodeId, incarnation: u64 },
+    Deliver {
+        from: Proc,
+        to: Proc,
+        msg: Msg,
+    },
+    ServerTick {
+        id: NodeId,
+        incarnation: u64,
+    },
+    PersistDone {
+        id: NodeId,
+        incarnation: u64,
+    },
     CoordTick,
     /// A fail-stop crash aimed at one incarnation of a server.
-    Crash { id: NodeId, incarnation: u64 },
-    ClientWake { id: u64, timer: u64 },
+    Crash {
+        id: NodeId,
+        incarnation: u64,
+    },
+    ClientWake {
+        id: u64,
+        timer: u64,
+    },
     Nemesis,
 }
 
@@ -109,14 +143,22 @@ impl Net {
         if self.faulty && self.rng.random_bool(self.drop_rate) {
             return;
         }
-        let copies = if self.faulty && self.rng.random_bool(self.dup_rate) { 2 } else { 1 };
+        let copies = if self.faulty && self.rng.random_bool(self.dup_rate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = if self.faulty && self.rng.random_bool(self.long_delay_rate) {
                 self.rng.random_range(20..200)
             } else {
                 self.rng.random_range(1..=5)
             };
-            let ev = Event::Deliver { from, to, msg: msg.clone() };
+            let ev = Event::Deliver {
+                from,
+                to,
+                msg: msg.clone(),
+            };
             self.schedule(self.now + delay, ev);
         }
     }

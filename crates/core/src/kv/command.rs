@@ -7,12 +7,22 @@ use serde::{Deserialize, Serialize};
 /// One key-value operation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Op {
-    Get { key: String },
-    Put { key: String, value: String },
-    Delete { key: String },
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
     /// Appends to the current value (the empty string if absent). A command
     /// applied twice shows up twice in the value, which is why the tests use it.
-    Append { key: String, value: String },
+    Append {
+        key: String,
+        value: String,
+    },
     /// Sets `new` only if the current value equals `expected` (`None`: absent).
     Cas {
         key: String,
@@ -103,7 +113,9 @@ pub enum Reply {
 pub enum ApplyError {
     /// The opId is older than what the client has acknowledged, or belongs to
     /// an older session of the client: a late duplicate, never applied.
-    #[error("stale request: op {op_id} of session {session} is older than the client's current state")]
+    #[error(
+        "stale request: op {op_id} of session {session} is older than the client's current state"
+    )]
     Stale { session: u64, op_id: u64 },
 }
 

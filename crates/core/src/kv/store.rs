@@ -156,7 +156,14 @@ fn execute(data: &mut BTreeMap<String, String>, op: &Op) -> Reply {
 mod tests {
     use super::*;
 
-    fn entry(index: Index, client: &str, session: u64, op_id: u64, first_unacked: u64, op: Op) -> Entry {
+    fn entry(
+        index: Index,
+        client: &str,
+        session: u64,
+        op_id: u64,
+        first_unacked: u64,
+        op: Op,
+    ) -> Entry {
         Entry {
             term: 1,
             index,
@@ -180,9 +187,15 @@ mod tests {
     #[test]
     fn retried_op_is_applied_once_and_returns_first_result() {
         let mut kv = KvStore::new();
-        assert_eq!(kv.apply(&entry(1, "c", 1, 1, 1, append("a"))), Some(Ok(Reply::Done)));
+        assert_eq!(
+            kv.apply(&entry(1, "c", 1, 1, 1, append("a"))),
+            Some(Ok(Reply::Done))
+        );
         // The same opId again (a retry after failover) at a later index.
-        assert_eq!(kv.apply(&entry(2, "c", 1, 1, 1, append("a"))), Some(Ok(Reply::Done)));
+        assert_eq!(
+            kv.apply(&entry(2, "c", 1, 1, 1, append("a"))),
+            Some(Ok(Reply::Done))
+        );
         assert_eq!(kv.get("k"), Some("a"));
     }
 
@@ -205,7 +218,13 @@ mod tests {
         kv.apply(&entry(1, "c", 1, 1, 1, append("1")));
         kv.apply(&entry(2, "c", 1, 2, 2, append("2")));
         let late = kv.apply(&entry(3, "c", 1, 1, 1, append("1")));
-        assert_eq!(late, Some(Err(ApplyError::Stale { session: 1, op_id: 1 })));
+        assert_eq!(
+            late,
+            Some(Err(ApplyError::Stale {
+                session: 1,
+                op_id: 1
+            }))
+        );
         assert_eq!(kv.get("k"), Some("12"));
     }
 
@@ -216,7 +235,10 @@ mod tests {
             kv.apply(&entry(i, "c", 1, i, i, append("a")));
         }
         // Restart: numbering starts again at 1 in a larger session.
-        assert_eq!(kv.apply(&entry(6, "c", 2, 1, 1, append("b"))), Some(Ok(Reply::Done)));
+        assert_eq!(
+            kv.apply(&entry(6, "c", 2, 1, 1, append("b"))),
+            Some(Ok(Reply::Done))
+        );
         // A late duplicate from the old session is refused, not applied.
         assert!(matches!(
             kv.apply(&entry(7, "c", 1, 5, 5, append("a"))),
@@ -233,15 +255,34 @@ mod tests {
             expected: expected.map(Into::into),
             new: new.into(),
         };
-        assert_eq!(kv.apply(&entry(1, "c", 1, 1, 1, cas(None, "a"))), Some(Ok(Reply::Cas { swapped: true })));
-        assert_eq!(kv.apply(&entry(2, "c", 1, 2, 2, cas(None, "b"))), Some(Ok(Reply::Cas { swapped: false })));
-        assert_eq!(kv.apply(&entry(3, "c", 1, 3, 3, cas(Some("a"), "b"))), Some(Ok(Reply::Cas { swapped: true })));
+        assert_eq!(
+            kv.apply(&entry(1, "c", 1, 1, 1, cas(None, "a"))),
+            Some(Ok(Reply::Cas { swapped: true }))
+        );
+        assert_eq!(
+            kv.apply(&entry(2, "c", 1, 2, 2, cas(None, "b"))),
+            Some(Ok(Reply::Cas { swapped: false }))
+        );
+        assert_eq!(
+            kv.apply(&entry(3, "c", 1, 3, 3, cas(Some("a"), "b"))),
+            Some(Ok(Reply::Cas { swapped: true }))
+        );
         kv.apply(&entry(4, "c", 1, 4, 4, Op::Delete { key: "k".into() }));
         assert_eq!(
             kv.apply(&entry(5, "c", 1, 5, 5, Op::Get { key: "k".into() })),
             Some(Ok(Reply::Value(None)))
         );
-        kv.apply(&entry(6, "c", 1, 6, 6, Op::Put { key: "k".into(), value: "v".into() }));
+        kv.apply(&entry(
+            6,
+            "c",
+            1,
+            6,
+            6,
+            Op::Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        ));
         assert_eq!(kv.get("k"), Some("v"));
     }
 

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use kvraft_core::kv::{Command, KvStore, Op, Outcome};
-use kvraft_core::{Config, Dest, Entry, Message, NodeId, Payload, RaftNode, ReadId, Restored, Term};
+use kvraft_core::{
+    Config, Dest, Entry, Message, NodeId, Payload, RaftNode, ReadId, Restored, Term,
+};
 
 type Filter = Box<dyn FnMut(NodeId, NodeId, &mut Message) -> bool>;
 
@@ -59,9 +61,20 @@ impl Cluster {
             let entries = terms
                 .iter()
                 .zip(1..)
-                .map(|(&term, index)| Entry { term, index, payload: Payload::Noop })
+                .map(|(&term, index)| Entry {
+                    term,
+                    index,
+                    payload: Payload::Noop,
+                })
                 .collect();
-            c.disk.insert(id, Restored { term, snapshot: None, entries });
+            c.disk.insert(
+                id,
+                Restored {
+                    term,
+                    snapshot: None,
+                    entries,
+                },
+            );
             c.start(id);
         }
         c
@@ -94,7 +107,11 @@ impl Cluster {
     /// What the coord does: log-state requests for `term` to every live node,
     /// then the designation of `leader`.
     pub fn designate(&mut self, leader: NodeId, term: Term) {
-        let ids: Vec<NodeId> = self.ids().into_iter().filter(|id| !self.down.contains(id)).collect();
+        let ids: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|id| !self.down.contains(id))
+            .collect();
         for &id in &ids {
             self.node_mut(id).log_state_request(term);
         }
@@ -178,11 +195,16 @@ impl Cluster {
         let kv = self.kv.get_mut(&id).expect("kv");
         for e in &rd.committed_entries {
             if let Some(outcome) = kv.apply(e) {
-                self.outcomes.entry(id).or_default().insert(e.index, outcome);
+                self.outcomes
+                    .entry(id)
+                    .or_default()
+                    .insert(e.index, outcome);
             }
         }
-        self.reads_served.extend(rd.reads.into_iter().map(|r| (id, r)));
-        self.reads_failed.extend(rd.failed_reads.into_iter().map(|(r, _)| (id, r)));
+        self.reads_served
+            .extend(rd.reads.into_iter().map(|r| (id, r)));
+        self.reads_failed
+            .extend(rd.failed_reads.into_iter().map(|(r, _)| (id, r)));
     }
 
     /// `(term)` of every entry of a node's log, in order.

@@ -64,7 +64,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                     if !report.violations.is_empty() {
                         print_failure(&report, args.nodes);
-                        failed.lock().expect("no panics hold this lock").push(report);
+                        failed
+                            .lock()
+                            .expect("no panics hold this lock")
+                            .push(report);
                     }
                     let mut last = last_progress.lock().expect("no panics hold this lock");
                     if last.elapsed() > Duration::from_secs(5) {
@@ -82,9 +85,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let failed = failed.into_inner().expect("no panics hold this lock");
     let violations: usize = failed.iter().map(|r| r.violations.len()).sum();
-    eprintln!("[sim] {} seeds in {:.1}s", args.seeds, start.elapsed().as_secs_f64());
-    println!("seeds={} ops={} violations={violations}", args.seeds, ops.load(Ordering::Relaxed));
-    Ok(if violations == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    eprintln!(
+        "[sim] {} seeds in {:.1}s",
+        args.seeds,
+        start.elapsed().as_secs_f64()
+    );
+    println!(
+        "seeds={} ops={} violations={violations}",
+        args.seeds,
+        ops.load(Ordering::Relaxed)
+    );
+    Ok(if violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn describe(r: &SeedReport) -> String {
@@ -112,6 +127,9 @@ fn print_failure(r: &SeedReport, nodes: Option<u64>) {
         out.push_str(&format!("  {v}\n"));
     }
     let nodes = nodes.map(|n| format!(" --nodes {n}")).unwrap_or_default();
-    out.push_str(&format!("  replay: kvraft sim --seed {} --seeds 1{nodes} --verbose\n", r.config.seed));
+    out.push_str(&format!(
+        "  replay: kvraft sim --seed {} --seeds 1{nodes} --verbose\n",
+        r.config.seed
+    ));
     print!("{out}");
 }
