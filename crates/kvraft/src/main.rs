@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one server of the cluster.
+    Server(cmd::server::Args),
     /// Run seeded simulations of whole clusters under faults and check them.
     Sim(cmd::sim::Args),
     /// Check a history (JSON lines) for linearizability.
@@ -29,6 +31,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Server(args) => cmd::server::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Lincheck(args) => cmd::lincheck::run(args),
     };

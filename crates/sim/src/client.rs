@@ -189,7 +189,9 @@ impl SimClient {
 
     pub fn on_message(&mut self, msg: Msg, net: &mut Net, history: &mut [lin::Operation]) {
         match msg {
-            Msg::LeaderAnswer { leader: Some(leader) } => self.leader = Some(leader),
+            Msg::LeaderAnswer {
+                leader: Some(leader),
+            } => self.leader = Some(leader),
             Msg::Response {
                 session,
                 op_id,

@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
 pub mod lincheck;
+pub mod server;
 pub mod sim;

@@ -1,0 +1,68 @@
+//! `kvraft server {server-id}`: runs one server of the cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use kvraft_server::ServerConfig;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// This server's id (1 to 7).
+    id: u64,
+    /// The config file [default: config/server_config{id}.json]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override the config's data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = args
+        .config
+        .unwrap_or_else(|| PathBuf::from(format!("config/server_config{}.json", args.id)));
+    let mut cfg = ServerConfig::load(&path)?;
+    if cfg.server_id != args.id {
+        anyhow::bail!(
+            "{} is the config of server {}, not {}",
+            path.display(),
+            cfg.server_id,
+            args.id
+        );
+    }
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = Some(d);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        eprintln!(
+            "kvraft server {}: peers on {}, coord on {}, clients on {}, data in {}",
+            cfg.server_id,
+            cfg.server_server_addr,
+            cfg.server_listen_addr,
+            cfg.client_listen_addr,
+            cfg.data_dir().display()
+        );
+        kvraft_server::run(cfg, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,122 @@
+//! KvClient: Get, Put, Delete, Append, CompareAndSwap as unary calls, and a
+//! session stream with many operations in flight.
+
+use std::pin::Pin;
+
+use kvraft_proto as pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::LoopHandle;
+use crate::convert::command_from_pb;
+use crate::node_loop::{Input, ReplyTo};
+
+pub struct ClientApi {
+    pub inputs: LoopHandle,
+}
+
+fn bad_request(c: &pb::Command, message: String) -> pb::Reply {
+    pb::Reply {
+        session: c.session,
+        op_id: c.op_id,
+        result: Some(pb::reply::Result::Error(pb::Error {
+            code: pb::ErrorCode::BadRequest as i32,
+            message,
+            leader_id: 0,
+            leader_addr: String::new(),
+        })),
+        trace: Vec::new(),
+    }
+}
+
+impl ClientApi {
+    async fn unary(
+        &self,
+        req: Request<pb::Command>,
+        expect: fn(&pb::command::Op) -> bool,
+    ) -> Result<Response<pb::Reply>, Status> {
+        let c = req.into_inner();
+        if !c.op.as_ref().is_some_and(expect) {
+            return Ok(Response::new(bad_request(
+                &c,
+                "the operation does not match the call".into(),
+            )));
+        }
+        let cmd = match command_from_pb(c.clone()) {
+            Ok(cmd) => cmd,
+            Err(e) => return Ok(Response::new(bad_request(&c, e.to_string()))),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Client {
+            cmd,
+            reply: ReplyTo::Once(tx),
+        })?;
+        let reply = rx
+            .await
+            .map_err(|_| Status::unavailable("server is shutting down"))?;
+        Ok(Response::new(reply))
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::Reply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::kv_client_server::KvClient for ClientApi {
+    async fn get(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
+        self.unary(req, |op| matches!(op, pb::command::Op::Get(_)))
+            .await
+    }
+    async fn put(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
+        self.unary(req, |op| matches!(op, pb::command::Op::Put(_)))
+            .await
+    }
+    async fn delete(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
+        self.unary(req, |op| matches!(op, pb::command::Op::Delete(_)))
+            .await
+    }
+    async fn append(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
+        self.unary(req, |op| matches!(op, pb::command::Op::Append(_)))
+            .await
+    }
+    async fn compare_and_swap(
+        &self,
+        req: Request<pb::Command>,
+    ) -> Result<Response<pb::Reply>, Status> {
+        self.unary(req, |op| matches!(op, pb::command::Op::Cas(_)))
+            .await
+    }
+
+    type SessionStream = ReplyStream;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::Command>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut commands = req.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(c)) = commands.message().await {
+                match command_from_pb(c.clone()) {
+                    Ok(cmd) => {
+                        if inputs
+                            .send(Input::Client {
+                                cmd,
+                                reply: ReplyTo::Stream(tx.clone()),
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Ok(bad_request(&c, e.to_string())));
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}

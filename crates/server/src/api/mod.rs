@@ -1,0 +1,24 @@
+//! The gRPC services a server offers. Each only validates and forwards to
+//! the event loop; none touches the core.
+
+pub mod admin;
+pub mod client;
+pub mod control;
+pub mod peer;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tonic::Status;
+
+use crate::node_loop::Input;
+
+/// The event loop's input, shared by every service.
+#[derive(Clone)]
+pub struct LoopHandle(pub UnboundedSender<Input>);
+
+impl LoopHandle {
+    pub fn send(&self, input: Input) -> Result<(), Status> {
+        self.0
+            .send(input)
+            .map_err(|_| Status::unavailable("server is shutting down"))
+    }
+}

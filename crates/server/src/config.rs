@@ -1,0 +1,177 @@
+//! `config/server_config{id}.json`: the prototype's fields, plus the data
+//! directory and tuning, all with sane defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// How Gets are served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMode {
+    /// ReadIndex: a heartbeat round confirms leadership; no log write.
+    #[default]
+    ReadIndex,
+    /// Gets go through the log, as in the prototype.
+    Log,
+}
+
+/// Whether writes are fsynced before they count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    #[default]
+    Always,
+    /// UNSAFE: an acknowledged write can be lost in a power failure. Tests only.
+    Never,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct ServerConfig {
+    #[serde(rename = "ServerID")]
+    pub server_id: u64,
+    /// The coord's server-facing address (its ServerAPIListenAddr).
+    pub coord_addr: String,
+    /// This server's UDP address for the coord's failure-detector heartbeats.
+    pub server_addr: SocketAddr,
+    /// Where other servers reach this one (the Peer service).
+    pub server_server_addr: SocketAddr,
+    /// Where the coord reaches this one (the ServerControl service).
+    pub server_listen_addr: SocketAddr,
+    /// Where clients and tools reach this one (KvClient and Admin services).
+    pub client_listen_addr: SocketAddr,
+    #[serde(default)]
+    pub tracing_server_addr: String,
+    /// When set, every request must present it.
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub tracing_identity: String,
+    /// Default: `data/server{id}`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub fsync: Fsync,
+    /// A snapshot is taken, and the log before it deleted, every this many entries.
+    #[serde(default = "default_snapshot_entries")]
+    pub snapshot_entries: u64,
+    #[serde(default)]
+    pub read_mode: ReadMode,
+    /// Milliseconds per tick of the core.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+}
+
+fn default_snapshot_entries() -> u64 {
+    10_000
+}
+
+fn default_tick_ms() -> u64 {
+    10
+}
+
+/// A config that cannot be used, with the reason in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid config {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: ServerConfig =
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.into(),
+                source,
+            })?;
+        cfg.validate().map_err(|reason| ConfigError::Invalid {
+            path: path.into(),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.server_id == 0 || self.server_id > 7 {
+            return Err(format!("ServerID must be 1..=7, not {}", self.server_id));
+        }
+        if self.snapshot_entries == 0 {
+            return Err("SnapshotEntries must be at least 1".into());
+        }
+        if self.tick_ms == 0 {
+            return Err("TickMs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("data/server{}", self.server_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn reads_the_prototype_config() {
+        let (_d, path) = write(
+            r#"{"ServerID": 1, "CoordAddr": "127.0.0.1:23002", "ServerAddr": "127.0.0.1:21001",
+                "ServerServerAddr": "127.0.0.1:21011", "ServerListenAddr": "127.0.0.1:21021",
+                "ClientListenAddr": "127.0.0.1:21031", "TracingServerAddr": "127.0.0.1:23000",
+                "Secret": "", "TracingIdentity": "server1"}"#,
+        );
+        let c = ServerConfig::load(&path).unwrap();
+        assert_eq!(c.server_id, 1);
+        assert_eq!(c.fsync, Fsync::Always);
+        assert_eq!(c.read_mode, ReadMode::ReadIndex);
+        assert_eq!(c.data_dir(), PathBuf::from("data/server1"));
+    }
+
+    #[test]
+    fn bad_configs_give_one_line_errors() {
+        let (_d, path) = write(r#"{"ServerID": 1}"#);
+        let e = ServerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("missing field"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+        let (_d, path) = write(
+            r#"{"ServerID": 9, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
+                "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4"}"#,
+        );
+        assert!(
+            ServerConfig::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("ServerID must be 1..=7")
+        );
+        let e = ServerConfig::load(Path::new("/nonexistent.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot read config"), "{e}");
+    }
+}

@@ -1,0 +1,447 @@
+//! Conversions between the wire types (`kvraft-proto`) and the core's.
+//! Anything read from the network is checked here: a malformed message is an
+//! error, never a panic.
+
+use std::sync::Arc;
+
+use kvraft_core::kv::{Command, Op, Reply};
+use kvraft_core::{AppendResult, Entry, Message, Payload, Snapshot, SnapshotMeta};
+use kvraft_proto as pb;
+
+/// Largest key and value accepted from a client.
+pub const MAX_KEY_BYTES: usize = 4 << 10;
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Snapshots travel in chunks of this size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// A wire message that does not make sense.
+#[derive(Debug, thiserror::Error)]
+#[error("bad message: {0}")]
+pub struct BadMessage(pub String);
+
+fn bad(what: impl Into<String>) -> BadMessage {
+    BadMessage(what.into())
+}
+
+pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
+    use pb::command::Op as P;
+    let check_key = |k: &str| {
+        if k.len() > MAX_KEY_BYTES {
+            Err(bad(format!(
+                "key of {} bytes is over the limit of {MAX_KEY_BYTES}",
+                k.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let check_value = |v: &str| {
+        if v.len() > MAX_VALUE_BYTES {
+            Err(bad(format!(
+                "value of {} bytes is over the limit of {MAX_VALUE_BYTES}",
+                v.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let op = match c.op.ok_or_else(|| bad("command without an operation"))? {
+        P::Get(g) => {
+            check_key(&g.key)?;
+            Op::Get { key: g.key }
+        }
+        P::Put(p) => {
+            check_key(&p.key)?;
+            check_value(&p.value)?;
+            Op::Put {
+                key: p.key,
+                value: p.value,
+            }
+        }
+        P::Delete(d) => {
+            check_key(&d.key)?;
+            Op::Delete { key: d.key }
+        }
+        P::Append(a) => {
+            check_key(&a.key)?;
+            check_value(&a.value)?;
+            Op::Append {
+                key: a.key,
+                value: a.value,
+            }
+        }
+        P::Cas(c) => {
+            check_key(&c.key)?;
+            check_value(&c.new_value)?;
+            if let Some(e) = &c.expected {
+                check_value(e)?;
+            }
+            Op::Cas {
+                key: c.key,
+                expected: c.expected,
+                new: c.new_value,
+            }
+        }
+    };
+    if c.client_id.is_empty() || c.client_id.len() > 256 {
+        return Err(bad("client_id must be 1 to 256 bytes"));
+    }
+    if c.op_id == 0 {
+        return Err(bad("op_id must be at least 1"));
+    }
+    Ok(Command {
+        client_id: c.client_id,
+        session: c.session,
+        op_id: c.op_id,
+        first_unacked: c.first_unacked.min(c.op_id),
+        op,
+    })
+}
+
+pub fn command_to_pb(c: &Command) -> pb::Command {
+    use pb::command::Op as P;
+    let op = match &c.op {
+        Op::Get { key } => P::Get(pb::GetOp { key: key.clone() }),
+        Op::Put { key, value } => P::Put(pb::PutOp {
+            key: key.clone(),
+            value: value.clone(),
+        }),
+        Op::Delete { key } => P::Delete(pb::DeleteOp { key: key.clone() }),
+        Op::Append { key, value } => P::Append(pb::AppendOp {
+            key: key.clone(),
+            value: value.clone(),
+        }),
+        Op::Cas { key, expected, new } => P::Cas(pb::CasOp {
+            key: key.clone(),
+            expected: expected.clone(),
+            new_value: new.clone(),
+        }),
+    };
+    pb::Command {
+        client_id: c.client_id.clone(),
+        session: c.session,
+        op_id: c.op_id,
+        first_unacked: c.first_unacked,
+        op: Some(op),
+        trace: Vec::new(),
+    }
+}
+
+pub fn reply_result(r: &Reply) -> pb::reply::Result {
+    match r {
+        Reply::Value(v) => pb::reply::Result::Value(pb::Value { value: v.clone() }),
+        Reply::Done => pb::reply::Result::Done(pb::Done {}),
+        Reply::Cas { swapped } => pb::reply::Result::Cas(pb::CasResult { swapped: *swapped }),
+    }
+}
+
+fn entry_to_pb(e: &Entry) -> pb::Entry {
+    pb::Entry {
+        term: e.term,
+        index: e.index,
+        command: match &e.payload {
+            Payload::Noop => None,
+            Payload::Command(c) => Some(command_to_pb(c)),
+        },
+    }
+}
+
+fn entry_from_pb(e: pb::Entry) -> Result<Entry, BadMessage> {
+    let payload = match e.command {
+        None => Payload::Noop,
+        Some(c) => Payload::Command(command_from_pb(c)?),
+    };
+    Ok(Entry {
+        term: e.term,
+        index: e.index,
+        payload,
+    })
+}
+
+/// A core message as one or more wire messages (a snapshot is chunked).
+pub fn message_to_pb(m: Message) -> Vec<pb::PeerMessage> {
+    use pb::peer_message::Msg;
+    let wrap = |msg| pb::PeerMessage {
+        msg: Some(msg),
+        trace: Vec::new(),
+    };
+    match m {
+        Message::AppendEntries {
+            term,
+            leader,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            read_ctx,
+        } => {
+            vec![wrap(Msg::Append(pb::AppendEntries {
+                term,
+                leader,
+                prev_log_index,
+                prev_log_term,
+                entries: entries.iter().map(entry_to_pb).collect(),
+                leader_commit,
+                read_ctx,
+            }))]
+        }
+        Message::AppendEntriesResponse {
+            term,
+            from,
+            result,
+            read_ctx,
+        } => {
+            use pb::append_response::Result as R;
+            let result = match result {
+                AppendResult::Success { match_index } => R::MatchIndex(match_index),
+                AppendResult::StaleTerm => R::StaleTerm(true),
+                AppendResult::Conflict {
+                    rejected_prev,
+                    hint_term,
+                    hint_index,
+                } => R::Conflict(pb::Conflict {
+                    rejected_prev,
+                    hint_term,
+                    hint_index,
+                }),
+            };
+            vec![wrap(Msg::Response(pb::AppendResponse {
+                term,
+                from,
+                read_ctx,
+                result: Some(result),
+            }))]
+        }
+        Message::InstallSnapshot {
+            term,
+            leader,
+            snapshot,
+            read_ctx,
+        } => {
+            let data = &snapshot.data;
+            let mut chunks = Vec::new();
+            let mut offset = 0;
+            loop {
+                let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+                chunks.push(wrap(Msg::Snapshot(pb::SnapshotChunk {
+                    term,
+                    leader,
+                    read_ctx,
+                    index: snapshot.meta.index,
+                    snapshot_term: snapshot.meta.term,
+                    offset: offset as u64,
+                    data: data[offset..end].to_vec(),
+                    last: end == data.len(),
+                })));
+                if end == data.len() {
+                    return chunks;
+                }
+                offset = end;
+            }
+        }
+        // Coord-bound messages never travel on the Peer service.
+        Message::LogState(_) | Message::BecomeLeaderResponse { .. } => Vec::new(),
+    }
+}
+
+/// Reassembles snapshot chunks arriving on one stream.
+#[derive(Default)]
+pub struct SnapshotAssembler {
+    buf: Vec<u8>,
+    key: Option<(u64, u64, u64)>,
+}
+
+/// Above this, a snapshot being received is refused (a bound on memory).
+const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
+
+impl SnapshotAssembler {
+    /// Converts one wire message; `Ok(None)` while a snapshot is incomplete.
+    pub fn accept(&mut self, m: pb::PeerMessage) -> Result<Option<Message>, BadMessage> {
+        use pb::peer_message::Msg;
+        match m.msg.ok_or_else(|| bad("empty peer message"))? {
+            Msg::Append(a) => {
+                let entries = a
+                    .entries
+                    .into_iter()
+                    .map(entry_from_pb)
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (e, i) in entries.iter().zip(a.prev_log_index + 1..) {
+                    if e.index != i {
+                        return Err(bad("AppendEntries with non-consecutive indexes"));
+                    }
+                }
+                Ok(Some(Message::AppendEntries {
+                    term: a.term,
+                    leader: a.leader,
+                    prev_log_index: a.prev_log_index,
+                    prev_log_term: a.prev_log_term,
+                    entries,
+                    leader_commit: a.leader_commit,
+                    read_ctx: a.read_ctx,
+                }))
+            }
+            Msg::Response(r) => {
+                use pb::append_response::Result as R;
+                let result = match r.result.ok_or_else(|| bad("response without a result"))? {
+                    R::MatchIndex(match_index) => AppendResult::Success { match_index },
+                    R::StaleTerm(_) => AppendResult::StaleTerm,
+                    R::Conflict(c) => AppendResult::Conflict {
+                        rejected_prev: c.rejected_prev,
+                        hint_term: c.hint_term,
+                        hint_index: c.hint_index,
+                    },
+                };
+                Ok(Some(Message::AppendEntriesResponse {
+                    term: r.term,
+                    from: r.from,
+                    result,
+                    read_ctx: r.read_ctx,
+                }))
+            }
+            Msg::Snapshot(c) => {
+                let key = (c.term, c.index, c.snapshot_term);
+                if c.offset == 0 {
+                    self.buf.clear();
+                    self.key = Some(key);
+                }
+                if self.key != Some(key) || c.offset != self.buf.len() as u64 {
+                    self.key = None;
+                    self.buf.clear();
+                    return Err(bad("snapshot chunk out of order"));
+                }
+                if self.buf.len() + c.data.len() > MAX_SNAPSHOT_BYTES {
+                    self.key = None;
+                    self.buf.clear();
+                    return Err(bad("snapshot too large"));
+                }
+                self.buf.extend_from_slice(&c.data);
+                if !c.last {
+                    return Ok(None);
+                }
+                self.key = None;
+                let data = std::mem::take(&mut self.buf);
+                Ok(Some(Message::InstallSnapshot {
+                    term: c.term,
+                    leader: c.leader,
+                    read_ctx: c.read_ctx,
+                    snapshot: Snapshot {
+                        meta: SnapshotMeta {
+                            index: c.index,
+                            term: c.snapshot_term,
+                        },
+                        data: Arc::new(data),
+                    },
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_snapshots_are_chunked() {
+        let cmd = Command {
+            client_id: "c".into(),
+            session: 1,
+            op_id: 2,
+            first_unacked: 2,
+            op: Op::Cas {
+                key: "k".into(),
+                expected: None,
+                new: "v".into(),
+            },
+        };
+        let msgs = vec![
+            Message::AppendEntries {
+                term: 3,
+                leader: 1,
+                prev_log_index: 4,
+                prev_log_term: 2,
+                entries: vec![
+                    Entry {
+                        term: 3,
+                        index: 5,
+                        payload: Payload::Noop,
+                    },
+                    Entry {
+                        term: 3,
+                        index: 6,
+                        payload: Payload::Command(cmd),
+                    },
+                ],
+                leader_commit: 4,
+                read_ctx: 9,
+            },
+            Message::AppendEntriesResponse {
+                term: 3,
+                from: 2,
+                result: AppendResult::Conflict {
+                    rejected_prev: 4,
+                    hint_term: None,
+                    hint_index: 2,
+                },
+                read_ctx: 9,
+            },
+            Message::InstallSnapshot {
+                term: 3,
+                leader: 1,
+                read_ctx: 0,
+                snapshot: Snapshot {
+                    meta: SnapshotMeta { index: 10, term: 2 },
+                    data: Arc::new(vec![7u8; SNAPSHOT_CHUNK_BYTES * 2 + 5]),
+                },
+            },
+        ];
+        let mut asm = SnapshotAssembler::default();
+        for m in msgs {
+            let wire = message_to_pb(m.clone());
+            let n = wire.len();
+            let mut out = None;
+            for w in wire {
+                out = asm.accept(w).unwrap();
+            }
+            assert_eq!(out, Some(m), "after {n} wire messages");
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        assert!(
+            command_from_pb(pb::Command {
+                client_id: "c".into(),
+                op_id: 1,
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let big = pb::Command {
+            client_id: "c".into(),
+            op_id: 1,
+            op: Some(pb::command::Op::Put(pb::PutOp {
+                key: "k".into(),
+                value: "v".repeat(MAX_VALUE_BYTES + 1),
+            })),
+            ..Default::default()
+        };
+        assert!(
+            command_from_pb(big)
+                .unwrap_err()
+                .to_string()
+                .contains("over the limit")
+        );
+        let mut asm = SnapshotAssembler::default();
+        assert!(asm.accept(pb::PeerMessage::default()).is_err());
+        let chunk = pb::SnapshotChunk {
+            offset: 5,
+            ..Default::default()
+        };
+        let m = pb::PeerMessage {
+            msg: Some(pb::peer_message::Msg::Snapshot(chunk)),
+            trace: vec![],
+        };
+        assert!(asm.accept(m).is_err());
+    }
+}

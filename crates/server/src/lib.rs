@@ -1,0 +1,186 @@
+//! The KVRaft server process: a thin shell around the replication core.
+//!
+//! It owns what the core may not: sockets (gRPC services in `api/`, peer
+//! links in `transport`), the disk (`disk`, a thread doing group commit over
+//! `kvraft-storage`) and the clock (the ticker of `node_loop`). The event loop
+//! (`node_loop`) is the one owner of the core and the state machine.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod convert;
+mod disk;
+mod node_loop;
+mod transport;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvraft_core::kv::KvStore;
+use kvraft_core::{Config, RaftNode, Restored};
+use kvraft_proto as pb;
+use kvraft_storage::{FsyncPolicy, Storage, StorageOptions};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+
+pub use config::{ConfigError, ServerConfig};
+
+use crate::api::LoopHandle;
+use crate::auth::SecretCheck;
+use crate::node_loop::{LoopParts, NodeLoop};
+
+/// Why a server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("data directory {dir}: {source}")]
+    Storage {
+        dir: String,
+        source: kvraft_storage::StorageError,
+    },
+    #[error(
+        "data directory {dir}: the snapshot's checksum holds but its state does not decode: {source}"
+    )]
+    Snapshot {
+        dir: String,
+        source: kvraft_core::kv::SnapshotError,
+    },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what} service failed: {source}")]
+    Serve {
+        what: &'static str,
+        source: tonic::transport::Error,
+    },
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListenerStream, ServerError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, what, source })?;
+    Ok(TcpListenerStream::new(l))
+}
+
+/// Runs a server until `shutdown` completes.
+pub async fn run(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let dir = cfg.data_dir();
+    let opts = StorageOptions {
+        fsync: match cfg.fsync {
+            config::Fsync::Always => FsyncPolicy::Always,
+            config::Fsync::Never => FsyncPolicy::Never,
+        },
+        ..StorageOptions::default()
+    };
+    let (storage, recovered) =
+        Storage::open(&dir, opts).map_err(|source| ServerError::Storage {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    if let Some(torn) = &recovered.torn_tail {
+        eprintln!(
+            "kvraft server {}: recovered after a torn write: {torn}",
+            cfg.server_id
+        );
+    }
+    let kv = match &recovered.snapshot {
+        Some(s) => KvStore::restore(&s.data).map_err(|source| ServerError::Snapshot {
+            dir: dir.display().to_string(),
+            source,
+        })?,
+        None => KvStore::new(),
+    };
+    let node = RaftNode::restore(
+        Config::new(cfg.server_id),
+        Restored {
+            term: recovered.term,
+            snapshot: recovered.snapshot,
+            entries: recovered.entries,
+        },
+    );
+
+    // Bind everything first, so a port in use fails before anything runs.
+    let peer_l = bind(cfg.server_server_addr, "ServerServerAddr").await?;
+    let control_l = bind(cfg.server_listen_addr, "ServerListenAddr").await?;
+    let client_l = bind(cfg.client_listen_addr, "ClientListenAddr").await?;
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let stats = Arc::new(disk::DiskStats::default());
+    let disk = disk::spawn(storage, tx.clone(), stats.clone());
+    let nl = NodeLoop::new(LoopParts {
+        node,
+        kv,
+        read_mode: cfg.read_mode,
+        snapshot_entries: cfg.snapshot_entries,
+        transport: transport::Transport::new(cfg.server_id, cfg.secret.clone()),
+        disk,
+        disk_stats: stats,
+    });
+    let tick = Duration::from_millis(cfg.tick_ms);
+    let loop_task = tokio::spawn(nl.run(rx, tick));
+
+    let h = LoopHandle(tx);
+    let check = SecretCheck::new(cfg.secret.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let peer = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(InterceptedService::new(
+            pb::peer_server::PeerServer::new(api::peer::PeerApi { inputs: h.clone() }),
+            check.clone(),
+        ))
+        .serve_with_incoming_shutdown(peer_l, stopped(stop_rx.clone()));
+    let control = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
+            pb::server_control_server::ServerControlServer::new(api::control::ControlApi {
+                inputs: h.clone(),
+            }),
+            check.clone(),
+        ))
+        .serve_with_incoming_shutdown(control_l, stopped(stop_rx.clone()));
+    let client = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(InterceptedService::new(
+            pb::kv_client_server::KvClientServer::new(api::client::ClientApi { inputs: h.clone() }),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::admin_server::AdminServer::new(api::admin::AdminApi { inputs: h.clone() }),
+            check,
+        ))
+        .serve_with_incoming_shutdown(client_l, stopped(stop_rx));
+    drop(h);
+
+    let (a, b, c) = tokio::join!(peer, control, client);
+    a.map_err(|source| ServerError::Serve {
+        what: "peer",
+        source,
+    })?;
+    b.map_err(|source| ServerError::Serve {
+        what: "control",
+        source,
+    })?;
+    c.map_err(|source| ServerError::Serve {
+        what: "client",
+        source,
+    })?;
+    loop_task.abort();
+    Ok(())
+}

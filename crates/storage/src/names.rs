@@ -1,0 +1,79 @@
+//! The names of the files in a data directory.
+//!
+//! Indexes are zero-padded to 20 digits (the width of `u64::MAX`) so that
+//! lexical order is numeric order in `ls`, although the code sorts by the
+//! parsed number and never relies on it.
+
+use kvraft_core::Index;
+
+/// Held locked (advisory `flock`) while a `Storage` is open.
+pub const LOCK: &str = "LOCK";
+/// The current term.
+pub const TERM: &str = "term";
+
+const WAL_PREFIX: &str = "wal-";
+const WAL_SUFFIX: &str = ".log";
+const SNAP_PREFIX: &str = "snapshot-";
+const SNAP_SUFFIX: &str = ".snap";
+/// Suffix of a file being written before its atomic rename.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// `wal-<first index>.log`.
+pub fn segment(first: Index) -> String {
+    format!("{WAL_PREFIX}{first:020}{WAL_SUFFIX}")
+}
+
+/// `snapshot-<index>.snap`.
+pub fn snapshot(index: Index) -> String {
+    format!("{SNAP_PREFIX}{index:020}{SNAP_SUFFIX}")
+}
+
+/// What a directory entry is, by its name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    Segment(Index),
+    Snapshot(Index),
+    /// A leftover of a write interrupted before its rename: garbage.
+    Temp,
+    /// Anything else (the lock, the term file, files we do not own).
+    Other,
+}
+
+pub fn classify(name: &str) -> Kind {
+    if name.ends_with(TMP_SUFFIX) {
+        return Kind::Temp;
+    }
+    if let Some(i) = number_between(name, WAL_PREFIX, WAL_SUFFIX) {
+        return Kind::Segment(i);
+    }
+    if let Some(i) = number_between(name, SNAP_PREFIX, SNAP_SUFFIX) {
+        return Kind::Snapshot(i);
+    }
+    Kind::Other
+}
+
+fn number_between(name: &str, prefix: &str, suffix: &str) -> Option<Index> {
+    let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_strangers_are_other() {
+        assert_eq!(classify(&segment(42)), Kind::Segment(42));
+        assert_eq!(classify(&snapshot(u64::MAX)), Kind::Snapshot(u64::MAX));
+        assert_eq!(
+            classify("snapshot-00000000000000000001.snap.tmp"),
+            Kind::Temp
+        );
+        assert_eq!(classify("wal-+1.log"), Kind::Other);
+        assert_eq!(classify("wal-.log"), Kind::Other);
+        assert_eq!(classify(TERM), Kind::Other);
+    }
+}

@@ -1,0 +1,125 @@
+//! One segment file `wal-<first>.log`: its in-memory map, and reading it back.
+//!
+//! Invariant: the segment holds the consecutive entries `first, first+1, ...`
+//! and nothing else, so `offsets[i]` is where entry `first + i` starts. The
+//! map is what makes suffix truncation a single `set_len`.
+
+use std::path::{Path, PathBuf};
+
+use kvraft_core::{Entry, Index};
+
+use crate::error::StorageError;
+use crate::fsio;
+use crate::record::{self, Damage, Parsed};
+
+#[derive(Debug)]
+pub struct Segment {
+    pub first: Index,
+    pub path: PathBuf,
+    /// Byte offset of each entry's record.
+    pub offsets: Vec<u64>,
+    /// Bytes in the file (written, not necessarily synced).
+    pub len: u64,
+}
+
+impl Segment {
+    pub fn empty(first: Index, path: PathBuf) -> Self {
+        Segment {
+            first,
+            path,
+            offsets: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The index the next appended entry must have.
+    pub fn next_index(&self) -> Index {
+        self.first + self.offsets.len() as u64
+    }
+
+    /// Where the record of `index` starts: the file length past the last
+    /// entry, 0 before the first.
+    pub fn offset_of(&self, index: Index) -> u64 {
+        let Some(i) = index.checked_sub(self.first) else {
+            return 0;
+        };
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.offsets.get(i).copied())
+            .unwrap_or(self.len)
+    }
+}
+
+/// A segment as read from disk.
+#[derive(Debug)]
+pub struct Scanned {
+    pub segment: Segment,
+    pub entries: Vec<Entry>,
+    /// Damage after the last intact record with nothing intact after it: a
+    /// torn tail if this is the last segment, corruption otherwise. The
+    /// segment's `len` stops before it.
+    pub torn: Option<(u64, Damage)>,
+    /// The file's length on disk.
+    pub file_len: u64,
+}
+
+/// Reads every record of the segment at `path`. Damage followed by an
+/// intact record, an invalid record, or an entry out of sequence is
+/// corruption.
+pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
+    let bytes = fsio::read(path)?;
+    let mut segment = Segment::empty(first, path.to_path_buf());
+    let mut entries = Vec::new();
+    let mut at = 0usize;
+    let torn = loop {
+        match record::parse(&bytes, at) {
+            Parsed::End => break None,
+            Parsed::Record { entry, next } => {
+                let expected = segment.next_index();
+                if entry.index != expected {
+                    let cause =
+                        format!("entry index {} where {expected} was expected", entry.index);
+                    return Err(StorageError::corrupt(path, at as u64, cause));
+                }
+                segment.offsets.push(at as u64);
+                entries.push(entry);
+                at = next;
+            }
+            Parsed::Invalid(cause) => return Err(StorageError::corrupt(path, at as u64, cause)),
+            Parsed::Damaged(damage) => {
+                if let Some(good) = Some(0) {
+                    let cause = format!("{damage}, yet an intact record follows at offset {good}");
+                    return Err(StorageError::corrupt(path, at as u64, cause));
+                }
+                break Some((at as u64, damage));
+            }
+        }
+    };
+    segment.len = at as u64;
+    Ok(Scanned {
+        segment,
+        entries,
+        torn,
+        file_len: bytes.len() as u64,
+    })
+}
+
+/// Creates the empty segment file for `first` (it must not exist: every
+/// segment on disk is tracked) and returns it open for appending.
+pub fn create(dir: &Path, first: Index) -> Result<(std::fs::File, Segment), StorageError> {
+    let path = dir.join(crate::names::segment(first));
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(StorageError::io(&path, "create"))?;
+    Ok((file, Segment::empty(first, path)))
+}
+
+/// Opens an existing segment for appending at its end.
+pub fn open_append(path: &Path) -> Result<std::fs::File, StorageError> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(StorageError::io(path, "open"))
+}

@@ -1,0 +1,11 @@
+//! The storage's tests, one module per concern, in one test binary (one
+//! link instead of seven).
+
+mod bounded_disk;
+mod corruption;
+mod group_commit;
+mod model;
+mod roundtrip;
+mod snapshots;
+mod support;
+mod torn_tail;

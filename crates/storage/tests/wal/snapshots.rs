@@ -1,0 +1,129 @@
+//! Snapshots: installation replaces the log, compaction deletes what the
+//! snapshot covers, and recovery returns the snapshot plus what follows.
+
+use std::fs;
+
+use kvraft_storage::{FsyncPolicy, StorageError, StorageOptions};
+
+use crate::support::*;
+
+#[test]
+fn install_snapshot_replaces_the_whole_log() {
+    let opts = options(FsyncPolicy::Always, 400);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=50, 1)).unwrap();
+    s.sync().unwrap();
+    s.install_snapshot(&snapshot(30, 2)).unwrap();
+    assert_eq!(s.last_index(), 30);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    s.append(&entries(31..=33, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+
+    let (mut s, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot, Some(snapshot(30, 2)));
+    assert_eq!(rec.entries, entries(31..=33, 2));
+    assert!(matches!(
+        s.append(&entries(30..=30, 2)),
+        Err(StorageError::BeforeSnapshot {
+            first: 30,
+            snapshot: 30
+        })
+    ));
+    // A snapshot beyond the log works too.
+    s.install_snapshot(&snapshot(100, 3)).unwrap();
+    assert_eq!(s.last_index(), 100);
+    assert!(matches!(
+        s.install_snapshot(&snapshot(99, 3)),
+        Err(StorageError::SnapshotRegress {
+            new: 99,
+            current: 100
+        })
+    ));
+    s.append(&entries(101..=101, 3)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot.unwrap().meta.index, 100);
+    assert_eq!(rec.entries, entries(101..=101, 3));
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+}
+
+#[test]
+fn compact_deletes_covered_segments_and_recovery_returns_only_later_entries() {
+    let opts = options(FsyncPolicy::Always, 400);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=100, 1)).unwrap();
+    s.sync().unwrap();
+    let before = segment_files(dir.path()).len();
+    let usage_before = s.disk_usage().unwrap();
+    s.compact(&snapshot(60, 1)).unwrap();
+    s.compact(&snapshot(70, 1)).unwrap();
+    assert!(segment_files(dir.path()).len() < before);
+    assert!(s.disk_usage().unwrap() < usage_before);
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    assert_eq!(s.last_index(), 100);
+    s.sync().unwrap();
+    drop(s);
+
+    let (mut s, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot, Some(snapshot(70, 1)));
+    assert_eq!(rec.entries, entries(71..=100, 1));
+    // Compacting at the last index leaves an empty log after the snapshot.
+    s.compact(&snapshot(100, 1)).unwrap();
+    assert_eq!(s.last_index(), 100);
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries, vec![]);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}
+
+/// A crash after the leader's snapshot is durable but before the old log is
+/// deleted: recovery drops a log that conflicts with the snapshot, and keeps
+/// one that agrees with it.
+#[test]
+fn a_crash_during_installation_keeps_only_a_log_that_agrees_with_the_snapshot() {
+    let opts = options(FsyncPolicy::Never, 1 << 20);
+    for (snapshot_term, kept) in [(2, 0), (1, 10)] {
+        let dir = tempdir();
+        let (mut s, _) = open(dir.path(), opts);
+        s.append(&entries(1..=20, 1)).unwrap();
+        drop(s);
+        // Make the snapshot file elsewhere and drop it in, as if the crash
+        // came right after its rename.
+        let other = tempdir();
+        let (mut o, _) = open(other.path(), opts);
+        o.install_snapshot(&snapshot(10, snapshot_term)).unwrap();
+        drop(o);
+        let snap = snapshot_files(other.path()).pop().unwrap();
+        fs::copy(&snap, dir.path().join(snap.file_name().unwrap())).unwrap();
+
+        let (s, rec) = open(dir.path(), opts);
+        assert_eq!(rec.entries.len(), kept, "snapshot term {snapshot_term}");
+        assert_eq!(s.last_index(), 10 + kept as u64);
+    }
+}
+
+#[test]
+fn leftovers_of_an_interrupted_snapshot_write_are_cleaned_up() {
+    let opts = StorageOptions::default();
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=20, 1)).unwrap();
+    s.compact(&snapshot(5, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let old = snapshot_files(dir.path()).pop().unwrap();
+    let older = dir.path().join("snapshot-00000000000000000003.snap");
+    fs::copy(&old, &older).unwrap(); // its content does not matter: not newest
+    fs::write(
+        dir.path().join("snapshot-00000000000000000009.snap.tmp"),
+        b"half",
+    )
+    .unwrap();
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot.unwrap().meta.index, 5);
+    assert_eq!(snapshot_files(dir.path()), vec![old]);
+}

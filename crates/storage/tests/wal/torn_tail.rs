@@ -1,0 +1,76 @@
+//! A crash mid-write leaves a torn record at the end of the last segment:
+//! recovery cuts it off, says so, and the log goes on.
+
+use std::fs;
+
+use kvraft_storage::{FsyncPolicy, StorageOptions};
+
+use crate::support::*;
+
+fn log_of_twenty(opts: StorageOptions) -> tempfile::TempDir {
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=20, 1)).unwrap();
+    s.sync().unwrap();
+    dir
+}
+
+#[test]
+fn a_record_cut_mid_write_is_cut_off_and_reported_and_the_log_goes_on() {
+    let opts = StorageOptions::default();
+    let dir = log_of_twenty(opts);
+    let wal = segment_files(dir.path()).pop().unwrap();
+    chop(&wal, 3);
+
+    let (mut s, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries, entries(1..=19, 1));
+    let torn = rec.torn_tail.expect("the torn record is reported");
+    assert!(torn.contains("wal-00000000000000000001.log"), "{torn}");
+    assert!(!torn.contains('\n'));
+    assert_eq!(s.last_index(), 19);
+
+    s.append(&entries(20..=21, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    let mut expected = entries(1..=19, 1);
+    expected.extend(entries(20..=21, 2));
+    assert_eq!(rec.entries, expected);
+    assert_eq!(rec.torn_tail, None);
+}
+
+#[test]
+fn a_torn_header_and_a_zero_filled_tail_are_torn_tails() {
+    let opts = options(FsyncPolicy::Never, 1 << 20);
+    let dir = log_of_twenty(opts);
+    let wal = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&wal).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_slice(&[7, 0, 0]); // the start of a header
+    fs::write(&wal, &bytes).unwrap();
+    let (s, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries.len(), 20);
+    assert!(rec.torn_tail.is_some());
+    assert_eq!(fs::metadata(&wal).unwrap().len(), whole as u64);
+    drop(s);
+
+    // Blocks allocated but never written read back as zeros.
+    bytes.truncate(whole);
+    bytes.extend_from_slice(&[0; 4096]);
+    fs::write(&wal, &bytes).unwrap();
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries.len(), 20);
+    assert!(rec.torn_tail.unwrap().contains("checksum"));
+}
+
+#[test]
+fn a_damaged_last_record_is_a_torn_tail() {
+    let opts = options(FsyncPolicy::Never, 1 << 20);
+    let dir = log_of_twenty(opts);
+    let wal = segment_files(dir.path()).pop().unwrap();
+    let len = fs::metadata(&wal).unwrap().len() as usize;
+    flip(&wal, len - 5);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries, entries(1..=19, 1));
+    assert!(rec.torn_tail.is_some());
+}
