@@ -64,3 +64,245 @@ fn replicates_and_serves_reads_and_writes() {
         .await;
     });
 }
+
+/// SIGKILL every server in the middle of a write load, restart them all:
+/// every acknowledged write is still there.
+#[test]
+fn kill9_mid_write_load_loses_no_acknowledged_write() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(3, "");
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let leader = c.select_leader().await;
+        let addr = c.servers[leader as usize - 1].client_addr.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..8u64 {
+            let addr = addr.clone();
+            let stop = stop.clone();
+            writers.push(tokio::spawn(async move {
+                let mut kv = kvraft_proto::kv_client_client::KvClientClient::new(
+                    support::connect(&addr).await,
+                );
+                let mut acked = Vec::new();
+                for i in 1.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let key = format!("w{w}-{i}");
+                    match kv
+                        .put(put(&format!("writer{w}"), i, &key, &format!("value-{i}")))
+                        .await
+                    {
+                        Ok(r) if is_ok(r.get_ref()) => acked.push(key),
+                        _ => break, // the server died under us
+                    }
+                }
+                acked
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        for id in 1..=3 {
+            c.kill9(id);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for w in writers {
+            acked.extend(w.await.unwrap());
+        }
+        assert!(
+            acked.len() > 50,
+            "the load wrote too little to mean anything: {}",
+            acked.len()
+        );
+
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let leader = c.select_leader().await;
+        let mut kv = c.client(leader).await;
+        for (n, key) in acked.iter().enumerate() {
+            let i: u64 = key.rsplit('-').next().unwrap().parse().unwrap();
+            let r = kv
+                .get(get("reader", n as u64 + 1, key))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                value_of(&r),
+                Some(Some(format!("value-{i}"))),
+                "acknowledged {key} lost: {r:?}"
+            );
+        }
+    });
+}
+
+fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a WAL segment")
+}
+
+async fn write_some(c: &TestCluster, leader: u64, client: &str, n: u64) {
+    let mut kv = c.client(leader).await;
+    for i in 1..=n {
+        let r = kv
+            .put(put(client, i, &format!("{client}-{i}"), "v"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(is_ok(&r), "{r:?}");
+    }
+}
+
+/// A WAL cut in the middle of its last record (a crash mid-write): the
+/// server recovers without that record, says so in one line, and serves.
+#[test]
+fn torn_tail_is_cut_off_and_reported() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, "");
+        c.start(1);
+        let leader = c.select_leader().await;
+        write_some(&c, leader, "a", 20).await;
+        c.kill9(1);
+        let seg = last_segment(&c.servers[0].data_dir);
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 3).unwrap();
+        drop(f);
+        c.start(1);
+        let st = c.status(1).await;
+        assert_eq!(st.last_log_index, 21 - 1, "exactly the torn record is gone");
+        let log = std::fs::read_to_string(&c.servers[0].log).unwrap();
+        let torn: Vec<&str> = log.lines().filter(|l| l.contains("torn")).collect();
+        assert_eq!(torn.len(), 1, "one line reports the torn write: {log}");
+        let leader = c.select_leader().await;
+        let mut kv = c.client(leader).await;
+        let r = kv.get(get("b", 1, "a-19")).await.unwrap().into_inner();
+        assert_eq!(value_of(&r), Some(Some("v".into())));
+    });
+}
+
+/// A corrupt byte before the tail: the server refuses to start, with a
+/// clear error, instead of serving wrong data.
+#[test]
+fn corruption_before_the_tail_stops_the_server() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, "");
+        c.start(1);
+        let leader = c.select_leader().await;
+        write_some(&c, leader, "a", 50).await;
+        c.kill9(1);
+        let seg = last_segment(&c.servers[0].data_dir);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let mid = bytes.len() / 3;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&seg, bytes).unwrap();
+        c.start(1);
+        let child = c.server(1).child.as_mut().unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "server did not stop on a corrupt log"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        c.server(1).child = None;
+        assert!(!status.success());
+        let log = std::fs::read_to_string(&c.servers[0].log).unwrap();
+        let last = log.lines().last().unwrap_or_default();
+        assert!(last.contains("corrupt"), "{log}");
+        assert!(last.contains("wal-"), "the error names the file: {last}");
+    });
+}
+
+/// A follower that missed more than a snapshot's worth of entries is caught
+/// up by InstallSnapshot, and the leader's log stays compacted.
+#[test]
+fn lagging_follower_is_caught_up_by_snapshot() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(3, r#", "SnapshotEntries": 40"#);
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let leader = c.select_leader().await;
+        let lagging = if leader == 3 { 2 } else { 3 };
+        c.kill9(lagging);
+        write_some(&c, leader, "a", 300).await;
+        let st = c.status(leader).await;
+        assert!(st.snapshot_index >= 200, "the leader compacted: {st:?}");
+        c.start(lagging);
+        c.configure().await;
+        let target = st.commit_index;
+        c.wait_until(
+            "the lagging follower caught up",
+            Duration::from_secs(20),
+            || async { c.status(lagging).await.applied_index >= target },
+        )
+        .await;
+        let st = c.status(lagging).await;
+        assert!(st.snapshot_index > 0, "it was sent a snapshot: {st:?}");
+    });
+}
+
+/// 200,000 writes through one session stream with a small snapshot
+/// threshold: the data directory stays small while the log keeps moving.
+#[test]
+fn disk_use_stays_bounded_over_200k_writes() {
+    use std::collections::BTreeSet;
+    use tokio_stream::StreamExt;
+    runtime().block_on(async {
+        // fsync off keeps this test about space, not disk speed.
+        let mut c = TestCluster::new(
+            1,
+            r#", "SnapshotEntries": 1000, "SegmentBytes": 262144, "Fsync": "never""#,
+        );
+        c.start(1);
+        let leader = c.select_leader().await;
+        let mut kv = c.client(leader).await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<kvraft_proto::Command>(1024);
+        let mut replies = kv
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        const TOTAL: u64 = 200_000;
+        const WINDOW: u64 = 512;
+        let mut outstanding = BTreeSet::new();
+        let (mut next, mut done, mut max_disk) = (1u64, 0u64, 0u64);
+        let value = "x".repeat(100);
+        while done < TOTAL {
+            while next <= TOTAL && outstanding.len() < WINDOW as usize {
+                let mut cmd = put("bulk", next, &format!("k{}", next % 1000), &value);
+                cmd.first_unacked = outstanding.first().copied().unwrap_or(next);
+                tx.send(cmd).await.unwrap();
+                outstanding.insert(next);
+                next += 1;
+            }
+            let r = replies.next().await.expect("stream open").expect("reply");
+            assert!(is_ok(&r), "{r:?}");
+            outstanding.remove(&r.op_id);
+            done += 1;
+            if done % 20_000 == 0 {
+                max_disk = max_disk.max(c.status(leader).await.disk_bytes);
+            }
+        }
+        let st = c.status(leader).await;
+        assert!(st.applied_index > TOTAL);
+        assert!(st.snapshot_index > TOTAL - 2000, "{st:?}");
+        // 200,000 entries of ~150 bytes were written: ~30 MB of log.
+        assert!(
+            max_disk > 0 && max_disk < 4 << 20,
+            "disk use peaked at {max_disk} bytes"
+        );
+    });
+}

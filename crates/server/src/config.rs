@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub snapshot_entries: u64,
     #[serde(default)]
     pub read_mode: ReadMode,
+    /// WAL segment size; compaction frees whole segments.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
     /// Milliseconds per tick of the core.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
@@ -66,6 +69,10 @@ pub struct ServerConfig {
 
 fn default_snapshot_entries() -> u64 {
     10_000
+}
+
+fn default_segment_bytes() -> u64 {
+    64 << 20
 }
 
 fn default_tick_ms() -> u64 {
@@ -113,6 +120,12 @@ impl ServerConfig {
         }
         if self.snapshot_entries == 0 {
             return Err("SnapshotEntries must be at least 1".into());
+        }
+        if self.segment_bytes < 4096 {
+            return Err(format!(
+                "SegmentBytes must be at least 4096, not {}",
+                self.segment_bytes
+            ));
         }
         if self.tick_ms == 0 {
             return Err("TickMs must be at least 1".into());

@@ -80,7 +80,7 @@ pub async fn run(
             config::Fsync::Always => FsyncPolicy::Always,
             config::Fsync::Never => FsyncPolicy::Never,
         },
-        ..StorageOptions::default()
+        segment_bytes: cfg.segment_bytes,
     };
     let (storage, recovered) =
         Storage::open(&dir, opts).map_err(|source| ServerError::Storage {

@@ -146,24 +146,8 @@ fn read_log(
     };
     for (k, (first, path)) in list.iter().enumerate() {
         let first = *first;
-        match log.segments.last() {
-            None if first > snap + 1 => {
-                let cause = format!(
-                    "the log starts at index {first} but the snapshot ends at index {snap}"
-                );
-                return Err(StorageError::corrupt(path, 0, cause));
-            }
-            Some(prev)
-                if first != prev.next_index()
-                    && !(first > prev.next_index() && first <= snap + 1) =>
-            {
-                let cause = format!(
-                    "segment starts at index {first} but the previous one ends at index {}",
-                    prev.next_index() - 1
-                );
-                return Err(StorageError::corrupt(path, 0, cause));
-            }
-            _ => {}
+        if let Some(cause) = chain_error(log.segments.last(), first, snap) {
+            return Err(StorageError::corrupt(path, 0, cause));
         }
         let scanned = segment::scan(path, first)?;
         if let Some((offset, damage)) = scanned.torn {
@@ -182,6 +166,27 @@ fn read_log(
         log.segments.push(scanned.segment);
     }
     Ok(log)
+}
+
+/// Why a segment starting at `first` cannot follow `prev` (`None`: it
+/// can). A gap is harmless only when the snapshot covers every missing index.
+fn chain_error(prev: Option<&Segment>, first: Index, snap: Index) -> Option<String> {
+    match prev {
+        None if first > snap + 1 => Some(format!(
+            "the log starts at index {first} but the snapshot ends at index {snap}"
+        )),
+        None => None,
+        Some(prev) => {
+            let next = prev.next_index();
+            let covered_gap = first > next && first <= snap + 1;
+            (first != next && !covered_gap).then(|| {
+                format!(
+                    "segment starts at index {first} but the previous one ends at index {}",
+                    next - 1
+                )
+            })
+        }
+    }
 }
 
 /// Truncates a torn tail away, durably, before anything is appended after

@@ -87,7 +87,7 @@ pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
             }
             Parsed::Invalid(cause) => return Err(StorageError::corrupt(path, at as u64, cause)),
             Parsed::Damaged(damage) => {
-                if let Some(good) = Some(0) {
+                if let Some(good) = record::intact_record_after(&bytes, at) {
                     let cause = format!("{damage}, yet an intact record follows at offset {good}");
                     return Err(StorageError::corrupt(path, at as u64, cause));
                 }
