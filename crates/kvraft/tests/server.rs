@@ -306,3 +306,99 @@ fn disk_use_stays_bounded_over_200k_writes() {
         );
     });
 }
+
+/// With a Secret set, a request that does not present it is refused, and
+/// the server goes on serving.
+#[test]
+fn requests_without_the_secret_are_refused() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, r#", "Secret": "s3cret""#);
+        c.start(1);
+        let mut kv = c.client(1).await;
+        let err = kv.put(put("t", 1, "k", "v")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let mut req = tonic::Request::new(kvraft_proto::StatusRequest {});
+        req.metadata_mut()
+            .insert("x-kvraft-secret", "s3cret".parse().unwrap());
+        let st = c
+            .admin(1)
+            .await
+            .status(req)
+            .await
+            .expect("the right secret is accepted")
+            .into_inner();
+        assert_eq!(st.id, 1);
+    });
+}
+
+fn run_kvraft(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(support::kvraft_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Bad configs, a port in use, an unwritable data directory: one line, non-zero exit.
+#[test]
+fn startup_errors_are_one_line() {
+    let c = TestCluster::new(1, "");
+    let cfg = c.servers[0].config.to_str().unwrap().to_owned();
+
+    let (code, err) = run_kvraft(&[
+        "server",
+        "1",
+        "--config",
+        "/nonexistent/server_config1.json",
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot read config"), "{err}");
+
+    let (code, err) = run_kvraft(&["server", "2", "--config", &cfg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is the config of server 1"), "{err}");
+
+    let bad = c.dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"ServerID\": 1,").unwrap();
+    let (code, err) = run_kvraft(&["server", "1", "--config", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("invalid config"),
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind(c.servers[0].client_addr.as_str()).unwrap();
+    let (code, err) = run_kvraft(&["server", "1", "--config", &cfg]);
+    assert_ne!(code, 0);
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("cannot listen on"),
+        "{err}"
+    );
+    drop(taken);
+
+    let file = c.dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let (code, err) = run_kvraft(&[
+        "server",
+        "1",
+        "--config",
+        &cfg,
+        "--data-dir",
+        file.join("sub").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("data directory"),
+        "{err}"
+    );
+}
