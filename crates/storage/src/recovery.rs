@@ -68,8 +68,8 @@ fn list(dir: &Path) -> Result<Listing, StorageError> {
         };
         let path = entry.path();
         match names::classify(&name) {
-            Kind::Segment(i) => listing.segments.push((i, path)),
-            Kind::Snapshot(i) => listing.snapshots.push((i, path)),
+            Kind::Segment(i) => listing.segments.push((in_range(i, 1, &path)?, path)),
+            Kind::Snapshot(i) => listing.snapshots.push((in_range(i, 0, &path)?, path)),
             Kind::Temp => listing.temps.push(path),
             Kind::Other => {}
         }
@@ -77,6 +77,19 @@ fn list(dir: &Path) -> Result<Listing, StorageError> {
     listing.segments.sort();
     listing.snapshots.sort();
     Ok(listing)
+}
+
+/// The largest index a file name may carry: far beyond any real log, and
+/// low enough that index arithmetic on it cannot overflow.
+const MAX_INDEX: Index = u64::MAX / 2;
+
+fn in_range(index: Index, min: Index, path: &Path) -> Result<Index, StorageError> {
+    if (min..=MAX_INDEX).contains(&index) {
+        Ok(index)
+    } else {
+        let cause = format!("index {index} in the file name is out of range");
+        Err(StorageError::corrupt(path, 0, cause))
+    }
 }
 
 pub(crate) fn recover(dir: &Path, policy: FsyncPolicy) -> Result<Recovery, StorageError> {

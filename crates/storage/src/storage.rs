@@ -133,7 +133,7 @@ impl Storage {
             return Ok(());
         };
         for pair in entries.windows(2) {
-            if pair[1].index != pair[0].index + 1 {
+            if pair[0].index.checked_add(1) != Some(pair[1].index) {
                 return Err(StorageError::NotConsecutive {
                     prev: pair[0].index,
                     got: pair[1].index,

@@ -97,3 +97,17 @@ fn a_corrupt_term_file_is_corruption() {
     flip(&term, 0);
     assert_corrupt(dir.path(), opts, &term);
 }
+
+#[test]
+fn an_impossible_index_in_a_file_name_is_corruption() {
+    let opts = options(FsyncPolicy::Never, 1 << 20);
+    for name in [
+        "wal-00000000000000000000.log",
+        "snapshot-18446744073709551615.snap",
+    ] {
+        let dir = tempdir();
+        let path = dir.path().join(name);
+        fs::write(&path, b"").unwrap();
+        assert_corrupt(dir.path(), opts, &path);
+    }
+}

@@ -126,12 +126,12 @@ fn run(segment_bytes: u64, steps: Vec<Step>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn random_histories_match_the_model(
         segment_bytes in 64..2048u64,
-        steps in prop::collection::vec(step(), 1..40),
+        steps in prop::collection::vec(step(), 1..60),
     ) {
         run(segment_bytes, steps)?;
     }
