@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the coord: join, failure detection, leader selection.
+    Coord(cmd::coord::Args),
     /// Run one server of the cluster.
     Server(cmd::server::Args),
     /// Run seeded simulations of whole clusters under faults and check them.
@@ -31,6 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Coord(args) => cmd::coord::run(args),
         Command::Server(args) => cmd::server::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Lincheck(args) => cmd::lincheck::run(args),

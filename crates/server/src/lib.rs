@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 mod disk;
+mod join;
 mod node_loop;
 mod transport;
 
@@ -55,6 +56,13 @@ pub enum ServerError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr} (ServerAddr, UDP heartbeats): {source}")]
+    Fcheck {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    JoinRefused(String),
     #[error("{what} service failed: {source}")]
     Serve {
         what: &'static str,
@@ -67,6 +75,22 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListenerStream,
         .await
         .map_err(|source| ServerError::Bind { addr, what, source })?;
     Ok(TcpListenerStream::new(l))
+}
+
+/// Test-only: with `KVRAFT_TEST_FCHECK_MUTE_FILE` set, the heartbeat
+/// responder stays silent while that file exists, which looks to the coord
+/// exactly like a partition between it and this server.
+fn mute_for_tests(mute: Arc<std::sync::atomic::AtomicBool>) {
+    let Some(path) = std::env::var_os("KVRAFT_TEST_FCHECK_MUTE_FILE") else {
+        return;
+    };
+    let path = std::path::PathBuf::from(path);
+    tokio::spawn(async move {
+        loop {
+            mute.store(path.exists(), std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
 }
 
 /// Runs a server until `shutdown` completes.
@@ -113,6 +137,14 @@ pub async fn run(
     let peer_l = bind(cfg.server_server_addr, "ServerServerAddr").await?;
     let control_l = bind(cfg.server_listen_addr, "ServerListenAddr").await?;
     let client_l = bind(cfg.client_listen_addr, "ClientListenAddr").await?;
+    let responder = kvraft_fcheck::Responder::bind(cfg.server_addr)
+        .await
+        .map_err(|source| ServerError::Fcheck {
+            addr: cfg.server_addr,
+            source,
+        })?;
+    mute_for_tests(responder.mute_handle());
+    let responder_task = tokio::spawn(responder.run());
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let stats = Arc::new(disk::DiskStats::default());
@@ -132,8 +164,27 @@ pub async fn run(
     let h = LoopHandle(tx);
     let check = SecretCheck::new(cfg.secret.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
+    let join_cfg = cfg.clone();
     tokio::spawn(async move {
-        shutdown.await;
+        if let Err(reason) = join::join(&join_cfg).await {
+            let _ = refused_tx.send(reason);
+        }
+    });
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let refused_w = refused.clone();
+    tokio::spawn(async move {
+        // A successful join drops the sender: then only shutdown stops us.
+        let refusal = async {
+            match refused_rx.await {
+                Ok(reason) => reason,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            reason = refusal => *refused_w.lock().expect("not poisoned") = Some(reason),
+        }
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -182,5 +233,9 @@ pub async fn run(
         source,
     })?;
     loop_task.abort();
+    responder_task.abort();
+    if let Some(reason) = refused.lock().expect("not poisoned").take() {
+        return Err(ServerError::JoinRefused(reason));
+    }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.data_dir {
         cfg.data_dir = Some(d);
     }
+    crate::cmd::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,22 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cfg.client_listen_addr,
             cfg.data_dir().display()
         );
-        kvraft_server::run(cfg, shutdown_signal()).await
+        kvraft_server::run(cfg, crate::cmd::shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -34,14 +34,29 @@ pub struct ServerProc {
     pub log: PathBuf,
 }
 
+pub struct CoordProc {
+    pub config: PathBuf,
+    pub server_api: String,
+    pub client_api: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub servers: Vec<ServerProc>,
     pub term: u64,
+    pub coord: Option<CoordProc>,
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if let Some(c) = &mut self.coord
+            && let Some(mut ch) = c.child.take()
+        {
+            let _ = ch.kill();
+            let _ = ch.wait();
+        }
         for s in &mut self.servers {
             if let Some(mut c) = s.child.take() {
                 let _ = c.kill();
@@ -58,14 +73,47 @@ pub fn kvraft_bin() -> &'static str {
 impl TestCluster {
     /// Writes configs for `n` servers; `extra` is spliced into each config.
     pub fn new(n: u64, extra: &str) -> Self {
+        Self::build(n, extra, None)
+    }
+
+    /// A cluster with a real coord process (not started yet); `coord_extra`
+    /// is spliced into the coord's config.
+    pub fn with_coord(n: u64, extra: &str, coord_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let (sapi, capi) = (free_port(), free_port());
+        let config = dir.path().join("coord_config.json");
+        let text = format!(
+            r#"{{"ClientAPIListenAddr": "127.0.0.1:{capi}", "ServerAPIListenAddr": "127.0.0.1:{sapi}",
+                "LostMsgsThresh": 3, "NumServers": {n}, "DataDir": "{}"{coord_extra}}}"#,
+            dir.path().join("coord").display()
+        );
+        std::fs::write(&config, text).expect("write coord config");
+        let coord = CoordProc {
+            config,
+            server_api: format!("127.0.0.1:{sapi}"),
+            client_api: format!("127.0.0.1:{capi}"),
+            child: None,
+            log: dir.path().join("coord.log"),
+        };
+        let coord_addr = coord.server_api.clone();
+        let mut c = Self::build_in(dir, n, extra, Some(coord_addr));
+        c.coord = Some(coord);
+        c
+    }
+
+    fn build(n: u64, extra: &str, coord_addr: Option<String>) -> Self {
+        Self::build_in(tempfile::tempdir().expect("temp dir"), n, extra, coord_addr)
+    }
+
+    fn build_in(dir: tempfile::TempDir, n: u64, extra: &str, coord_addr: Option<String>) -> Self {
+        let coord_addr = coord_addr.unwrap_or_else(|| "127.0.0.1:1".into());
         let servers = (1..=n)
             .map(|id| {
                 let (peer, control, client, udp) = (free_port(), free_port(), free_port(), free_port());
                 let data_dir = dir.path().join(format!("data{id}"));
                 let config = dir.path().join(format!("server_config{id}.json"));
                 let text = format!(
-                    r#"{{"ServerID": {id}, "CoordAddr": "127.0.0.1:1", "ServerAddr": "127.0.0.1:{udp}",
+                    r#"{{"ServerID": {id}, "CoordAddr": "{coord_addr}", "ServerAddr": "127.0.0.1:{udp}",
                         "ServerServerAddr": "127.0.0.1:{peer}", "ServerListenAddr": "127.0.0.1:{control}",
                         "ClientListenAddr": "127.0.0.1:{client}", "DataDir": "{}"{extra}}}"#,
                     data_dir.display()
@@ -87,7 +135,55 @@ impl TestCluster {
             dir,
             servers,
             term: 0,
+            coord: None,
         }
+    }
+
+    pub fn start_coord(&mut self) {
+        let c = self.coord.as_mut().expect("a cluster with a coord");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&c.log)
+            .expect("log file");
+        let child = Command::new(kvraft_bin())
+            .args(["coord", "--config"])
+            .arg(&c.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kvraft coord");
+        c.child = Some(child);
+    }
+
+    pub fn kill9_coord(&mut self) {
+        if let Some(c) = &mut self.coord
+            && let Some(mut ch) = c.child.take()
+        {
+            let _ = ch.kill();
+            let _ = ch.wait();
+        }
+    }
+
+    pub async fn coord_client(
+        &self,
+    ) -> kvraft_proto::coord_client_client::CoordClientClient<Channel> {
+        let addr = &self.coord.as_ref().expect("a coord").client_api;
+        kvraft_proto::coord_client_client::CoordClientClient::new(connect(addr).await)
+    }
+
+    /// The coord's leader, waiting up to `wait` for one.
+    pub async fn coord_leader(&self, wait: Duration) -> pb::LeaderInfo {
+        let req = pb::LeaderRequest {
+            wait_ms: wait.as_millis() as u32,
+            trace: vec![],
+        };
+        self.coord_client()
+            .await
+            .get_leader(req)
+            .await
+            .expect("get leader")
+            .into_inner()
     }
 
     pub fn server(&mut self, id: u64) -> &mut ServerProc {
@@ -101,14 +197,26 @@ impl TestCluster {
             .append(true)
             .open(&s.log)
             .expect("log file");
+        let mute = s.data_dir.with_extension("mute");
         let child = Command::new(kvraft_bin())
             .args(["server", &id.to_string(), "--config"])
             .arg(&s.config)
+            .env("KVRAFT_TEST_FCHECK_MUTE_FILE", mute)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn kvraft server");
         s.child = Some(child);
+    }
+
+    /// Makes server `id` stop (or resume) answering the coord's heartbeats.
+    pub fn mute(&mut self, id: u64, muted: bool) {
+        let path = self.server(id).data_dir.with_extension("mute");
+        if muted {
+            std::fs::write(path, "").expect("mute file");
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     pub fn kill9(&mut self, id: u64) {

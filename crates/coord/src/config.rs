@@ -1,0 +1,130 @@
+//! `config/coord_config.json`: the prototype's fields plus a data directory
+//! and the failure detector's settings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct CoordConfig {
+    /// Where clients find the leader (CoordClient service).
+    #[serde(rename = "ClientAPIListenAddr")]
+    pub client_api_listen_addr: SocketAddr,
+    /// Where servers join (CoordServer service).
+    #[serde(rename = "ServerAPIListenAddr")]
+    pub server_api_listen_addr: SocketAddr,
+    /// A server is failed after this many heartbeats lost in a row.
+    pub lost_msgs_thresh: u32,
+    /// 1, 3, 5 or 7.
+    pub num_servers: u64,
+    #[serde(default)]
+    pub tracing_server_addr: String,
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub tracing_identity: String,
+    /// Where the coord keeps its term and membership. Default: `data/coord`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Heartbeat period per server, in milliseconds.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A heartbeat is lost after max(RTT estimate, this floor), in milliseconds.
+    #[serde(default = "default_rtt_floor_ms")]
+    pub rtt_floor_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    20
+}
+
+fn default_rtt_floor_ms() -> u64 {
+    40
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid config {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl CoordConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: CoordConfig =
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.into(),
+                source,
+            })?;
+        cfg.validate().map_err(|reason| ConfigError::Invalid {
+            path: path.into(),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.num_servers, 1 | 3 | 5 | 7) {
+            return Err(format!(
+                "NumServers must be 1, 3, 5 or 7 (odd, at most 7), not {}",
+                self.num_servers
+            ));
+        }
+        if self.lost_msgs_thresh == 0 {
+            return Err("LostMsgsThresh must be at least 1".into());
+        }
+        if self.heartbeat_ms == 0 || self.rtt_floor_ms == 0 {
+            return Err("HeartbeatMs and RttFloorMs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data/coord"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_prototype_config_and_refuses_even_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let cfg = |n: u64| {
+            format!(
+                r#"{{"ClientAPIListenAddr": "127.0.0.1:23009", "ServerAPIListenAddr": "127.0.0.1:23002",
+                   "LostMsgsThresh": 3, "NumServers": {n}, "TracingServerAddr": "127.0.0.1:23000",
+                   "Secret": "", "TracingIdentity": "coord"}}"#
+            )
+        };
+        std::fs::write(&path, cfg(5)).unwrap();
+        let c = CoordConfig::load(&path).unwrap();
+        assert_eq!(
+            (c.num_servers, c.lost_msgs_thresh, c.heartbeat_ms),
+            (5, 3, 20)
+        );
+        std::fs::write(&path, cfg(4)).unwrap();
+        let e = CoordConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("NumServers must be"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+    }
+}

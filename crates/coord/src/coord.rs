@@ -1,0 +1,468 @@
+//! The coord's one actor: membership, the failure detector's verdicts, and
+//! leader selection, all decided in one place so they never race.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kvraft_fcheck::{Event, Monitor};
+use kvraft_proto as pb;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::controls::Controls;
+use crate::selection::{self, Outcome};
+use crate::state_file::{Member, Persisted, StateFile};
+
+/// Everything the actor reacts to.
+pub enum Input {
+    Join(pb::JoinRequest, oneshot::Sender<pb::JoinReply>),
+    Fcheck(Event),
+    Selected(Outcome),
+    /// What the servers said about themselves after a coord restart.
+    Rediscovered(Option<(u64, u64)>),
+    Retry,
+    View(oneshot::Sender<pb::ClusterView>),
+}
+
+pub struct Coord {
+    n: u64,
+    file: StateFile,
+    state: Persisted,
+    alive: BTreeMap<u64, bool>,
+    leader: Option<u64>,
+    selecting: bool,
+    quorum_impossible: bool,
+    monitor: Monitor,
+    controls: Controls,
+    leader_tx: watch::Sender<pb::LeaderInfo>,
+    me: mpsc::UnboundedSender<Input>,
+}
+
+pub struct Parts {
+    pub num_servers: u64,
+    pub file: StateFile,
+    pub state: Persisted,
+    pub monitor: Monitor,
+    pub controls: Controls,
+    pub leader_tx: watch::Sender<pb::LeaderInfo>,
+    pub me: mpsc::UnboundedSender<Input>,
+}
+
+fn member_pb(m: &Member) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        peer_addr: m.peer_addr.clone(),
+        client_addr: m.client_addr.clone(),
+    }
+}
+
+impl Coord {
+    pub fn new(p: Parts) -> Self {
+        Coord {
+            n: p.num_servers,
+            file: p.file,
+            state: p.state,
+            alive: BTreeMap::new(),
+            leader: None,
+            selecting: false,
+            quorum_impossible: false,
+            monitor: p.monitor,
+            controls: p.controls,
+            leader_tx: p.leader_tx,
+            me: p.me,
+        }
+    }
+
+    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
+        tracing::info!(num_servers = self.n, term = self.state.term, "CoordStart");
+        if !self.state.members.is_empty() {
+            // A restart: watch everyone again and ask who leads.
+            for m in self.state.members.clone() {
+                self.track(&m);
+            }
+            if self.state.join_complete {
+                self.selecting = true; // no selection until we know whether a leader exists
+                tokio::spawn(rediscover(
+                    self.state.members.clone(),
+                    self.controls.clone(),
+                    self.me.clone(),
+                ));
+            }
+        }
+        self.publish();
+        while let Some(input) = inputs.recv().await {
+            match input {
+                Input::Join(req, reply) => {
+                    let r = self.on_join(req);
+                    let _ = reply.send(r);
+                }
+                Input::Fcheck(ev) => self.on_fcheck(ev),
+                Input::Selected(outcome) => self.on_selected(outcome),
+                Input::Rediscovered(found) => self.on_rediscovered(found),
+                Input::Retry => self.maybe_select(),
+                Input::View(reply) => {
+                    let _ = reply.send(self.view());
+                }
+            }
+        }
+    }
+
+    fn save(&self) -> bool {
+        match self.file.save(&self.state) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("cannot persist the coord's state: {e}");
+                false
+            }
+        }
+    }
+
+    fn track(&mut self, m: &Member) {
+        self.controls.set(m.id, &m.control_addr, &m.client_addr);
+        if let Ok(addr) = m.fcheck_addr.parse::<SocketAddr>() {
+            self.monitor.watch(m.id, addr);
+        }
+        self.alive.insert(m.id, true);
+    }
+
+    fn refuse(&self, error: String) -> pb::JoinReply {
+        tracing::warn!("join refused: {error}");
+        pb::JoinReply {
+            accepted: false,
+            error,
+            num_servers: self.n,
+            trace: Vec::new(),
+        }
+    }
+
+    fn on_join(&mut self, req: pb::JoinRequest) -> pb::JoinReply {
+        let id = req.server_id;
+        tracing::info!(server = id, "ServerJoiningRecvd");
+        if id == 0 || id > self.n {
+            return self.refuse(format!(
+                "server id {id} is outside 1..={} (the cluster has {} servers)",
+                self.n, self.n
+            ));
+        }
+        if req.fcheck_addr.parse::<SocketAddr>().is_err() {
+            return self.refuse(format!(
+                "server {id}: fcheck address {:?} is not host:port",
+                req.fcheck_addr
+            ));
+        }
+        let m = Member {
+            id,
+            peer_addr: req.peer_addr,
+            client_addr: req.client_addr,
+            control_addr: req.control_addr,
+            fcheck_addr: req.fcheck_addr,
+        };
+        match self.state.members.iter().position(|x| x.id == id) {
+            Some(i) if self.state.members[i] == m => {} // a retried join, or a restart at the same addresses
+            Some(i) => {
+                let alive = self.alive.get(&id).copied().unwrap_or(false);
+                if !self.state.join_complete || alive {
+                    let at = self.state.members[i].peer_addr.clone();
+                    return self.refuse(format!(
+                        "duplicate server id {id}: already joined from {at}"
+                    ));
+                }
+                // A failed server coming back at new addresses.
+                self.state.members[i] = m.clone();
+            }
+            None => self.state.members.push(m.clone()),
+        }
+        self.state.members.sort_by_key(|m| m.id);
+        if !self.save() {
+            return self.refuse("the coord cannot persist its state".into());
+        }
+        self.track(&m);
+        tracing::info!(server = id, "ServerJoinedRecvd");
+        if self.state.join_complete {
+            // A rejoin: it learns the membership and the leader, and follows.
+            self.configure(Some(id));
+        } else if self.state.members.len() as u64 == self.n {
+            self.state.join_complete = true;
+            self.save();
+            tracing::info!("AllServersJoined");
+            self.configure(None);
+            self.maybe_select();
+        }
+        pb::JoinReply {
+            accepted: true,
+            error: String::new(),
+            num_servers: self.n,
+            trace: Vec::new(),
+        }
+    }
+
+    /// Sends the membership (and the leader) to one server or all.
+    fn configure(&self, only: Option<u64>) {
+        let members: Vec<pb::Member> = self.state.members.iter().map(member_pb).collect();
+        let notice = self.leader.map(|l| pb::ClusterNotice {
+            term: self.state.term,
+            leader_id: l,
+            failed: vec![],
+            trace: vec![],
+        });
+        for m in &self.state.members {
+            if only.is_some_and(|o| o != m.id) {
+                continue;
+            }
+            let Some(mut c) = self.controls.control(m.id) else {
+                continue;
+            };
+            let req = self.controls.request(pb::Membership {
+                members: members.clone(),
+                trace: vec![],
+            });
+            let notice = notice.clone().map(|n| self.controls.request(n));
+            tokio::spawn(async move {
+                let _ = c.configure(req).await;
+                if let Some(n) = notice {
+                    let _ = c.notify(n).await;
+                }
+            });
+        }
+    }
+
+    fn on_fcheck(&mut self, ev: Event) {
+        match ev {
+            Event::Failed { id } => {
+                self.alive.insert(id, false);
+                tracing::warn!(server = id, "ServerFail");
+                self.log_view();
+                if self.leader == Some(id) {
+                    tracing::info!(server = id, "LeaderFailOver");
+                    self.leader = None;
+                    self.publish();
+                    self.maybe_select();
+                }
+            }
+            Event::Recovered { id } => {
+                self.alive.insert(id, true);
+                tracing::info!(server = id, "server is back");
+                self.log_view();
+                self.configure(Some(id));
+                self.maybe_select();
+            }
+        }
+    }
+
+    fn log_view(&self) {
+        let view: Vec<String> = self
+            .alive
+            .iter()
+            .filter(|(_, a)| **a)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        tracing::info!("NewClusterView: {}", view.join(", "));
+    }
+
+    /// Starts a selection if one is due: the join is complete, there is no
+    /// leader, and none is under way.
+    fn maybe_select(&mut self) {
+        if !self.state.join_complete || self.leader.is_some() || self.selecting {
+            return;
+        }
+        // Persist the term before using it: a restarted coord never reuses one.
+        self.state.term += 1;
+        if !self.save() {
+            self.state.term -= 1;
+            self.retry_in(Duration::from_millis(500));
+            return;
+        }
+        self.selecting = true;
+        let term = self.state.term;
+        tracing::info!(term, "ServerLogStateRequest");
+        let members: Vec<pb::Member> = self.state.members.iter().map(member_pb).collect();
+        // Only servers the failure detector believes alive are asked: one it
+        // has failed is unreachable as far as the coord knows (and may be a
+        // leader cut off from it).
+        let asked: Vec<u64> = self
+            .alive
+            .iter()
+            .filter(|(_, a)| **a)
+            .map(|(id, _)| *id)
+            .collect();
+        let (n, controls, me) = (self.n as usize, self.controls.clone(), self.me.clone());
+        tokio::spawn(async move {
+            let outcome = selection::run(term, n, members, &asked, controls).await;
+            let _ = me.send(Input::Selected(outcome));
+        });
+    }
+
+    fn retry_in(&self, d: Duration) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            let _ = me.send(Input::Retry);
+        });
+    }
+
+    fn on_selected(&mut self, outcome: Outcome) {
+        self.selecting = false;
+        match outcome {
+            Outcome::Leader { id, term } => {
+                self.leader = Some(id);
+                self.quorum_impossible = false;
+                tracing::info!(
+                    leader = id,
+                    term,
+                    "LeaderReconfigDone: new leader {id} for term {term}"
+                );
+                self.publish();
+                let failed: Vec<u64> = self
+                    .alive
+                    .iter()
+                    .filter(|(_, a)| !**a)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for m in &self.state.members {
+                    let Some(mut c) = self.controls.control(m.id) else {
+                        continue;
+                    };
+                    let req = self.controls.request(pb::ClusterNotice {
+                        term,
+                        leader_id: id,
+                        failed: failed.clone(),
+                        trace: vec![],
+                    });
+                    tokio::spawn(async move {
+                        let _ = c.notify(req).await;
+                    });
+                }
+            }
+            Outcome::QuorumImpossible {
+                term,
+                answered,
+                needed,
+            } => {
+                self.quorum_impossible = true;
+                tracing::warn!(
+                    term,
+                    "LeaderSelectionFailed: quorum impossible, {} of {} servers answered, {needed} needed",
+                    answered.len(),
+                    self.n
+                );
+                self.publish();
+                self.retry_in(Duration::from_millis(300));
+            }
+            Outcome::Refused { term, current_term } => {
+                tracing::info!(
+                    term,
+                    current_term,
+                    "selection for term {term} superseded; retrying"
+                );
+                if current_term > self.state.term {
+                    self.state.term = current_term;
+                    self.save();
+                }
+                self.retry_in(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn on_rediscovered(&mut self, found: Option<(u64, u64)>) {
+        self.selecting = false;
+        match found {
+            Some((id, term)) if term >= self.state.term => {
+                if term > self.state.term {
+                    self.state.term = term;
+                    self.save();
+                }
+                tracing::info!(
+                    leader = id,
+                    term,
+                    "after restart: server {id} leads term {term}"
+                );
+                self.leader = Some(id);
+                self.publish();
+            }
+            _ => self.maybe_select(),
+        }
+    }
+
+    fn publish(&self) {
+        let info = match self.leader {
+            Some(id) => {
+                let addr = self
+                    .state
+                    .members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map(|m| m.client_addr.clone());
+                pb::LeaderInfo {
+                    leader_id: id,
+                    client_addr: addr.unwrap_or_default(),
+                    term: self.state.term,
+                    quorum_impossible: false,
+                    status: format!("server {id} leads term {}", self.state.term),
+                    trace: vec![],
+                }
+            }
+            None => pb::LeaderInfo {
+                leader_id: 0,
+                client_addr: String::new(),
+                term: self.state.term,
+                quorum_impossible: self.quorum_impossible,
+                status: if !self.state.join_complete {
+                    format!(
+                        "waiting for servers to join ({} of {})",
+                        self.state.members.len(),
+                        self.n
+                    )
+                } else if self.quorum_impossible {
+                    format!(
+                        "quorum impossible: fewer than {} of {} servers answer",
+                        self.n / 2 + 1,
+                        self.n
+                    )
+                } else {
+                    "selecting a leader".into()
+                },
+                trace: vec![],
+            },
+        };
+        self.leader_tx.send_replace(info);
+    }
+
+    fn view(&self) -> pb::ClusterView {
+        pb::ClusterView {
+            num_servers: self.n,
+            join_complete: self.state.join_complete,
+            term: self.state.term,
+            leader_id: self.leader.unwrap_or(0),
+            quorum_impossible: self.quorum_impossible,
+            servers: self
+                .state
+                .members
+                .iter()
+                .map(|m| pb::ServerView {
+                    id: m.id,
+                    alive: self.alive.get(&m.id).copied().unwrap_or(false),
+                    client_addr: m.client_addr.clone(),
+                    peer_addr: m.peer_addr.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// After a restart: asks every server for its role and term; the leader of
+/// the highest term, if one is found, is kept.
+async fn rediscover(members: Vec<Member>, controls: Controls, me: mpsc::UnboundedSender<Input>) {
+    let mut found: Option<(u64, u64)> = None;
+    for m in &members {
+        let Some(mut a) = controls.admin(m.id) else {
+            continue;
+        };
+        if let Ok(r) = a.status(controls.request(pb::StatusRequest {})).await {
+            let r = r.into_inner();
+            if r.role == "leader" && found.is_none_or(|(_, t)| r.term > t) {
+                found = Some((m.id, r.term));
+            }
+        }
+    }
+    let _ = me.send(Input::Rediscovered(found));
+}

@@ -1,0 +1,150 @@
+//! The KVRaft coord: membership (join), failure detection (fcheck), safe
+//! leader selection, and leader discovery for clients. It is not on the data
+//! path: while it is down, the cluster goes on serving through its leader;
+//! only failover waits for it.
+//!
+//! Layout: `config` (the JSON config), `state_file` (term and membership on
+//! disk), `controls` (connections to the servers), `selection` (the
+//! protocol's leader selection), `coord` (the actor deciding everything),
+//! `api` (the gRPC services).
+
+pub mod api;
+pub mod config;
+mod controls;
+mod coord;
+pub mod selection;
+pub mod state_file;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kvraft_fcheck::{Monitor, MonitorConfig};
+use kvraft_proto as pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Status};
+
+pub use config::{ConfigError, CoordConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] state_file::StateError),
+    #[error("cannot start the failure detector: {0}")]
+    Fcheck(std::io::Error),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what} service failed: {source}")]
+    Serve {
+        what: &'static str,
+        source: tonic::transport::Error,
+    },
+}
+
+#[derive(Clone)]
+struct SecretCheck(String);
+
+impl tonic::service::Interceptor for SecretCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if self.0.is_empty() {
+            return Ok(req);
+        }
+        match req
+            .metadata()
+            .get("x-kvraft-secret")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(s) if s == self.0 => Ok(req),
+            _ => Err(Status::unauthenticated("wrong or missing cluster secret")),
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListenerStream, CoordError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoordError::Bind { addr, what, source })?;
+    Ok(TcpListenerStream::new(l))
+}
+
+/// Runs the coord until `shutdown` completes.
+pub async fn run(
+    cfg: CoordConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordError> {
+    let (file, state) = state_file::StateFile::open(&cfg.data_dir())?;
+    let server_l = bind(cfg.server_api_listen_addr, "ServerAPIListenAddr").await?;
+    let client_l = bind(cfg.client_api_listen_addr, "ClientAPIListenAddr").await?;
+    let mcfg = MonitorConfig {
+        lost_msgs_thresh: cfg.lost_msgs_thresh,
+        heartbeat_interval: Duration::from_millis(cfg.heartbeat_ms),
+        rtt_floor: Duration::from_millis(cfg.rtt_floor_ms),
+        ..MonitorConfig::default()
+    };
+    let (monitor, mut events) = Monitor::start(mcfg).await.map_err(CoordError::Fcheck)?;
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(pb::LeaderInfo::default());
+    let actor = coord::Coord::new(coord::Parts {
+        num_servers: cfg.num_servers,
+        file,
+        state,
+        monitor,
+        controls: controls::Controls::new(cfg.secret.clone()),
+        leader_tx,
+        me: tx.clone(),
+    });
+    let fwd = tx.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if fwd.send(coord::Input::Fcheck(ev)).is_err() {
+                return;
+            }
+        }
+    });
+    let actor_task = tokio::spawn(actor.run(rx));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let check = SecretCheck(cfg.secret.clone());
+    let servers = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
+            pb::coord_server_server::CoordServerServer::new(api::ServerApi { inputs: tx.clone() }),
+            check.clone(),
+        ))
+        .serve_with_incoming_shutdown(server_l, stopped(stop_rx.clone()));
+    let clients = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
+            pb::coord_client_server::CoordClientServer::new(api::ClientApi {
+                inputs: tx,
+                leader: leader_rx,
+            }),
+            check,
+        ))
+        .serve_with_incoming_shutdown(client_l, stopped(stop_rx));
+    let (a, b) = tokio::join!(servers, clients);
+    actor_task.abort();
+    a.map_err(|source| CoordError::Serve {
+        what: "server API",
+        source,
+    })?;
+    b.map_err(|source| CoordError::Serve {
+        what: "client API",
+        source,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! The coord with real processes: join, bad joins, failover, quorum loss,
+//! a partition between the coord and two servers, and a coord restart.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kvraft_proto as pb;
+use support::{TestCluster, is_ok, put};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn started(n: u64, extra: &str) -> TestCluster {
+    let mut c = TestCluster::with_coord(n, extra, "");
+    c.start_coord();
+    for id in 1..=n {
+        c.start(id);
+    }
+    c
+}
+
+/// The coord's leader, or a failure naming what the coord says.
+async fn leader(c: &TestCluster) -> pb::LeaderInfo {
+    let info = c.coord_leader(Duration::from_secs(15)).await;
+    assert_ne!(info.leader_id, 0, "no leader: {}", info.status);
+    info
+}
+
+/// Puts through the coord's current leader until one succeeds (or `timeout`).
+async fn put_via_coord(
+    c: &TestCluster,
+    client: &str,
+    op_id: u64,
+    key: &str,
+    timeout: Duration,
+) -> u64 {
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < timeout,
+            "no write succeeded within {timeout:?}"
+        );
+        let info = c.coord_leader(Duration::from_millis(500)).await;
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", info.client_addr))
+                .unwrap();
+        if info.leader_id != 0
+            && let Ok(ch) = endpoint
+                .connect_timeout(Duration::from_millis(200))
+                .connect()
+                .await
+        {
+            let mut kv = pb::kv_client_client::KvClientClient::new(ch);
+            if let Ok(r) = kv.put(put(client, op_id, key, "v")).await
+                && is_ok(r.get_ref())
+            {
+                return info.leader_id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn join_of_3_5_and_7_servers_designates_server_1() {
+    runtime().block_on(async {
+        for n in [3, 5, 7] {
+            let c = started(n, "").await;
+            let info = leader(&c).await;
+            assert_eq!((info.leader_id, info.term), (1, 1), "{n} servers");
+            let view = c
+                .coord_client()
+                .await
+                .cluster(pb::Empty {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(view.join_complete);
+            assert_eq!(view.servers.iter().filter(|s| s.alive).count() as u64, n);
+            assert_eq!(
+                put_via_coord(&c, "t", 1, "k", Duration::from_secs(10)).await,
+                1
+            );
+        }
+    });
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < within, "the process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A join out of range, a duplicate id and a wrong secret are each refused
+/// with a clear error; the coord goes on and forms the cluster.
+#[test]
+fn bad_joins_are_refused_and_the_coord_goes_on() {
+    runtime().block_on(async {
+        let mut c =
+            TestCluster::with_coord(3, r#", "Secret": "s3cret""#, r#", "Secret": "s3cret""#);
+        c.start_coord();
+        c.start(1);
+        c.start(2);
+        // Wait until 1 and 2 joined.
+        c.wait_until("two servers joined", Duration::from_secs(10), || async {
+            let mut req = tonic::Request::new(pb::Empty {});
+            req.metadata_mut()
+                .insert("x-kvraft-secret", "s3cret".parse().unwrap());
+            let v = c
+                .coord_client()
+                .await
+                .cluster(req)
+                .await
+                .unwrap()
+                .into_inner();
+            v.servers.len() == 2
+        })
+        .await;
+        let coord = c.coord.as_ref().unwrap().server_api.clone();
+        let bad_config = |name: &str, id: u64, secret: &str| {
+            let p = c.dir.path().join(name);
+            let (a, b, d, e) = (
+                support::free_port(),
+                support::free_port(),
+                support::free_port(),
+                support::free_port(),
+            );
+            std::fs::write(
+                &p,
+                format!(
+                    r#"{{"ServerID": {id}, "CoordAddr": "{coord}", "ServerAddr": "127.0.0.1:{a}",
+                        "ServerServerAddr": "127.0.0.1:{b}", "ServerListenAddr": "127.0.0.1:{d}",
+                        "ClientListenAddr": "127.0.0.1:{e}", "Secret": "{secret}",
+                        "DataDir": "{}"}}"#,
+                    c.dir.path().join(format!("{name}.data")).display()
+                ),
+            )
+            .unwrap();
+            p
+        };
+        for (name, id, secret, expect) in [
+            ("out_of_range", 5, "s3cret", "outside 1..=3"),
+            ("duplicate", 1, "s3cret", "duplicate server id 1"),
+            ("wrong_secret", 3, "nope", "secret"),
+        ] {
+            let cfg = bad_config(name, id, secret);
+            let out = std::process::Command::new(support::kvraft_bin())
+                .args(["server", &id.to_string(), "--config"])
+                .arg(&cfg)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = out;
+            let status = wait_exit(&mut out, Duration::from_secs(10));
+            let mut err = String::new();
+            std::io::Read::read_to_string(out.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "{name} was accepted");
+            let last = err.lines().last().unwrap_or_default();
+            assert!(last.contains(expect), "{name}: {err}");
+        }
+        c.start(3);
+        let mut req = tonic::Request::new(pb::LeaderRequest {
+            wait_ms: 15_000,
+            trace: vec![],
+        });
+        req.metadata_mut()
+            .insert("x-kvraft-secret", "s3cret".parse().unwrap());
+        let info = c
+            .coord_client()
+            .await
+            .get_leader(req)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.leader_id, 1, "{}", info.status);
+    });
+}
+
+/// SIGKILL the leader: a new leader serves within the detection time plus
+/// a few round trips.
+#[test]
+fn leader_failover_is_fast() {
+    runtime().block_on(async {
+        let mut c = started(3, "").await;
+        let old = leader(&c).await.leader_id;
+        put_via_coord(&c, "t", 1, "before", Duration::from_secs(10)).await;
+        let killed = Instant::now();
+        c.kill9(old);
+        let new = put_via_coord(&c, "t", 2, "after", Duration::from_secs(10)).await;
+        let took = killed.elapsed();
+        eprintln!(
+            "failover: SIGKILL of leader {old} to a write committed by leader {new}: {took:?}"
+        );
+        assert_ne!(new, old);
+        assert!(took < Duration::from_secs(3), "failover took {took:?}");
+    });
+}
+
+/// Two failures out of five, the leader among them, are survived.
+#[test]
+fn two_of_five_failures_are_survived() {
+    runtime().block_on(async {
+        let mut c = started(5, "").await;
+        let old = leader(&c).await.leader_id;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        c.kill9(old);
+        c.kill9(if old == 5 { 4 } else { 5 });
+        let new = put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+        assert_ne!(new, old);
+    });
+}
+
+/// Three failures out of five: the coord says "quorum impossible", a client
+/// gets an answer rather than a hang, and the cluster recovers when one
+/// server returns.
+#[test]
+fn three_of_five_is_quorum_impossible_until_one_returns() {
+    runtime().block_on(async {
+        let mut c = started(5, "").await;
+        let old = leader(&c).await.leader_id;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        let victims: Vec<u64> = std::iter::once(old)
+            .chain((1..=5).filter(|&i| i != old).take(2))
+            .collect();
+        for &v in &victims {
+            c.kill9(v);
+        }
+        c.wait_until(
+            "the coord reports quorum impossible",
+            Duration::from_secs(10),
+            || async { c.coord_leader(Duration::ZERO).await.quorum_impossible },
+        )
+        .await;
+        let survivor = (1..=5).find(|i| !victims.contains(i)).unwrap();
+        let start = Instant::now();
+        let r = c
+            .client(survivor)
+            .await
+            .put(put("t", 2, "b", "v"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!is_ok(&r), "a write succeeded without a quorum: {r:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the client waited {:?}",
+            start.elapsed()
+        );
+        c.start(victims[1]);
+        put_via_coord(&c, "t", 3, "c", Duration::from_secs(15)).await;
+        assert!(!c.coord_leader(Duration::ZERO).await.quorum_impossible);
+    });
+}
+
+/// The seed's coord test, for real: the leader and one follower of five
+/// stop answering the coord's heartbeats. The coord designates the most
+/// up-to-date of the others; the old leader is fenced; when the partition
+/// heals both rejoin the view as followers and every log agrees.
+#[test]
+fn partition_between_coord_and_two_servers_is_survived_and_healed() {
+    runtime().block_on(async {
+        let mut c = started(5, "").await;
+        let old = leader(&c).await.leader_id;
+        for i in 1..=20 {
+            put_via_coord(&c, "t", i, &format!("k{i}"), Duration::from_secs(10)).await;
+        }
+        let other = if old == 5 { 4 } else { 5 };
+        c.mute(old, true);
+        c.mute(other, true);
+        c.wait_until("a new leader", Duration::from_secs(10), || async {
+            let l = c.coord_leader(Duration::ZERO).await.leader_id;
+            l != 0 && l != old
+        })
+        .await;
+        let new = put_via_coord(&c, "t", 21, "k21", Duration::from_secs(10)).await;
+        assert!(new != old && new != other);
+        let st = c.status(old).await;
+        assert_eq!(st.role, "follower", "the old leader is fenced: {st:?}");
+        c.mute(old, false);
+        c.mute(other, false);
+        c.wait_until("both back in the view", Duration::from_secs(10), || async {
+            let v = c
+                .coord_client()
+                .await
+                .cluster(pb::Empty {})
+                .await
+                .unwrap()
+                .into_inner();
+            v.servers.iter().all(|s| s.alive)
+        })
+        .await;
+        put_via_coord(&c, "t", 22, "k22", Duration::from_secs(10)).await;
+        c.wait_until(
+            "every server applied everything",
+            Duration::from_secs(10),
+            || async {
+                let mut applied = Vec::new();
+                for id in 1..=5 {
+                    applied.push(c.status(id).await.applied_index);
+                }
+                applied.iter().all(|&a| a == applied[0])
+            },
+        )
+        .await;
+        let mut logs = Vec::new();
+        for id in 1..=5 {
+            let r = c
+                .admin(id)
+                .await
+                .log(pb::LogRequest { from: 0, limit: 0 })
+                .await
+                .unwrap()
+                .into_inner();
+            logs.push(r.lines.iter().map(|l| l.entry.clone()).collect::<Vec<_>>());
+        }
+        assert!(logs.iter().all(|l| *l == logs[0]), "logs differ: {logs:?}");
+        assert_eq!(c.status(old).await.role, "follower");
+    });
+}
+
+/// The coord dies and restarts in the middle of a write load: no write
+/// fails, and the restarted coord keeps the same leader and term.
+#[test]
+fn coord_restart_does_not_interrupt_service() {
+    runtime().block_on(async {
+        let mut c = started(3, "").await;
+        let before = leader(&c).await;
+        let addr = before.client_addr.clone();
+        let writer = tokio::spawn(async move {
+            let mut kv = pb::kv_client_client::KvClientClient::new(support::connect(&addr).await);
+            let start = Instant::now();
+            let mut n = 0;
+            while start.elapsed() < Duration::from_millis(1500) {
+                n += 1;
+                let r = kv
+                    .put(put("w", n, &format!("k{n}"), "v"))
+                    .await
+                    .expect("transport")
+                    .into_inner();
+                assert!(
+                    is_ok(&r),
+                    "write {n} failed while the coord restarted: {r:?}"
+                );
+            }
+            n
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.kill9_coord();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        c.start_coord();
+        let writes = writer.await.unwrap();
+        assert!(writes > 20, "only {writes} writes");
+        let after = leader(&c).await;
+        assert_eq!(
+            (after.leader_id, after.term),
+            (before.leader_id, before.term)
+        );
+    });
+}

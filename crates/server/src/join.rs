@@ -1,0 +1,78 @@
+//! Joining the cluster through the coord: on start (and on every restart)
+//! the server registers its id and addresses, retrying while the coord is
+//! unreachable. A refusal (bad id, duplicate, wrong secret) is final.
+
+use std::time::Duration;
+
+use kvraft_proto as pb;
+use kvraft_proto::coord_server_client::CoordServerClient;
+use tonic::metadata::MetadataValue;
+
+use crate::config::ServerConfig;
+
+/// Joins, and returns the coord's reason if it refuses.
+pub async fn join(cfg: &ServerConfig) -> Result<(), String> {
+    let req = pb::JoinRequest {
+        server_id: cfg.server_id,
+        peer_addr: cfg.server_server_addr.to_string(),
+        client_addr: cfg.client_listen_addr.to_string(),
+        control_addr: cfg.server_listen_addr.to_string(),
+        fcheck_addr: cfg.server_addr.to_string(),
+        trace: Vec::new(),
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.coord_addr))
+        .map_err(|e| format!("CoordAddr {:?} is not host:port: {e}", cfg.coord_addr))?
+        .connect_timeout(Duration::from_secs(1));
+    let mut backoff = Duration::from_millis(50);
+    let mut warned = false;
+    tracing::info!(server = cfg.server_id, "ServerJoining");
+    loop {
+        let attempt = async {
+            let mut c =
+                CoordServerClient::new(endpoint.connect().await.map_err(|e| e.to_string())?);
+            let mut r = tonic::Request::new(req.clone());
+            if !cfg.secret.is_empty()
+                && let Ok(v) = MetadataValue::try_from(cfg.secret.as_str())
+            {
+                r.metadata_mut().insert(crate::auth::SECRET_HEADER, v);
+            }
+            c.join(r).await.map(|r| r.into_inner()).map_err(|s| {
+                if s.code() == tonic::Code::Unauthenticated {
+                    format!("FATAL{}", s.message())
+                } else {
+                    s.message().to_owned()
+                }
+            })
+        };
+        match attempt.await {
+            Ok(r) if r.accepted => {
+                tracing::info!(server = cfg.server_id, "ServerJoined");
+                return Ok(());
+            }
+            Ok(r) => {
+                return Err(format!(
+                    "the coord refused to let server {} join: {}",
+                    cfg.server_id, r.error
+                ));
+            }
+            Err(e) if e.starts_with("FATAL") => {
+                return Err(format!(
+                    "the coord refused server {}: {}",
+                    cfg.server_id,
+                    &e[5..]
+                ));
+            }
+            Err(e) => {
+                if !warned {
+                    eprintln!(
+                        "kvraft server {}: coord at {} unreachable ({e}); retrying",
+                        cfg.server_id, cfg.coord_addr
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
