@@ -753,7 +753,11 @@ impl RaftNode {
         if !ls.reads.has_queued() || !own_term_committed || self.durable < ls.noop_index {
             return;
         }
-        ls.reads.start_round(self.commit);
+        // The read index is the last index, not just the commit index: a
+        // read then also sees every write that reached this leader before
+        // it (read-your-writes for a client with many operations in
+        // flight), and is still linearizable (it only waits longer).
+        ls.reads.start_round(self.log.last_index());
         let peers: Vec<NodeId> = ls.progress.keys().copied().collect();
         for p in peers {
             self.send_heartbeat(p);

@@ -20,6 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the prototype's client workload through kvslib, checking every result.
+    Client(cmd::client::Args),
+    /// Admin and one-shot client: get, put, del, status, log.
+    Ctl(cmd::ctl::Args),
     /// Run the coord: join, failure detection, leader selection.
     Coord(cmd::coord::Args),
     /// Run one server of the cluster.
@@ -31,8 +35,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like any Unix tool: a closed pipe (`kvraft ctl log 1 | head`) ends the
+    // process quietly instead of failing a write.
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Client(args) => cmd::client::run(args),
+        Command::Ctl(args) => cmd::ctl::run(args),
         Command::Coord(args) => cmd::coord::run(args),
         Command::Server(args) => cmd::server::run(args),
         Command::Sim(args) => cmd::sim::run(args),

@@ -1,6 +1,8 @@
 //! One module per subcommand, plus what the process subcommands share.
 
+pub mod client;
 pub mod coord;
+pub mod ctl;
 pub mod lincheck;
 pub mod server;
 pub mod sim;

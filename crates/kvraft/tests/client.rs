@@ -1,0 +1,231 @@
+//! kvslib against a real local cluster: ordered results with many in flight,
+//! failover without loss or duplication, quorum loss, a reused client id.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kvslib::{ClientError, Config, KvClient, Op, OpResult, Value};
+use support::TestCluster;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn cluster(n: u64) -> TestCluster {
+    let mut c = TestCluster::with_coord(n, "", "");
+    c.start_coord();
+    for id in 1..=n {
+        c.start(id);
+    }
+    let info = c.coord_leader(Duration::from_secs(15)).await;
+    assert_ne!(info.leader_id, 0, "{}", info.status);
+    c
+}
+
+fn config(c: &TestCluster, id: &str, window: usize) -> Config {
+    let mut cfg = Config::new(id, c.coord.as_ref().unwrap().client_api.clone());
+    cfg.window = window;
+    cfg
+}
+
+/// A workload over a few keys: appends of unique tokens, puts, and gets.
+fn workload(n: u64, keys: u64) -> Vec<Op> {
+    (1..=n)
+        .map(|i| {
+            let key = format!("k{}", i % keys);
+            match i % 4 {
+                0 => Op::Get { key },
+                _ => Op::Append {
+                    key,
+                    value: format!("<{i}>"),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Checks one client's results: they come in the order issued; every Append
+/// succeeded; every Get saw every Append issued before it (read-your-writes)
+/// and otherwise only Appends issued after it (concurrent ones) — on an
+/// append-only key that pins each value down to a prefix of the final one.
+/// Returns the final expected values.
+fn check_in_order(results: &[OpResult]) -> HashMap<String, String> {
+    let mut finals: HashMap<String, String> = HashMap::new();
+    for r in results {
+        if let Op::Append { key, value } = &r.op {
+            finals.entry(key.clone()).or_default().push_str(value);
+        }
+    }
+    let mut state: HashMap<String, String> = HashMap::new();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.op_id, i as u64 + 1, "results out of order");
+        match (&r.op, &r.result) {
+            (Op::Append { key, value }, Ok(Value::Done)) => {
+                state.entry(key.clone()).or_default().push_str(value)
+            }
+            (Op::Get { key }, Ok(Value::Value(v))) => {
+                let v = v.as_deref().unwrap_or("");
+                let before = state.get(key).map_or("", String::as_str);
+                let fin = finals.get(key).map_or("", String::as_str);
+                assert!(
+                    v.starts_with(before),
+                    "op {}: Get({key}) = {v:?} misses earlier appends {before:?}",
+                    r.op_id
+                );
+                assert!(
+                    fin.starts_with(v),
+                    "op {}: Get({key}) = {v:?} is not a prefix of {fin:?}",
+                    r.op_id
+                );
+            }
+            other => panic!("op {}: unexpected {other:?}", r.op_id),
+        }
+    }
+    finals
+}
+
+#[test]
+fn results_arrive_in_order_with_64_in_flight() {
+    runtime().block_on(async {
+        let c = cluster(3).await;
+        let (client, mut results) = KvClient::start(config(&c, "w64", 64)).unwrap();
+        let ops = workload(2000, 5);
+        let sender = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for op in ops {
+                    client.submit(op).await.unwrap();
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < 2000 {
+            got.push(results.recv().await.expect("results channel open"));
+        }
+        sender.await.unwrap();
+        check_in_order(&got);
+        client.stop().await;
+        assert!(results.recv().await.is_none(), "stop closes the channel");
+    });
+}
+
+/// The leader is killed in the middle of 1,000 operations: every operation
+/// completes, every Get is right, and every Append is applied exactly once.
+#[test]
+fn failover_mid_workload_loses_and_duplicates_nothing() {
+    runtime().block_on(async {
+        let mut c = cluster(3).await;
+        let (client, mut results) = KvClient::start(config(&c, "fo", 16)).unwrap();
+        let ops = workload(1000, 5);
+        let sender = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for op in ops {
+                    client.submit(op).await.unwrap();
+                }
+            })
+        };
+        let mut got = Vec::new();
+        let mut stall = Duration::ZERO;
+        let mut last = Instant::now();
+        while got.len() < 1000 {
+            let r = results.recv().await.expect("results channel open");
+            stall = stall.max(last.elapsed());
+            last = Instant::now();
+            got.push(r);
+            if got.len() == 300 {
+                let leader = c.coord_leader(Duration::ZERO).await.leader_id;
+                c.kill9(leader);
+            }
+        }
+        sender.await.unwrap();
+        eprintln!("longest gap between two results across the leader kill: {stall:?}");
+        let expected = check_in_order(&got);
+        // Read every key back with a fresh client: each token exactly once.
+        let (reader, _r) = KvClient::start(config(&c, "reader", 1)).unwrap();
+        for (key, want) in expected {
+            let v = reader.execute(Op::Get { key: key.clone() }).await.unwrap();
+            assert_eq!(v, Value::Value(Some(want)), "{key}");
+        }
+    });
+}
+
+/// Two of three servers die: waiting operations end with a typed error
+/// within the deadline instead of hanging.
+#[test]
+fn quorum_loss_ends_operations_with_a_typed_error() {
+    runtime().block_on(async {
+        let mut c = cluster(3).await;
+        let mut cfg = config(&c, "ql", 8);
+        cfg.op_timeout = Duration::from_secs(3);
+        let (client, mut results) = KvClient::start(cfg).unwrap();
+        client
+            .execute(Op::Put {
+                key: "a".into(),
+                value: "1".into(),
+            })
+            .await
+            .unwrap();
+        let leader = c.coord_leader(Duration::ZERO).await.leader_id;
+        c.kill9(leader);
+        c.kill9(if leader == 3 { 2 } else { 3 });
+        let start = Instant::now();
+        for i in 0..5 {
+            client.put(format!("k{i}"), "v").await.unwrap();
+        }
+        for _ in 0..5 {
+            let r = tokio::time::timeout(Duration::from_secs(6), results.recv())
+                .await
+                .expect("no hang")
+                .unwrap();
+            assert!(
+                matches!(
+                    r.result,
+                    Err(ClientError::QuorumImpossible(_)) | Err(ClientError::Timeout(_))
+                ),
+                "{r:?}"
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            start.elapsed()
+        );
+    });
+}
+
+/// A client that finished, and a new one with the same id: the second works.
+#[test]
+fn a_new_client_with_a_used_id_works() {
+    runtime().block_on(async {
+        let c = cluster(3).await;
+        let (a, _ra) = KvClient::start(config(&c, "same", 4)).unwrap();
+        for i in 0..20 {
+            a.execute(Op::Append {
+                key: "k".into(),
+                value: format!("a{i},"),
+            })
+            .await
+            .unwrap();
+        }
+        a.stop().await;
+        let (b, _rb) = KvClient::start(config(&c, "same", 4)).unwrap();
+        let r = b
+            .execute(Op::Append {
+                key: "k".into(),
+                value: "b".into(),
+            })
+            .await;
+        assert_eq!(r, Ok(Value::Done));
+        let v = b.execute(Op::Get { key: "k".into() }).await.unwrap();
+        let Value::Value(Some(v)) = v else {
+            panic!("{v:?}")
+        };
+        assert!(v.ends_with("a19,b"), "{v}");
+    });
+}

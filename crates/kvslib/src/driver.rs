@@ -1,0 +1,305 @@
+//! The session driver: one task per client that owns the operations in
+//! flight, the stream to the leader, and the order of results.
+//!
+//! Invariants:
+//! - operations are numbered 1, 2, 3... in the order issued, and their
+//!   results are delivered in that order;
+//! - at most `window` operations are on the wire at once;
+//! - an operation is resent (same session, same opId) after a failover, so
+//!   the servers' sessions apply it at most once;
+//! - `first_unacked` sent with every command is the oldest operation whose
+//!   result has not been delivered, so the servers may forget older results.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use kvraft_proto as pb;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::op::{ClientError, Op, OpResult, Value};
+use crate::wire;
+
+/// What the API hands the driver.
+pub enum Request {
+    Submit {
+        op: Op,
+        op_id: u64,
+        reply: Option<oneshot::Sender<OpResult>>,
+    },
+    Stop(oneshot::Sender<()>),
+}
+
+/// What the connection and coord tasks report.
+pub enum Event {
+    Reply { epoch: u64, reply: pb::Reply },
+    Closed { epoch: u64 },
+    Leader(pb::LeaderInfo),
+}
+
+struct Pending {
+    op_id: u64,
+    op: Op,
+    cmd: pb::Command,
+    sent: bool,
+    since: Instant,
+    result: Option<Result<Value, ClientError>>,
+    reply: Option<oneshot::Sender<OpResult>>,
+}
+
+struct Conn {
+    epoch: u64,
+    leader: u64,
+    tx: mpsc::UnboundedSender<pb::Command>,
+}
+
+pub struct Driver {
+    pub client_id: String,
+    pub session: u64,
+    pub secret: String,
+    pub window: usize,
+    pub op_timeout: Duration,
+    pub results: Option<mpsc::Sender<OpResult>>,
+    pub events_tx: mpsc::UnboundedSender<Event>,
+    queue: VecDeque<Pending>,
+    conn: Option<Conn>,
+    next_epoch: u64,
+    leader: pb::LeaderInfo,
+    /// Resend after this instant (a NoQuorum answer asks for a pause).
+    hold_until: Option<Instant>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    pub fn new(
+        client_id: String,
+        session: u64,
+        secret: String,
+        window: usize,
+        op_timeout: Duration,
+        results: mpsc::Sender<OpResult>,
+        events_tx: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        Driver {
+            client_id,
+            session,
+            secret,
+            window: window.max(1),
+            op_timeout,
+            results: Some(results),
+            events_tx,
+            queue: VecDeque::new(),
+            conn: None,
+            next_epoch: 0,
+            leader: pb::LeaderInfo::default(),
+            hold_until: None,
+            stop: None,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut requests_open = true;
+        loop {
+            tokio::select! {
+                r = requests.recv(), if requests_open && self.stop.is_none() => match r {
+                    Some(Request::Submit { op, op_id, reply }) => self.submit(op, op_id, reply),
+                    Some(Request::Stop(done)) => self.stop = Some(done),
+                    None => requests_open = false,
+                },
+                Some(ev) = events.recv() => self.on_event(ev),
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.pump();
+            self.deliver().await;
+            if (self.stop.is_some() || !requests_open) && self.queue.is_empty() {
+                self.results = None; // closes the results channel
+                if let Some(done) = self.stop.take() {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn submit(&mut self, op: Op, op_id: u64, reply: Option<oneshot::Sender<OpResult>>) {
+        let cmd = wire::command(&self.client_id, self.session, op_id, &op);
+        self.queue.push_back(Pending {
+            op_id,
+            op,
+            cmd,
+            sent: false,
+            since: Instant::now(),
+            result: None,
+            reply,
+        });
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Leader(info) => {
+                let changed = info.leader_id != self.leader.leader_id
+                    || info.client_addr != self.leader.client_addr;
+                self.leader = info;
+                if self.leader.quorum_impossible {
+                    let why = self.leader.status.clone();
+                    for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
+                        p.result = Some(Err(ClientError::QuorumImpossible(why.clone())));
+                    }
+                }
+                if changed
+                    && self
+                        .conn
+                        .as_ref()
+                        .is_some_and(|c| c.leader != self.leader.leader_id)
+                {
+                    self.drop_conn();
+                }
+            }
+            Event::Closed { epoch } => {
+                if self.conn.as_ref().is_some_and(|c| c.epoch == epoch) {
+                    self.drop_conn();
+                }
+            }
+            Event::Reply { epoch, reply } => {
+                if !self.conn.as_ref().is_some_and(|c| c.epoch == epoch)
+                    || reply.session != self.session
+                {
+                    return;
+                }
+                let Some(p) = self.queue.iter_mut().find(|p| p.op_id == reply.op_id) else {
+                    return;
+                };
+                if p.result.is_some() {
+                    return;
+                }
+                match wire::outcome(reply) {
+                    wire::Outcome::Done(r) => p.result = Some(r),
+                    wire::Outcome::NotLeader {
+                        leader_id,
+                        leader_addr,
+                    } => {
+                        p.sent = false;
+                        if leader_id != 0 && !leader_addr.is_empty() {
+                            self.leader.leader_id = leader_id;
+                            self.leader.client_addr = leader_addr;
+                        }
+                        self.drop_conn();
+                    }
+                    wire::Outcome::Retry => {
+                        p.sent = false;
+                        self.hold_until = Some(Instant::now() + Duration::from_millis(50));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
+            if now.duration_since(p.since) >= self.op_timeout {
+                p.result = Some(Err(ClientError::Timeout(self.op_timeout)));
+            }
+        }
+    }
+
+    /// Every operation on the wire goes back to the queue: it will be resent
+    /// to the next leader with the same opId.
+    fn drop_conn(&mut self) {
+        self.conn = None;
+        for p in self.queue.iter_mut() {
+            p.sent = false;
+        }
+    }
+
+    fn connect(&mut self) {
+        if self.leader.leader_id == 0 || self.leader.client_addr.is_empty() {
+            return;
+        }
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let addr = self.leader.client_addr.clone();
+        tokio::spawn(wire::session(
+            addr,
+            self.secret.clone(),
+            epoch,
+            rx,
+            self.events_tx.clone(),
+        ));
+        self.conn = Some(Conn {
+            epoch,
+            leader: self.leader.leader_id,
+            tx,
+        });
+    }
+
+    /// Puts queued operations on the wire, up to the window.
+    fn pump(&mut self) {
+        if self.hold_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.hold_until = None;
+        if !self.queue.iter().any(|p| !p.sent && p.result.is_none()) {
+            return;
+        }
+        if self.conn.is_none() {
+            self.connect();
+        }
+        let Some(conn) = &self.conn else { return };
+        let first_unacked = self.queue.front().map_or(0, |p| p.op_id);
+        let mut on_wire = self
+            .queue
+            .iter()
+            .filter(|p| p.sent && p.result.is_none())
+            .count();
+        let mut broken = false;
+        for p in self.queue.iter_mut() {
+            if on_wire >= self.window {
+                break;
+            }
+            if p.sent || p.result.is_some() {
+                continue;
+            }
+            p.cmd.first_unacked = first_unacked;
+            if conn.tx.send(p.cmd.clone()).is_err() {
+                broken = true;
+                break;
+            }
+            p.sent = true;
+            on_wire += 1;
+        }
+        if broken {
+            self.drop_conn();
+        }
+    }
+
+    /// Hands out finished operations from the front, in order.
+    async fn deliver(&mut self) {
+        while self.queue.front().is_some_and(|p| p.result.is_some()) {
+            let p = self.queue.pop_front().expect("front exists");
+            let r = OpResult {
+                op_id: p.op_id,
+                op: p.op,
+                result: p.result.expect("checked"),
+            };
+            match p.reply {
+                Some(tx) => {
+                    let _ = tx.send(r);
+                }
+                None => {
+                    if let Some(results) = &self.results {
+                        // Backpressure: an application that does not read
+                        // its results slows the client down.
+                        let _ = results.send(r).await;
+                    }
+                }
+            }
+        }
+    }
+}

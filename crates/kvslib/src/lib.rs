@@ -1,0 +1,193 @@
+//! kvslib: the KVRaft client library.
+//!
+//! The prototype's shape: [`KvClient::start`] gives a client and a channel of
+//! results; [`KvClient::get`], [`KvClient::put`] (and `delete`, `append`,
+//! `cas`) return the operation's id at once; results arrive on the channel
+//! in the order issued; [`KvClient::stop`] waits for what is in flight and
+//! closes the channel. For code that wants one result at a time,
+//! [`KvClient::execute`] is a plain async call.
+//!
+//! Beyond the prototype: up to `window` operations travel at once on one
+//! stream to the leader; the leader is found, and followed, through the
+//! coord's watch; after a failover the same opIds are sent again, so nothing
+//! is applied twice; an operation that cannot finish ends with a typed error
+//! (quorum impossible, timeout) instead of hanging; a restarted client with
+//! the same id starts a new session and is not locked out.
+
+mod driver;
+mod op;
+mod wire;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use op::{ClientError, Op, OpResult, Value};
+
+/// How a client starts.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The client's id; several clients must not share one at the same time.
+    pub client_id: String,
+    /// The coord's client API (the coord config's ClientAPIListenAddr).
+    pub coord_addr: String,
+    /// The cluster's Secret ("" when none).
+    pub secret: String,
+    /// Capacity of the results channel (the prototype's ChCapacity).
+    pub ch_capacity: usize,
+    /// Operations in flight at once.
+    pub window: usize,
+    /// An operation without a result after this long ends with `Timeout`.
+    pub op_timeout: Duration,
+}
+
+impl Config {
+    pub fn new(client_id: impl Into<String>, coord_addr: impl Into<String>) -> Self {
+        Config {
+            client_id: client_id.into(),
+            coord_addr: coord_addr.into(),
+            secret: String::new(),
+            ch_capacity: 1024,
+            window: 64,
+            op_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running client. Cheap to clone; all clones share one session.
+#[derive(Clone)]
+pub struct KvClient {
+    requests: mpsc::Sender<driver::Request>,
+    next_op: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl KvClient {
+    /// Starts the client (inside a tokio runtime). It finds the leader by
+    /// itself; operations issued before then wait for it.
+    pub fn start(cfg: Config) -> Result<(KvClient, mpsc::Receiver<OpResult>), ClientError> {
+        if cfg.client_id.is_empty() {
+            return Err(ClientError::Config("the client id is empty".into()));
+        }
+        if cfg.coord_addr.is_empty() {
+            return Err(ClientError::Config("the coord address is empty".into()));
+        }
+        // A restarted client must outrank its previous incarnation: its
+        // start time in nanoseconds does.
+        let session = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let (results_tx, results_rx) = mpsc::channel(cfg.ch_capacity.max(1));
+        let (req_tx, req_rx) = mpsc::channel(cfg.window.max(1) * 4);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        tokio::spawn(wire::watch_coord(
+            cfg.coord_addr.clone(),
+            cfg.secret.clone(),
+            ev_tx.clone(),
+        ));
+        let d = driver::Driver::new(
+            cfg.client_id,
+            session,
+            cfg.secret,
+            cfg.window,
+            cfg.op_timeout,
+            results_tx,
+            ev_tx,
+        );
+        tokio::spawn(d.run(req_rx, ev_rx));
+        let client = KvClient {
+            requests: req_tx,
+            next_op: std::sync::Arc::new(1.into()),
+        };
+        Ok((client, results_rx))
+    }
+
+    fn alloc(&self) -> u64 {
+        self.next_op
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Issues `op`; its result comes on the results channel. Waits only if
+    /// the client is far behind (more than four windows queued).
+    pub async fn submit(&self, op: Op) -> Result<u64, ClientError> {
+        let op_id = self.alloc();
+        self.requests
+            .send(driver::Request::Submit {
+                op,
+                op_id,
+                reply: None,
+            })
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        Ok(op_id)
+    }
+
+    pub async fn get(&self, key: impl Into<String>) -> Result<u64, ClientError> {
+        self.submit(Op::Get { key: key.into() }).await
+    }
+
+    pub async fn put(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<u64, ClientError> {
+        self.submit(Op::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+        .await
+    }
+
+    pub async fn delete(&self, key: impl Into<String>) -> Result<u64, ClientError> {
+        self.submit(Op::Delete { key: key.into() }).await
+    }
+
+    pub async fn append(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<u64, ClientError> {
+        self.submit(Op::Append {
+            key: key.into(),
+            value: value.into(),
+        })
+        .await
+    }
+
+    pub async fn cas(
+        &self,
+        key: impl Into<String>,
+        expected: Option<String>,
+        new: impl Into<String>,
+    ) -> Result<u64, ClientError> {
+        self.submit(Op::Cas {
+            key: key.into(),
+            expected,
+            new: new.into(),
+        })
+        .await
+    }
+
+    /// Runs one operation and waits for its result (in order with the rest).
+    pub async fn execute(&self, op: Op) -> Result<Value, ClientError> {
+        let op_id = self.alloc();
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(driver::Request::Submit {
+                op,
+                op_id,
+                reply: Some(tx),
+            })
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await.map_err(|_| ClientError::Stopped)?.result
+    }
+
+    /// Waits for every operation in flight to finish, then closes the
+    /// results channel (after its remaining results are read).
+    pub async fn stop(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.requests.send(driver::Request::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The client's side of the wire: commands, replies, the session stream to
+//! the leader, and the watch on the coord.
+
+use std::time::Duration;
+
+use kvraft_proto as pb;
+use kvraft_proto::coord_client_client::CoordClientClient;
+use kvraft_proto::kv_client_client::KvClientClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::metadata::MetadataValue;
+
+use crate::driver::Event;
+use crate::op::{ClientError, Op, Value};
+
+pub fn command(client_id: &str, session: u64, op_id: u64, op: &Op) -> pb::Command {
+    use pb::command::Op as P;
+    let op = match op.clone() {
+        Op::Get { key } => P::Get(pb::GetOp { key }),
+        Op::Put { key, value } => P::Put(pb::PutOp { key, value }),
+        Op::Delete { key } => P::Delete(pb::DeleteOp { key }),
+        Op::Append { key, value } => P::Append(pb::AppendOp { key, value }),
+        Op::Cas { key, expected, new } => P::Cas(pb::CasOp {
+            key,
+            expected,
+            new_value: new,
+        }),
+    };
+    pb::Command {
+        client_id: client_id.to_owned(),
+        session,
+        op_id,
+        first_unacked: op_id,
+        op: Some(op),
+        trace: Vec::new(),
+    }
+}
+
+/// What a reply means for the operation.
+pub enum Outcome {
+    /// Finished, one way or the other.
+    Done(Result<Value, ClientError>),
+    /// Send it again to the leader named (if any).
+    NotLeader { leader_id: u64, leader_addr: String },
+    /// Send it again after a pause (the leader lacks a quorum for now).
+    Retry,
+}
+
+pub fn outcome(r: pb::Reply) -> Outcome {
+    use pb::reply::Result as R;
+    match r.result {
+        Some(R::Value(v)) => Outcome::Done(Ok(Value::Value(v.value))),
+        Some(R::Done(_)) => Outcome::Done(Ok(Value::Done)),
+        Some(R::Cas(c)) => Outcome::Done(Ok(Value::Cas { swapped: c.swapped })),
+        Some(R::Error(e)) => match pb::ErrorCode::try_from(e.code) {
+            Ok(pb::ErrorCode::NotLeader) => Outcome::NotLeader {
+                leader_id: e.leader_id,
+                leader_addr: e.leader_addr,
+            },
+            Ok(pb::ErrorCode::NoQuorum) | Ok(pb::ErrorCode::Unavailable) => Outcome::Retry,
+            Ok(pb::ErrorCode::StaleRequest) => Outcome::Done(Err(ClientError::Stale)),
+            Ok(pb::ErrorCode::BadRequest) => Outcome::Done(Err(ClientError::BadRequest(e.message))),
+            _ => Outcome::Retry,
+        },
+        None => Outcome::Retry,
+    }
+}
+
+pub fn with_secret<T>(msg: T, secret: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if !secret.is_empty()
+        && let Ok(v) = MetadataValue::try_from(secret)
+    {
+        r.metadata_mut().insert("x-kvraft-secret", v);
+    }
+    r
+}
+
+async fn channel(addr: &str) -> Option<tonic::transport::Channel> {
+    let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+    e.connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .ok()
+}
+
+/// One session stream to a leader; reports every reply, then its end.
+pub async fn session(
+    addr: String,
+    secret: String,
+    epoch: u64,
+    commands: mpsc::UnboundedReceiver<pb::Command>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    if let Some(ch) = channel(&addr).await {
+        let mut kv = KvClientClient::new(ch);
+        let req = with_secret(UnboundedReceiverStream::new(commands), &secret);
+        if let Ok(resp) = kv.session(req).await {
+            let mut replies = resp.into_inner();
+            while let Ok(Some(reply)) = replies.message().await {
+                if events.send(Event::Reply { epoch, reply }).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    // Give a dead leader's address a moment before the driver tries again.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let _ = events.send(Event::Closed { epoch });
+}
+
+/// Follows the coord's leader announcements for as long as the client lives.
+pub async fn watch_coord(addr: String, secret: String, events: mpsc::UnboundedSender<Event>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if let Some(ch) = channel(&addr).await {
+            backoff = Duration::from_millis(50);
+            let mut coord = CoordClientClient::new(ch);
+            let req = with_secret(
+                pb::LeaderRequest {
+                    wait_ms: 0,
+                    trace: Vec::new(),
+                },
+                &secret,
+            );
+            if let Ok(resp) = coord.watch_leader(req).await {
+                let mut stream = resp.into_inner();
+                while let Ok(Some(info)) = stream.message().await {
+                    if events.send(Event::Leader(info)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if events.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
