@@ -117,6 +117,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let stop_rx_deadline = stop_rx.clone();
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -136,7 +137,15 @@ pub async fn run(
             check,
         ))
         .serve_with_incoming_shutdown(client_l, stopped(stop_rx));
-    let (a, b) = tokio::join!(servers, clients);
+    let mut deadline_rx = stop_rx_deadline;
+    let deadline = async move {
+        let _ = deadline_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (a, b) = tokio::select! {
+        r = async { tokio::join!(servers, clients) } => r,
+        _ = deadline => (Ok(()), Ok(())),
+    };
     actor_task.abort();
     a.map_err(|source| CoordError::Serve {
         what: "server API",

@@ -62,6 +62,7 @@ pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>, events_tx: Unbou
     let mut events: Vec<Event> = Vec::new();
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         // Acks first: under load, an ack that arrived in time but was not yet
         // read must not be counted as a loss by the expiry below.
@@ -87,12 +88,20 @@ pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>, events_tx: Unbou
             tokio::time::sleep(RECV_ERROR_PAUSE).await;
             continue;
         }
-        if let Some(at) = next_wake {
-            timer.as_mut().reset(tokio::time::Instant::from_std(at));
+        // Re-arming costs a trip through the timer wheel; most turns (an ack
+        // read) leave the wake-up where it was.
+        match next_wake {
+            Some(at) if armed != Some(at) => {
+                timer.as_mut().reset(tokio::time::Instant::from_std(at));
+                armed = Some(at);
+            }
+            Some(_) => {}
+            None => armed = None,
         }
         tokio::select! {
             _ = socket.readable() => {}
-            () = &mut timer, if next_wake.is_some() => {}
+            // A fired timer must be re-armed even for the same instant.
+            () = &mut timer, if armed.is_some() => armed = None,
             () = shared.changed.notified() => {}
         }
     }

@@ -18,8 +18,9 @@ async fn no_false_failure_while_both_cores_are_busy() {
         monitor.watch(1, server.addr);
         warmed_up(&monitor, 1).await;
 
+        // Two spinning threads per core: every core stays busy throughout.
         let stop = Arc::new(AtomicBool::new(false));
-        let burners: Vec<_> = (0..2)
+        let burners: Vec<_> = (0..4)
             .map(|_| {
                 let stop = Arc::clone(&stop);
                 std::thread::spawn(move || {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod local;
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +21,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The seed's story in one command: a cluster, two clients, a failure, the failover.
+    Demo(cmd::demo::Args),
+    /// A local cluster in the background: up, down, status.
+    Cluster(cmd::cluster::Args),
     /// Run the prototype's client workload through kvslib, checking every result.
     Client(cmd::client::Args),
     /// Admin and one-shot client: get, put, del, status, log.
@@ -43,6 +48,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Cluster(args) => cmd::cluster::run(args),
         Command::Client(args) => cmd::client::run(args),
         Command::Ctl(args) => cmd::ctl::run(args),
         Command::Coord(args) => cmd::coord::run(args),

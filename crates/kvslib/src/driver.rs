@@ -166,7 +166,7 @@ impl Driver {
                 }
             }
             Event::Reply { epoch, reply } => {
-                if !self.conn.as_ref().is_some_and(|c| c.epoch == epoch)
+                if self.conn.as_ref().is_none_or(|c| c.epoch != epoch)
                     || reply.session != self.session
                 {
                     return;

@@ -187,6 +187,7 @@ pub async fn run(
         }
         let _ = stop_tx.send(true);
     });
+    let stop_rx_deadline = stop_rx.clone();
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -219,7 +220,17 @@ pub async fn run(
         .serve_with_incoming_shutdown(client_l, stopped(stop_rx));
     drop(h);
 
-    let (a, b, c) = tokio::join!(peer, control, client);
+    // Long-lived streams would hold a graceful shutdown open forever:
+    // after the signal, connections get a moment to finish, no more.
+    let mut deadline_rx = stop_rx_deadline;
+    let deadline = async move {
+        let _ = deadline_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (a, b, c) = tokio::select! {
+        r = async { tokio::join!(peer, control, client) } => r,
+        _ = deadline => (Ok(()), Ok(()), Ok(())),
+    };
     a.map_err(|source| ServerError::Serve {
         what: "peer",
         source,

@@ -1,8 +1,10 @@
 //! One module per subcommand, plus what the process subcommands share.
 
 pub mod client;
+pub mod cluster;
 pub mod coord;
 pub mod ctl;
+pub mod demo;
 pub mod lincheck;
 pub mod server;
 pub mod sim;

@@ -15,12 +15,18 @@ use kvraft_proto::kv_client_client::KvClientClient;
 use kvraft_proto::server_control_client::ServerControlClient;
 use tonic::transport::Channel;
 
+/// A free loopback port, never the same twice in this test process (the
+/// kernel may hand a just-released port out again).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct ServerProc {

@@ -1,0 +1,188 @@
+//! `kvraft cluster up|down|status`: a local cluster kept running in the
+//! background, for playing with `kvraft ctl` and `kvraft client`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::local::{self, Layout};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The cluster's folder: configs, data, logs, pids.
+    #[arg(long, default_value = "local-cluster", global = true)]
+    dir: PathBuf,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Start a coord and N servers in the background.
+    Up {
+        #[arg(long, default_value_t = 5)]
+        servers: u64,
+        /// Settings (LostMsgsThresh, Secret) come from this folder's coord_config.json.
+        #[arg(long, default_value = "config")]
+        config: PathBuf,
+    },
+    /// Stop every process of the cluster (data is kept).
+    Down,
+    /// Which processes run, and the cluster as the coord sees it.
+    Status,
+}
+
+fn pids_file(dir: &Path) -> PathBuf {
+    dir.join("pids")
+}
+
+/// Running, and not a zombie waiting to be reaped (processes outlive the
+/// `cluster up` that started them, and not every init reaps).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn read_pids(dir: &Path) -> Vec<(String, i32)> {
+    std::fs::read_to_string(pids_file(dir))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (name, pid) = l.split_once(' ')?;
+            Some((name.to_owned(), pid.parse().ok()?))
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.what {
+        What::Up { servers, config } => up(&args.dir, servers, &config),
+        What::Down => down(&args.dir),
+        What::Status => status(&args.dir),
+    }
+}
+
+fn up(dir: &Path, n: u64, config: &Path) -> anyhow::Result<ExitCode> {
+    if !matches!(n, 1 | 3 | 5 | 7) {
+        bail!("--servers must be 1, 3, 5 or 7, not {n}");
+    }
+    if read_pids(dir).iter().any(|(_, p)| alive(*p)) {
+        bail!(
+            "a cluster is already running in {} (kvraft cluster down --dir {0})",
+            dir.display()
+        );
+    }
+    let layout = if dir.join("coord_config.json").exists() {
+        Layout::open(dir)?
+    } else {
+        Layout::create(dir, n, config)?
+    };
+    let mut pids = vec![("coord".to_string(), layout.start_coord(true)?.id())];
+    for id in 1..=layout.n {
+        pids.push((format!("server{id}"), layout.start_server(id, true)?.id()));
+    }
+    let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
+    std::fs::write(pids_file(dir), text).context("writing the pids file")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let info = rt.block_on(local::leader(&layout.coord_client, Duration::from_secs(20)))?;
+    if info.leader_id == 0 {
+        for name in pids.iter().map(|(n, _)| n) {
+            let log = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log")))
+                .unwrap_or_default();
+            if let Some(last) = log.lines().last() {
+                eprintln!("{name}: {last}");
+            }
+        }
+        bail!(
+            "started, but no leader yet: {} (logs in {}/logs)",
+            info.status,
+            dir.display()
+        );
+    }
+    println!(
+        "cluster of {} servers up in {}; server {} leads term {}",
+        layout.n,
+        dir.display(),
+        info.leader_id,
+        info.term
+    );
+    println!("coord for clients: {}", layout.coord_client);
+    println!(
+        "try: kvraft ctl --coord {} --secret '' status",
+        layout.coord_client
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn down(dir: &Path) -> anyhow::Result<ExitCode> {
+    let pids = read_pids(dir);
+    if pids.is_empty() {
+        bail!("no cluster recorded in {}", dir.display());
+    }
+    for (_, pid) in &pids {
+        // SAFETY: plain signal delivery to our own children.
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+    }
+    for _ in 0..40 {
+        if !pids.iter().any(|(_, p)| alive(*p)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (name, pid) in &pids {
+        if alive(*pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            println!("{name} ({pid}) did not stop on SIGTERM: killed");
+        }
+    }
+    let _ = std::fs::remove_file(pids_file(dir));
+    println!(
+        "cluster in {} stopped ({} processes); data kept",
+        dir.display(),
+        pids.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(dir: &Path) -> anyhow::Result<ExitCode> {
+    let pids = read_pids(dir);
+    if pids.is_empty() {
+        println!("no cluster running in {}", dir.display());
+        return Ok(ExitCode::from(1));
+    }
+    for (name, pid) in &pids {
+        println!(
+            "{name:<8} pid {pid:<8} {}",
+            if alive(*pid) {
+                "running"
+            } else {
+                "NOT RUNNING"
+            }
+        );
+    }
+    let layout = Layout::open(dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        for s in &layout.servers {
+            match local::server_status(&s.client).await {
+                Ok(st) => println!(
+                    "server {}: {} term {} commit {} applied {} log {}",
+                    st.id, st.role, st.term, st.commit_index, st.applied_index, st.last_log_index
+                ),
+                Err(e) => println!("server {}: {e}", s.id),
+            }
+        }
+    });
+    Ok(ExitCode::SUCCESS)
+}

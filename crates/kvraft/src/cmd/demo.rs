@@ -1,0 +1,344 @@
+//! `kvraft demo`: the seed's user story in one command. A coord and N
+//! servers as child processes, two clients, a failure injected mid-run, the
+//! coord's detection and the failover shown as they happen, every result
+//! checked, and the servers' logs shown consistent across the failover.
+
+use std::path::PathBuf;
+use std::process::{Child, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kvslib::{Config, KvClient, Op, Value};
+use tokio::sync::Mutex;
+
+use crate::local::{self, Layout};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Failure {
+    /// SIGKILL the leader.
+    Leader,
+    /// SIGKILL one follower.
+    Follower,
+    /// SIGKILL the leader and one follower (5 or more servers).
+    Two,
+    /// The coord stops hearing the leader's heartbeats (the seed's partition test).
+    Partition,
+    /// No failure.
+    None,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of servers: 3, 5 or 7.
+    #[arg(long, default_value_t = 5)]
+    servers: u64,
+    /// Which failure to inject in the middle of the run.
+    #[arg(long, value_enum, default_value_t = Failure::Leader)]
+    fail: Failure,
+    /// Operations per client (alternating Put and Get, as the prototype).
+    #[arg(long, default_value_t = 40)]
+    ops: u64,
+    /// Pause between a client's operations, so people can follow.
+    #[arg(long, default_value_t = 25)]
+    pace_ms: u64,
+    /// Folder for configs, data and logs (emptied first).
+    #[arg(long, default_value = "demo-run")]
+    dir: PathBuf,
+    /// Settings (LostMsgsThresh, Secret) come from this folder's coord_config.json.
+    #[arg(long, default_value = "config")]
+    config: PathBuf,
+}
+
+/// Kills every child when dropped: on success, on error, on Ctrl-C.
+struct Children(Vec<(String, Option<Child>)>);
+
+impl Children {
+    fn kill(&mut self, name: &str) -> bool {
+        for (n, c) in &mut self.0 {
+            if n == name
+                && let Some(mut child) = c.take()
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            if let Some(mut child) = c.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+struct Clock(Instant);
+
+impl Clock {
+    fn say(&self, what: impl AsRef<str>) {
+        println!(
+            "[{:>6.2}s] {}",
+            self.0.elapsed().as_secs_f64(),
+            what.as_ref()
+        );
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !matches!(args.servers, 3 | 5 | 7) {
+        bail!("--servers must be 3, 5 or 7, not {}", args.servers);
+    }
+    if args.fail == Failure::Two && args.servers < 5 {
+        bail!("--fail two needs at least 5 servers (3 would lose its quorum)");
+    }
+    if args.ops < 4 {
+        bail!("--ops must be at least 4");
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+    let layout = Arc::new(Layout::create(&args.dir, args.servers, &args.config)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        tokio::select! {
+            r = demo(args, layout) => r,
+            _ = tokio::signal::ctrl_c() => {
+                println!("interrupted: stopping every process");
+                Ok(ExitCode::from(130))
+            }
+        }
+    })
+}
+
+async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
+    let clock = Arc::new(Clock(Instant::now()));
+    let mut children = Children(Vec::new());
+    children
+        .0
+        .push(("coord".into(), Some(layout.start_coord(false)?)));
+    for id in 1..=layout.n {
+        children
+            .0
+            .push((format!("server{id}"), Some(layout.start_server(id, false)?)));
+    }
+    clock.say(format!(
+        "started the coord and {} servers (configs, data and logs in {})",
+        layout.n,
+        layout.dir.display()
+    ));
+    let info = local::leader(&layout.coord_client, Duration::from_secs(20)).await?;
+    if info.leader_id == 0 {
+        bail!(
+            "no leader after 20 s: {} (see {}/logs)",
+            info.status,
+            layout.dir.display()
+        );
+    }
+    clock.say(format!(
+        "coord: all {} servers joined; server {} leads term {}",
+        layout.n, info.leader_id, info.term
+    ));
+
+    // Watch the coord and report every change as it happens.
+    let watcher = {
+        let (coord, clock) = (layout.coord_client.clone(), clock.clone());
+        tokio::spawn(async move {
+            let mut last = (info.leader_id, info.term, false);
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let Ok(l) = local::leader(&coord, Duration::ZERO).await else {
+                    continue;
+                };
+                let now = (l.leader_id, l.term, l.quorum_impossible);
+                if now != last {
+                    if l.leader_id == 0 {
+                        clock.say(format!("coord: no leader ({})", l.status));
+                    } else {
+                        clock.say(format!(
+                            "coord: server {} is the new leader, term {}",
+                            l.leader_id, l.term
+                        ));
+                    }
+                    last = now;
+                }
+            }
+        })
+    };
+
+    let fail_at = args.ops / 2;
+    let injected = Arc::new(Mutex::new(false));
+    let children = Arc::new(Mutex::new(children));
+    let mut clients = Vec::new();
+    for c in 1..=2u64 {
+        let mut cfg = Config::new(c.to_string(), layout.coord_client.clone());
+        cfg.window = 1;
+        let (client, _results) = KvClient::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (clock, injected, children, fail) =
+            (clock.clone(), injected.clone(), children.clone(), args.fail);
+        let (coord, layout2, ops, pace) = (
+            layout.coord_client.clone(),
+            layout.clone(),
+            args.ops,
+            args.pace_ms,
+        );
+        clients.push(tokio::spawn(async move {
+            let mut wrong = 0u64;
+            let mut worst = Duration::ZERO;
+            for n in 1..=ops {
+                if c == 1 && n == fail_at {
+                    let mut done = injected.lock().await;
+                    if !*done {
+                        *done = true;
+                        inject(fail, &coord, &layout2, &mut *children.lock().await, &clock).await;
+                    }
+                }
+                let i = n.div_ceil(2);
+                let op = if n % 2 == 1 {
+                    Op::Put {
+                        key: format!("k{i}"),
+                        value: format!("val{i}"),
+                    }
+                } else {
+                    Op::Get {
+                        key: format!("k{i}"),
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(pace)).await;
+                let start = Instant::now();
+                let r = client.execute(op.clone()).await;
+                worst = worst.max(start.elapsed());
+                let ok = match (&op, &r) {
+                    (Op::Put { .. }, Ok(Value::Done)) => true,
+                    (Op::Get { key }, Ok(Value::Value(Some(v)))) => {
+                        *v == format!("val{}", &key[1..])
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    wrong += 1;
+                    clock.say(format!("client {c}: {op} -> {r:?}   WRONG"));
+                }
+            }
+            client.stop().await;
+            (wrong, worst)
+        }));
+    }
+    let mut wrong = 0;
+    let mut worst = Duration::ZERO;
+    for (c, h) in clients.into_iter().enumerate() {
+        let (w, s) = h.await.context("a client task failed")?;
+        wrong += w;
+        worst = worst.max(s);
+        clock.say(format!(
+            "client {}: {} operations done, {w} wrong, slowest {s:?}",
+            c + 1,
+            args.ops
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watcher.abort();
+
+    let consistent = show_logs(&layout, &clock).await?;
+    println!();
+    println!(
+        "{} operations by 2 clients, {wrong} wrong; the longest a client waited (across the failure): {worst:?}",
+        2 * args.ops
+    );
+    println!(
+        "logs of every running server: {}",
+        if consistent { "identical" } else { "DIFFERENT" }
+    );
+    println!("configs, data and logs: {}", layout.dir.display());
+    drop(children);
+    Ok(if wrong == 0 && consistent {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn inject(
+    fail: Failure,
+    coord: &str,
+    layout: &Layout,
+    children: &mut Children,
+    clock: &Clock,
+) {
+    let leader = local::leader(coord, Duration::from_secs(2))
+        .await
+        .map(|l| l.leader_id)
+        .unwrap_or(0);
+    let follower = (1..=7).find(|&i| i != leader).unwrap_or(2);
+    match fail {
+        Failure::None => clock.say("no failure injected"),
+        Failure::Leader => {
+            children.kill(&format!("server{leader}"));
+            clock.say(format!("killed the leader, server {leader} (SIGKILL)"));
+        }
+        Failure::Follower => {
+            children.kill(&format!("server{follower}"));
+            clock.say(format!("killed a follower, server {follower} (SIGKILL)"));
+        }
+        Failure::Two => {
+            children.kill(&format!("server{leader}"));
+            children.kill(&format!("server{follower}"));
+            clock.say(format!(
+                "killed the leader, server {leader}, and server {follower} (SIGKILL)"
+            ));
+        }
+        Failure::Partition => {
+            // The seed's coord test: the leader stops answering the coord's
+            // heartbeats (its responder goes silent) but keeps running. Real
+            // network partitions are the fault harness's.
+            let _ = std::fs::write(layout.mute_file(leader), "");
+            clock.say(format!("partition: the coord no longer hears the leader, server {leader}, which keeps running"));
+        }
+    }
+}
+
+/// Prints one server's log around the failover (the prototype's view) and
+/// checks that every running server holds the same entries.
+async fn show_logs(layout: &Layout, clock: &Clock) -> anyhow::Result<bool> {
+    let mut logs = Vec::new();
+    for s in &layout.servers {
+        if let Ok(lines) = local::server_log(&s.client).await {
+            logs.push((s.id, lines));
+        }
+    }
+    let Some((id, reference)) = logs.first() else {
+        bail!("no server answers")
+    };
+    let first_new_term = reference
+        .windows(2)
+        .find(|w| w[1].term != w[0].term)
+        .map(|w| w[1].index);
+    clock.say(format!("server {id}'s log ({} entries):", reference.len()));
+    for l in reference {
+        let near = first_new_term.is_none_or(|f| l.index + 4 >= f && l.index <= f + 4);
+        if near || l.index <= 3 || l.index + 2 >= reference.len() as u64 {
+            println!("    {}. {}", l.index, l.entry);
+        } else if first_new_term.is_some_and(|f| l.index + 5 == f || l.index == f + 5) {
+            println!("    ...");
+        }
+    }
+    let same = logs.iter().all(|(_, l)| {
+        let n = l.len().min(reference.len());
+        l[..n]
+            .iter()
+            .zip(&reference[..n])
+            .all(|(a, b)| a.entry == b.entry)
+    });
+    clock.say(format!(
+        "{} running servers compared entry by entry",
+        logs.len()
+    ));
+    Ok(same)
+}
