@@ -36,12 +36,15 @@ pub struct CoordConfig {
     pub rtt_floor_ms: u64,
 }
 
+// Detection takes about (LostMsgsThresh - 1) * HeartbeatMs + RttFloorMs:
+// 150 ms with the defaults. A lower floor detects faster but fails healthy
+// servers when a loaded machine delays a process by ~100 ms.
 fn default_heartbeat_ms() -> u64 {
-    20
+    25
 }
 
 fn default_rtt_floor_ms() -> u64 {
-    40
+    100
 }
 
 #[derive(Debug, thiserror::Error)]

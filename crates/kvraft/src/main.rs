@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// The seed's story in one command: a cluster, two clients, a failure, the failover.
     Demo(cmd::demo::Args),
+    /// Load generator: throughput and latency percentiles; `bench failover`.
+    Bench(cmd::bench::Args),
     /// A local cluster in the background: up, down, status.
     Cluster(cmd::cluster::Args),
     /// Run the prototype's client workload through kvslib, checking every result.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Cluster(args) => cmd::cluster::run(args),
         Command::Client(args) => cmd::client::run(args),
         Command::Ctl(args) => cmd::ctl::run(args),

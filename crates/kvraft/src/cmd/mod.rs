@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what the process subcommands share.
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod coord;
