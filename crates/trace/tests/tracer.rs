@@ -1,0 +1,167 @@
+//! The tracer library on its own: clocks across tokens, the disabled fast
+//! path, typed errors, and recording while the tracing server is down.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{bounded, tracer_at};
+use kvraft_trace::{Token, TokenError, Tracer, TracerConfig, TracerError, TracerOptions};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// An address nobody listens on: bind an ephemeral port, then free it.
+async fn dead_addr() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn tokens_carry_clocks_between_tracers() {
+    bounded(LIMIT, async {
+        let addr = dead_addr().await;
+        let a = tracer_at(&addr, "client1", "", TracerOptions::default());
+        let b = tracer_at(&addr, "server1", "", TracerOptions::default());
+
+        let ta = a.create_trace();
+        assert_ne!(ta.id(), 0);
+        ta.record("Put", serde_json::json!({"Key": "k", "Value": "v"}));
+        let token = ta.generate_token();
+        let at_send = a.clock();
+        assert_eq!(
+            at_send.get("client1"),
+            3,
+            "create, record, generate each tick"
+        );
+
+        // The token is the prototype's layout and carries the sender's clock.
+        let decoded = Token::decode(&token).unwrap();
+        assert_eq!(decoded.sender, "client1");
+        assert_eq!(decoded.trace_id, ta.id());
+        assert_eq!(decoded.clock, at_send);
+
+        let tb = b.receive_token(&token).unwrap();
+        assert_eq!(
+            tb.id(),
+            ta.id(),
+            "the receiver continues the sender's trace"
+        );
+        let at_recv = b.clock();
+        assert!(at_send.happened_before(&at_recv), "{at_send} !< {at_recv}");
+        assert_eq!(at_recv.get("server1"), 1);
+        assert_eq!(at_recv.get("client1"), 3);
+
+        tb.record("PutRecvd", serde_json::json!({}));
+        let reply = tb.generate_token();
+        let b_at_reply = b.clock();
+        assert_eq!(b_at_reply.get("server1"), 3);
+        a.receive_token(&reply).unwrap();
+        let a_now = a.clock();
+        assert!(b_at_reply.happened_before(&a_now));
+        assert_eq!(a_now.get("client1"), 4, "own entry ticks once on receive");
+        assert_eq!(a_now.get("server1"), 3);
+
+        // A stale token (already merged) still ticks and never lowers.
+        a.receive_token(&token).unwrap();
+        assert_eq!(a.clock().get("client1"), 5);
+        assert_eq!(a.clock().get("server1"), 3);
+
+        assert_eq!(a.stats().recorded, 5);
+        assert_eq!(b.stats().recorded, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_typed_errors() {
+    let a = tracer_at(&dead_addr().await, "a", "", TracerOptions::default());
+    assert_eq!(a.receive_token(&[]).unwrap_err(), TokenError::Empty);
+    assert!(matches!(
+        a.receive_token(&[0xa1, b'x', 0xcf, 1]),
+        Err(TokenError::Truncated(_))
+    ));
+    let err = a.receive_token(&[0xc1]).unwrap_err().to_string();
+    assert!(!err.contains('\n') && err.contains("0xc1"), "{err}");
+    // Failed receives record nothing and leave the clock alone.
+    assert_eq!(a.stats().recorded, 0);
+    assert!(a.clock().is_empty());
+}
+
+#[tokio::test]
+async fn disabled_tracing_does_nothing() {
+    let off = Tracer::new(TracerConfig {
+        identity: "server1".into(),
+        server_addr: String::new(),
+        secret: String::new(),
+    })
+    .unwrap();
+    for t in [off, Tracer::disabled()] {
+        assert!(!t.enabled());
+        let trace = t.create_trace();
+        assert_eq!(trace.id(), 0);
+        assert!(!trace.enabled());
+        trace.record_with("Never", || -> serde_json::Value {
+            panic!("body built with tracing off")
+        });
+        trace.record("Put", serde_json::json!({}));
+        assert!(trace.generate_token().is_empty());
+        assert_eq!(t.receive_token(b"garbage").unwrap().id(), 0);
+        assert_eq!(t.stats().recorded, 0);
+        assert!(t.clock().is_empty());
+        assert!(t.flush(Duration::ZERO).await);
+    }
+}
+
+#[test]
+fn config_errors_are_typed() {
+    let cfg = |identity: &str| TracerConfig {
+        identity: identity.into(),
+        server_addr: "127.0.0.1:1".into(),
+        secret: String::new(),
+    };
+    // No runtime here: tracing on needs one for its sender.
+    assert_eq!(Tracer::new(cfg("a")).unwrap_err(), TracerError::NoRuntime);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for bad in ["", "two words", "tab\there"] {
+            assert!(matches!(
+                Tracer::new(cfg(bad)),
+                Err(TracerError::BadIdentity(_))
+            ));
+        }
+        assert!(Tracer::new(cfg("server1")).unwrap().enabled());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_down_recording_goes_on_and_counts_drops() {
+    bounded(LIMIT, async {
+        let opts = TracerOptions {
+            queue_records: 100,
+            ..TracerOptions::default()
+        };
+        let t = tracer_at(&dead_addr().await, "server1", "", opts);
+        let trace = t.create_trace();
+        let start = Instant::now();
+        for i in 0..20_000u32 {
+            trace.record("AppendEntriesRequestSent", serde_json::json!({"Index": i}));
+        }
+        let took = start.elapsed();
+        // Generous bound for a debug build on a loaded 2-core machine; the
+        // point is that nothing waits on the (absent) network.
+        assert!(took < Duration::from_secs(5), "recording blocked: {took:?}");
+        let s = t.stats();
+        assert_eq!(s.recorded, 20_001);
+        assert_eq!(s.sent, 0);
+        assert!(s.dropped >= 19_901, "{s:?}");
+        assert!(s.pending() <= 100, "{s:?}");
+        // The clock kept ticking for dropped records too.
+        assert_eq!(t.clock().get("server1"), 20_001);
+        // Nothing to flush to: flush gives up in time.
+        assert!(!t.flush(Duration::from_millis(100)).await);
+    })
+    .await;
+}
