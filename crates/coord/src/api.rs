@@ -22,9 +22,7 @@ pub struct ServerApi {
 impl pb::coord_server_server::CoordServer for ServerApi {
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
         let (tx, rx) = oneshot::channel();
-        self.inputs
-            .send(Input::Join(req.into_inner(), tx))
-            .map_err(|_| gone())?;
+        self.inputs.send(Input::Join(req.into_inner(), tx)).map_err(|_| gone())?;
         Ok(Response::new(rx.await.map_err(|_| gone())?))
     }
 }
@@ -32,6 +30,7 @@ impl pb::coord_server_server::CoordServer for ServerApi {
 pub struct ClientApi {
     pub inputs: mpsc::UnboundedSender<Input>,
     pub leader: watch::Receiver<pb::LeaderInfo>,
+    pub tracer: kvraft_trace::Tracer,
 }
 
 /// Longest a GetLeader call may wait.
@@ -43,27 +42,32 @@ type LeaderStream = Pin<Box<dyn Stream<Item = Result<pb::LeaderInfo, Status>> + 
 impl pb::coord_client_server::CoordClient for ClientApi {
     /// The leader now, or, with `wait_ms`, as soon as there is one (the join
     /// incomplete or a selection under way), or what stands in the way.
-    async fn get_leader(
-        &self,
-        req: Request<pb::LeaderRequest>,
-    ) -> Result<Response<pb::LeaderInfo>, Status> {
-        let wait = Duration::from_millis(req.into_inner().wait_ms as u64).min(MAX_WAIT);
+    async fn get_leader(&self, req: Request<pb::LeaderRequest>) -> Result<Response<pb::LeaderInfo>, Status> {
+        let r = req.into_inner();
+        let trace = if self.tracer.enabled() {
+            self.tracer.receive_token(&r.trace).unwrap_or_else(|_| self.tracer.create_trace())
+        } else {
+            kvraft_trace::Trace::disabled()
+        };
+        trace.record("LeaderReqRecvd", serde_json::json!({}));
+        let wait = Duration::from_millis(r.wait_ms as u64).min(MAX_WAIT);
         let mut rx = self.leader.clone();
         let found = tokio::time::timeout(wait, rx.wait_for(|l| l.leader_id != 0)).await;
         let found = match found {
             Ok(Ok(l)) => Some(l.clone()),
             _ => None,
         };
-        let info = found.unwrap_or_else(|| self.leader.borrow().clone());
+        let mut info = found.unwrap_or_else(|| self.leader.borrow().clone());
+        trace.record("LeaderRes", serde_json::json!({"ServerId": info.leader_id, "Term": info.term}));
+        if trace.enabled() {
+            info.trace = trace.generate_token();
+        }
         Ok(Response::new(info))
     }
 
     type WatchLeaderStream = LeaderStream;
 
-    async fn watch_leader(
-        &self,
-        _: Request<pb::LeaderRequest>,
-    ) -> Result<Response<Self::WatchLeaderStream>, Status> {
+    async fn watch_leader(&self, _: Request<pb::LeaderRequest>) -> Result<Response<Self::WatchLeaderStream>, Status> {
         let mut rx = self.leader.clone();
         let stream = async_stream_from_watch(&mut rx);
         Ok(Response::new(stream))

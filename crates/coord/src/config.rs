@@ -50,43 +50,25 @@ fn default_rtt_floor_ms() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Parse { path: PathBuf, source: serde_json::Error },
     #[error("invalid config {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
 
 impl CoordConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let cfg: CoordConfig =
-            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
-                path: path.into(),
-                source,
-            })?;
-        cfg.validate().map_err(|reason| ConfigError::Invalid {
-            path: path.into(),
-            reason,
-        })?;
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        cfg.validate().map_err(|reason| ConfigError::Invalid { path: path.into(), reason })?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if !matches!(self.num_servers, 1 | 3 | 5 | 7) {
-            return Err(format!(
-                "NumServers must be 1, 3, 5 or 7 (odd, at most 7), not {}",
-                self.num_servers
-            ));
+            return Err(format!("NumServers must be 1, 3, 5 or 7 (odd, at most 7), not {}", self.num_servers));
         }
         if self.lost_msgs_thresh == 0 {
             return Err("LostMsgsThresh must be at least 1".into());
@@ -98,9 +80,7 @@ impl CoordConfig {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("data/coord"))
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from("data/coord"))
     }
 }
 
@@ -121,10 +101,7 @@ mod tests {
         };
         std::fs::write(&path, cfg(5)).unwrap();
         let c = CoordConfig::load(&path).unwrap();
-        assert_eq!(
-            (c.num_servers, c.lost_msgs_thresh, c.heartbeat_ms),
-            (5, 3, 20)
-        );
+        assert_eq!((c.num_servers, c.lost_msgs_thresh, c.heartbeat_ms), (5, 3, 20));
         std::fs::write(&path, cfg(4)).unwrap();
         let e = CoordConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("NumServers must be"), "{e}");

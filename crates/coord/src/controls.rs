@@ -21,28 +21,17 @@ pub struct Controls {
 
 fn lazy(addr: &str) -> Option<Channel> {
     let e = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-    Some(
-        e.connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy(),
-    )
+    Some(e.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).tcp_nodelay(true).connect_lazy())
 }
 
 impl Controls {
     pub fn new(secret: String) -> Self {
-        Controls {
-            secret,
-            ..Default::default()
-        }
+        Controls { secret, ..Default::default() }
     }
 
     /// Points `id` at its addresses (reconnecting if they changed).
     pub fn set(&mut self, id: u64, control_addr: &str, client_addr: &str) {
-        for (map, addr) in [
-            (&mut self.control, control_addr),
-            (&mut self.admin, client_addr),
-        ] {
+        for (map, addr) in [(&mut self.control, control_addr), (&mut self.admin, client_addr)] {
             if map.get(&id).is_some_and(|(a, _)| a == addr) {
                 continue;
             }
@@ -53,15 +42,11 @@ impl Controls {
     }
 
     pub fn control(&self, id: u64) -> Option<ServerControlClient<Channel>> {
-        self.control
-            .get(&id)
-            .map(|(_, ch)| ServerControlClient::new(ch.clone()))
+        self.control.get(&id).map(|(_, ch)| ServerControlClient::new(ch.clone()))
     }
 
     pub fn admin(&self, id: u64) -> Option<AdminClient<Channel>> {
-        self.admin
-            .get(&id)
-            .map(|(_, ch)| AdminClient::new(ch.clone()))
+        self.admin.get(&id).map(|(_, ch)| AdminClient::new(ch.clone()))
     }
 
     /// A request carrying the cluster secret.

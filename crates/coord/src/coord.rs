@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use kvraft_fcheck::{Event, Monitor};
 use kvraft_proto as pb;
+use kvraft_trace::{Trace, Tracer};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::controls::Controls;
@@ -36,6 +38,21 @@ pub struct Coord {
     controls: Controls,
     leader_tx: watch::Sender<pb::LeaderInfo>,
     me: mpsc::UnboundedSender<Input>,
+    tracer: Tracer,
+    /// The coord's own trace: CoordStart, failures, selections.
+    trace: Trace,
+}
+
+/// A trace continuing the sender's, or a new one when it sent none.
+fn continue_trace(tracer: &Tracer, token: &[u8]) -> Trace {
+    if !tracer.enabled() {
+        return Trace::disabled();
+    }
+    tracer.receive_token(token).unwrap_or_else(|_| tracer.create_trace())
+}
+
+fn token(trace: &Trace) -> Vec<u8> {
+    if trace.enabled() { trace.generate_token() } else { Vec::new() }
 }
 
 pub struct Parts {
@@ -46,14 +63,11 @@ pub struct Parts {
     pub controls: Controls,
     pub leader_tx: watch::Sender<pb::LeaderInfo>,
     pub me: mpsc::UnboundedSender<Input>,
+    pub tracer: Tracer,
 }
 
 fn member_pb(m: &Member) -> pb::Member {
-    pb::Member {
-        id: m.id,
-        peer_addr: m.peer_addr.clone(),
-        client_addr: m.client_addr.clone(),
-    }
+    pb::Member { id: m.id, peer_addr: m.peer_addr.clone(), client_addr: m.client_addr.clone() }
 }
 
 impl Coord {
@@ -70,11 +84,14 @@ impl Coord {
             controls: p.controls,
             leader_tx: p.leader_tx,
             me: p.me,
+            trace: p.tracer.create_trace(),
+            tracer: p.tracer,
         }
     }
 
     pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
         tracing::info!(num_servers = self.n, term = self.state.term, "CoordStart");
+        self.trace.record("CoordStart", json!({"NumServers": self.n, "Term": self.state.term}));
         if !self.state.members.is_empty() {
             // A restart: watch everyone again and ask who leads.
             for m in self.state.members.clone() {
@@ -82,11 +99,7 @@ impl Coord {
             }
             if self.state.join_complete {
                 self.selecting = true; // no selection until we know whether a leader exists
-                tokio::spawn(rediscover(
-                    self.state.members.clone(),
-                    self.controls.clone(),
-                    self.me.clone(),
-                ));
+                tokio::spawn(rediscover(self.state.members.clone(), self.controls.clone(), self.me.clone()));
             }
         }
         self.publish();
@@ -127,28 +140,26 @@ impl Coord {
 
     fn refuse(&self, error: String) -> pb::JoinReply {
         tracing::warn!("join refused: {error}");
-        pb::JoinReply {
-            accepted: false,
-            error,
-            num_servers: self.n,
-            trace: Vec::new(),
-        }
+        pb::JoinReply { accepted: false, error, num_servers: self.n, trace: Vec::new() }
     }
 
     fn on_join(&mut self, req: pb::JoinRequest) -> pb::JoinReply {
+        let trace = continue_trace(&self.tracer, &req.trace);
+        let mut reply = self.join(req, &trace);
+        reply.trace = token(&trace);
+        reply
+    }
+
+    fn join(&mut self, req: pb::JoinRequest, trace: &Trace) -> pb::JoinReply {
         let id = req.server_id;
         tracing::info!(server = id, "ServerJoiningRecvd");
+        trace.record("ServerJoiningRecvd", json!({"ServerId": id}));
         if id == 0 || id > self.n {
-            return self.refuse(format!(
-                "server id {id} is outside 1..={} (the cluster has {} servers)",
-                self.n, self.n
-            ));
+            return self
+                .refuse(format!("server id {id} is outside 1..={} (the cluster has {} servers)", self.n, self.n));
         }
         if req.fcheck_addr.parse::<SocketAddr>().is_err() {
-            return self.refuse(format!(
-                "server {id}: fcheck address {:?} is not host:port",
-                req.fcheck_addr
-            ));
+            return self.refuse(format!("server {id}: fcheck address {:?} is not host:port", req.fcheck_addr));
         }
         let m = Member {
             id,
@@ -163,9 +174,7 @@ impl Coord {
                 let alive = self.alive.get(&id).copied().unwrap_or(false);
                 if !self.state.join_complete || alive {
                     let at = self.state.members[i].peer_addr.clone();
-                    return self.refuse(format!(
-                        "duplicate server id {id}: already joined from {at}"
-                    ));
+                    return self.refuse(format!("duplicate server id {id}: already joined from {at}"));
                 }
                 // A failed server coming back at new addresses.
                 self.state.members[i] = m.clone();
@@ -178,6 +187,7 @@ impl Coord {
         }
         self.track(&m);
         tracing::info!(server = id, "ServerJoinedRecvd");
+        trace.record("ServerJoinedRecvd", json!({"ServerId": id}));
         if self.state.join_complete {
             // A rejoin: it learns the membership and the leader, and follows.
             self.configure(Some(id));
@@ -185,15 +195,11 @@ impl Coord {
             self.state.join_complete = true;
             self.save();
             tracing::info!("AllServersJoined");
+            self.trace.record("AllServersJoined", json!({}));
             self.configure(None);
             self.maybe_select();
         }
-        pb::JoinReply {
-            accepted: true,
-            error: String::new(),
-            num_servers: self.n,
-            trace: Vec::new(),
-        }
+        pb::JoinReply { accepted: true, error: String::new(), num_servers: self.n, trace: Vec::new() }
     }
 
     /// Sends the membership (and the leader) to one server or all.
@@ -212,10 +218,7 @@ impl Coord {
             let Some(mut c) = self.controls.control(m.id) else {
                 continue;
             };
-            let req = self.controls.request(pb::Membership {
-                members: members.clone(),
-                trace: vec![],
-            });
+            let req = self.controls.request(pb::Membership { members: members.clone(), trace: vec![] });
             let notice = notice.clone().map(|n| self.controls.request(n));
             tokio::spawn(async move {
                 let _ = c.configure(req).await;
@@ -231,9 +234,11 @@ impl Coord {
             Event::Failed { id } => {
                 self.alive.insert(id, false);
                 tracing::warn!(server = id, "ServerFail");
+                self.trace.record("ServerFail", json!({"ServerId": id}));
                 self.log_view();
                 if self.leader == Some(id) {
                     tracing::info!(server = id, "LeaderFailOver");
+                    self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id}));
                     self.leader = None;
                     self.publish();
                     self.maybe_select();
@@ -250,13 +255,10 @@ impl Coord {
     }
 
     fn log_view(&self) {
-        let view: Vec<String> = self
-            .alive
-            .iter()
-            .filter(|(_, a)| **a)
-            .map(|(id, _)| id.to_string())
-            .collect();
-        tracing::info!("NewClusterView: {}", view.join(", "));
+        let view: Vec<u64> = self.alive.iter().filter(|(_, a)| **a).map(|(id, _)| *id).collect();
+        let shown: Vec<String> = view.iter().map(u64::to_string).collect();
+        tracing::info!("NewClusterView: {}", shown.join(", "));
+        self.trace.record("NewClusterView", json!({"View": view}));
     }
 
     /// Starts a selection if one is due: the join is complete, there is no
@@ -275,19 +277,15 @@ impl Coord {
         self.selecting = true;
         let term = self.state.term;
         tracing::info!(term, "ServerLogStateRequest");
+        self.trace.record("ServerLogStateRequest", json!({"Term": term}));
         let members: Vec<pb::Member> = self.state.members.iter().map(member_pb).collect();
         // Only servers the failure detector believes alive are asked: one it
         // has failed is unreachable as far as the coord knows (and may be a
         // leader cut off from it).
-        let asked: Vec<u64> = self
-            .alive
-            .iter()
-            .filter(|(_, a)| **a)
-            .map(|(id, _)| *id)
-            .collect();
-        let (n, controls, me) = (self.n as usize, self.controls.clone(), self.me.clone());
+        let asked: Vec<u64> = self.alive.iter().filter(|(_, a)| **a).map(|(id, _)| *id).collect();
+        let (n, controls, me, trace) = (self.n as usize, self.controls.clone(), self.me.clone(), self.trace.clone());
         tokio::spawn(async move {
-            let outcome = selection::run(term, n, members, &asked, controls).await;
+            let outcome = selection::run(term, n, members, &asked, controls, &trace).await;
             let _ = me.send(Input::Selected(outcome));
         });
     }
@@ -306,18 +304,10 @@ impl Coord {
             Outcome::Leader { id, term } => {
                 self.leader = Some(id);
                 self.quorum_impossible = false;
-                tracing::info!(
-                    leader = id,
-                    term,
-                    "LeaderReconfigDone: new leader {id} for term {term}"
-                );
+                tracing::info!(leader = id, term, "LeaderReconfigDone: new leader {id} for term {term}");
+                self.trace.record("LeaderReconfigDone", json!({"ServerId": id, "Term": term}));
                 self.publish();
-                let failed: Vec<u64> = self
-                    .alive
-                    .iter()
-                    .filter(|(_, a)| !**a)
-                    .map(|(id, _)| *id)
-                    .collect();
+                let failed: Vec<u64> = self.alive.iter().filter(|(_, a)| !**a).map(|(id, _)| *id).collect();
                 for m in &self.state.members {
                     let Some(mut c) = self.controls.control(m.id) else {
                         continue;
@@ -326,19 +316,17 @@ impl Coord {
                         term,
                         leader_id: id,
                         failed: failed.clone(),
-                        trace: vec![],
+                        trace: token(&self.trace),
                     });
                     tokio::spawn(async move {
                         let _ = c.notify(req).await;
                     });
                 }
             }
-            Outcome::QuorumImpossible {
-                term,
-                answered,
-                needed,
-            } => {
+            Outcome::QuorumImpossible { term, answered, needed } => {
                 self.quorum_impossible = true;
+                self.trace
+                    .record("LeaderSelectionFailed", json!({"Term": term, "Answered": answered, "Needed": needed}));
                 tracing::warn!(
                     term,
                     "LeaderSelectionFailed: quorum impossible, {} of {} servers answered, {needed} needed",
@@ -349,11 +337,7 @@ impl Coord {
                 self.retry_in(Duration::from_millis(300));
             }
             Outcome::Refused { term, current_term } => {
-                tracing::info!(
-                    term,
-                    current_term,
-                    "selection for term {term} superseded; retrying"
-                );
+                tracing::info!(term, current_term, "selection for term {term} superseded; retrying");
                 if current_term > self.state.term {
                     self.state.term = current_term;
                     self.save();
@@ -371,11 +355,7 @@ impl Coord {
                     self.state.term = term;
                     self.save();
                 }
-                tracing::info!(
-                    leader = id,
-                    term,
-                    "after restart: server {id} leads term {term}"
-                );
+                tracing::info!(leader = id, term, "after restart: server {id} leads term {term}");
                 self.leader = Some(id);
                 self.publish();
             }
@@ -384,14 +364,9 @@ impl Coord {
     }
 
     fn publish(&self) {
-        let info = match self.leader {
+        let mut info = match self.leader {
             Some(id) => {
-                let addr = self
-                    .state
-                    .members
-                    .iter()
-                    .find(|m| m.id == id)
-                    .map(|m| m.client_addr.clone());
+                let addr = self.state.members.iter().find(|m| m.id == id).map(|m| m.client_addr.clone());
                 pb::LeaderInfo {
                     leader_id: id,
                     client_addr: addr.unwrap_or_default(),
@@ -407,23 +382,17 @@ impl Coord {
                 term: self.state.term,
                 quorum_impossible: self.quorum_impossible,
                 status: if !self.state.join_complete {
-                    format!(
-                        "waiting for servers to join ({} of {})",
-                        self.state.members.len(),
-                        self.n
-                    )
+                    format!("waiting for servers to join ({} of {})", self.state.members.len(), self.n)
                 } else if self.quorum_impossible {
-                    format!(
-                        "quorum impossible: fewer than {} of {} servers answer",
-                        self.n / 2 + 1,
-                        self.n
-                    )
+                    format!("quorum impossible: fewer than {} of {} servers answer", self.n / 2 + 1, self.n)
                 } else {
                     "selecting a leader".into()
                 },
                 trace: vec![],
             },
         };
+        // Watchers receive the coord's clock with each change.
+        info.trace = token(&self.trace);
         self.leader_tx.send_replace(info);
     }
 

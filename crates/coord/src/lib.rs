@@ -37,16 +37,11 @@ pub enum CoordError {
     #[error("cannot start the failure detector: {0}")]
     Fcheck(std::io::Error),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        addr: SocketAddr,
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    #[error("tracing: {0}")]
+    Tracing(String),
     #[error("{what} service failed: {source}")]
-    Serve {
-        what: &'static str,
-        source: tonic::transport::Error,
-    },
+    Serve { what: &'static str, source: tonic::transport::Error },
 }
 
 #[derive(Clone)]
@@ -57,11 +52,7 @@ impl tonic::service::Interceptor for SecretCheck {
         if self.0.is_empty() {
             return Ok(req);
         }
-        match req
-            .metadata()
-            .get("x-kvraft-secret")
-            .and_then(|v| v.to_str().ok())
-        {
+        match req.metadata().get("x-kvraft-secret").and_then(|v| v.to_str().ok()) {
             Some(s) if s == self.0 => Ok(req),
             _ => Err(Status::unauthenticated("wrong or missing cluster secret")),
         }
@@ -69,17 +60,12 @@ impl tonic::service::Interceptor for SecretCheck {
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListenerStream, CoordError> {
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|source| CoordError::Bind { addr, what, source })?;
+    let l = TcpListener::bind(addr).await.map_err(|source| CoordError::Bind { addr, what, source })?;
     Ok(TcpListenerStream::new(l))
 }
 
 /// Runs the coord until `shutdown` completes.
-pub async fn run(
-    cfg: CoordConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), CoordError> {
+pub async fn run(cfg: CoordConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), CoordError> {
     let (file, state) = state_file::StateFile::open(&cfg.data_dir())?;
     let server_l = bind(cfg.server_api_listen_addr, "ServerAPIListenAddr").await?;
     let client_l = bind(cfg.client_api_listen_addr, "ClientAPIListenAddr").await?;
@@ -91,6 +77,17 @@ pub async fn run(
     };
     let (monitor, mut events) = Monitor::start(mcfg).await.map_err(CoordError::Fcheck)?;
 
+    let tracer = if cfg.tracing_server_addr.is_empty() {
+        kvraft_trace::Tracer::disabled()
+    } else {
+        let identity = if cfg.tracing_identity.is_empty() { "coord".to_string() } else { cfg.tracing_identity.clone() };
+        kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
+            identity,
+            server_addr: cfg.tracing_server_addr.clone(),
+            secret: cfg.secret.clone(),
+        })
+        .map_err(|e| CoordError::Tracing(e.to_string()))?
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(pb::LeaderInfo::default());
     let actor = coord::Coord::new(coord::Parts {
@@ -101,6 +98,7 @@ pub async fn run(
         controls: controls::Controls::new(cfg.secret.clone()),
         leader_tx,
         me: tx.clone(),
+        tracer: tracer.clone(),
     });
     let fwd = tx.clone();
     tokio::spawn(async move {
@@ -133,6 +131,7 @@ pub async fn run(
             pb::coord_client_server::CoordClientServer::new(api::ClientApi {
                 inputs: tx,
                 leader: leader_rx,
+                tracer: tracer.clone(),
             }),
             check,
         ))
@@ -147,13 +146,8 @@ pub async fn run(
         _ = deadline => (Ok(()), Ok(())),
     };
     actor_task.abort();
-    a.map_err(|source| CoordError::Serve {
-        what: "server API",
-        source,
-    })?;
-    b.map_err(|source| CoordError::Serve {
-        what: "client API",
-        source,
-    })?;
+    tracer.flush(Duration::from_millis(500)).await;
+    a.map_err(|source| CoordError::Serve { what: "server API", source })?;
+    b.map_err(|source| CoordError::Serve { what: "client API", source })?;
     Ok(())
 }

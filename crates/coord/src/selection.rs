@@ -58,16 +58,15 @@ pub async fn run(
     members: Vec<pb::Member>,
     asked: &[u64],
     controls: Controls,
+    trace: &kvraft_trace::Trace,
 ) -> Outcome {
+    let tok = || if trace.enabled() { trace.generate_token() } else { Vec::new() };
     let quorum = num_servers / 2 + 1;
     let mut calls: FuturesUnordered<_> = asked
         .iter()
         .filter_map(|&id| controls.control(id).map(|c| (id, c)))
         .map(|(id, mut c)| {
-            let req = controls.request(pb::LogStateRequest {
-                term,
-                trace: Vec::new(),
-            });
+            let req = controls.request(pb::LogStateRequest { term, trace: tok() });
             async move { (id, c.log_state(req).await) }
         })
         .collect();
@@ -83,6 +82,9 @@ pub async fn run(
                 match res {
                     Ok(r) => {
                         let r = r.into_inner();
+                        if trace.enabled() {
+                            let _ = trace.tracer().receive_token(&r.trace);
+                        }
                         if r.granted && r.term == term && r.server_id == id {
                             answers.push(r);
                         } else {
@@ -100,10 +102,7 @@ pub async fn run(
         }
     }
     if highest > term {
-        return Outcome::Refused {
-            term,
-            current_term: highest,
-        };
+        return Outcome::Refused { term, current_term: highest };
     }
     if answers.len() < quorum {
         return Outcome::QuorumImpossible {
@@ -114,28 +113,14 @@ pub async fn run(
     }
     let id = choose(&answers).expect("a quorum is not empty");
     let Some(mut c) = controls.control(id) else {
-        return Outcome::QuorumImpossible {
-            term,
-            answered: vec![],
-            needed: quorum,
-        };
+        return Outcome::QuorumImpossible { term, answered: vec![], needed: quorum };
     };
-    let req = controls.request(pb::BecomeLeaderRequest {
-        term,
-        members,
-        trace: Vec::new(),
-    });
+    let req = controls.request(pb::BecomeLeaderRequest { term, members, trace: tok() });
     match c.become_leader(req).await {
         Ok(r) if r.get_ref().accepted => Outcome::Leader { id, term },
-        Ok(r) => Outcome::Refused {
-            term,
-            current_term: r.get_ref().current_term.max(term),
-        },
+        Ok(r) => Outcome::Refused { term, current_term: r.get_ref().current_term.max(term) },
         // The chosen server died meanwhile: try again with a new term.
-        Err(_) => Outcome::Refused {
-            term,
-            current_term: term,
-        },
+        Err(_) => Outcome::Refused { term, current_term: term },
     }
 }
 
@@ -144,13 +129,7 @@ mod tests {
     use super::*;
 
     fn ls(id: u64, t: u64, i: u64) -> pb::LogStateReply {
-        pb::LogStateReply {
-            server_id: id,
-            last_log_term: t,
-            last_log_index: i,
-            granted: true,
-            ..Default::default()
-        }
+        pb::LogStateReply { server_id: id, last_log_term: t, last_log_index: i, granted: true, ..Default::default() }
     }
 
     #[test]

@@ -26,15 +26,9 @@ pub struct Persisted {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("coord state {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("coord state {path} is corrupt: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
 pub struct StateFile {
@@ -43,14 +37,10 @@ pub struct StateFile {
 
 impl StateFile {
     pub fn open(dir: &Path) -> Result<(Self, Persisted), StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
-            path: dir.into(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.into(), source })?;
         let path = dir.join("coord_state.json");
         let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| StateError::Corrupt { path, source })?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
             Err(source) => return Err(StateError::Io { path, source }),
         };
@@ -61,18 +51,12 @@ impl StateFile {
     pub fn save(&self, state: &Persisted) -> Result<(), StateError> {
         let path = self.dir.join("coord_state.json");
         let tmp = self.dir.join("coord_state.json.tmp");
-        let io = |source| StateError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| StateError::Io { path: path.clone(), source };
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&serde_json::to_vec_pretty(state).expect("plain data serializes"))
-            .map_err(io)?;
+        f.write_all(&serde_json::to_vec_pretty(state).expect("plain data serializes")).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(())
     }
 }
@@ -86,20 +70,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (f, s) = StateFile::open(dir.path()).unwrap();
         assert_eq!(s, Persisted::default());
-        let s = Persisted {
-            term: 7,
-            members: vec![Member {
-                id: 1,
-                ..Default::default()
-            }],
-            join_complete: true,
-        };
+        let s = Persisted { term: 7, members: vec![Member { id: 1, ..Default::default() }], join_complete: true };
         f.save(&s).unwrap();
         assert_eq!(StateFile::open(dir.path()).unwrap().1, s);
         std::fs::write(dir.path().join("coord_state.json"), "{").unwrap();
-        assert!(matches!(
-            StateFile::open(dir.path()),
-            Err(StateError::Corrupt { .. })
-        ));
+        assert!(matches!(StateFile::open(dir.path()), Err(StateError::Corrupt { .. })));
     }
 }

@@ -16,10 +16,7 @@ fn cluster(max_entries_per_msg: usize) -> Cluster {
         0,
         &[vec![], vec![], vec![]],
         match max_entries_per_msg {
-            1 => |id| Config {
-                max_entries_per_msg: 1,
-                ..Config::new(id)
-            },
+            1 => |id| Config { max_entries_per_msg: 1, ..Config::new(id) },
             _ => Config::new,
         },
     );
@@ -29,11 +26,7 @@ fn cluster(max_entries_per_msg: usize) -> Cluster {
 
 fn throughput(crit: &mut Criterion) {
     let mut group = crit.benchmark_group("replicate_3_servers");
-    for (name, batch, per_msg) in [
-        ("unbatched", 1u64, 1usize),
-        ("batched", 64, 512),
-        ("batched", 512, 512),
-    ] {
+    for (name, batch, per_msg) in [("unbatched", 1u64, 1usize), ("batched", 64, 512), ("batched", 512, 512)] {
         group.throughput(Throughput::Elements(batch));
         group.bench_function(BenchmarkId::new(name, batch), |b| {
             let mut c = cluster(per_msg);
@@ -41,10 +34,7 @@ fn throughput(crit: &mut Criterion) {
             b.iter(|| {
                 for _ in 0..batch {
                     op_id += 1;
-                    let op = Op::Put {
-                        key: format!("k{}", op_id % 1000),
-                        value: "v".repeat(100),
-                    };
+                    let op = Op::Put { key: format!("k{}", op_id % 1000), value: "v".repeat(100) };
                     c.propose(1, "bench", op_id, op).expect("leader");
                 }
                 c.run();

@@ -16,10 +16,7 @@ impl RaftLog {
     /// snapshot index are dropped; a gap or an out-of-order index ends the
     /// log before it (a recovered log is trusted only as a contiguous run).
     pub fn new(snapshot: SnapshotMeta, entries: Vec<Entry>) -> Self {
-        let mut log = RaftLog {
-            snapshot,
-            entries: Vec::with_capacity(entries.len()),
-        };
+        let mut log = RaftLog { snapshot, entries: Vec::with_capacity(entries.len()) };
         for e in entries {
             if e.index <= snapshot.index {
                 continue;
@@ -67,13 +64,7 @@ impl RaftLog {
 
     /// Entries `from..=to`, cut after `max_entries` entries or once
     /// `max_bytes` is reached (but always at least one if any exist).
-    pub fn slice(
-        &self,
-        from: Index,
-        to: Index,
-        max_entries: usize,
-        max_bytes: usize,
-    ) -> Vec<Entry> {
+    pub fn slice(&self, from: Index, to: Index, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut i = from.max(self.first_index());
@@ -139,12 +130,7 @@ impl RaftLog {
 
     /// The last index whose entry has `term`, if the log holds any.
     pub fn last_index_of_term(&self, term: Term) -> Option<Index> {
-        self.entries
-            .iter()
-            .rev()
-            .skip_while(|e| e.term > term)
-            .find(|e| e.term == term)
-            .map(|e| e.index)
+        self.entries.iter().rev().skip_while(|e| e.term > term).find(|e| e.term == term).map(|e| e.index)
     }
 
     pub fn len(&self) -> usize {
@@ -166,25 +152,15 @@ mod tests {
     use crate::types::Payload;
 
     fn log_of(terms: &[Term]) -> RaftLog {
-        let entries = terms
-            .iter()
-            .zip(1..)
-            .map(|(&term, index)| Entry {
-                term,
-                index,
-                payload: Payload::Noop,
-            })
-            .collect();
+        let entries =
+            terms.iter().zip(1..).map(|(&term, index)| Entry { term, index, payload: Payload::Noop }).collect();
         RaftLog::new(SnapshotMeta::default(), entries)
     }
 
     #[test]
     fn indexes_and_terms() {
         let log = log_of(&[1, 1, 2, 3, 3]);
-        assert_eq!(
-            (log.first_index(), log.last_index(), log.last_term()),
-            (1, 5, 3)
-        );
+        assert_eq!((log.first_index(), log.last_index(), log.last_term()), (1, 5, 3));
         assert_eq!(log.term(0), Some(0));
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.term(6), None);
@@ -213,24 +189,14 @@ mod tests {
     fn slice_respects_count_and_byte_budgets() {
         let log = log_of(&[1; 10]);
         assert_eq!(log.slice(3, 10, 4, usize::MAX).len(), 4);
-        assert_eq!(
-            log.slice(3, 10, 100, 1).len(),
-            1,
-            "always at least one entry"
-        );
+        assert_eq!(log.slice(3, 10, 100, 1).len(), 1, "always at least one entry");
         assert_eq!(log.slice(9, 20, 100, usize::MAX).len(), 2);
         assert!(log.slice(11, 20, 100, usize::MAX).is_empty());
     }
 
     #[test]
     fn recovery_stops_at_a_gap() {
-        let mut entries: Vec<Entry> = (1..=5)
-            .map(|index| Entry {
-                term: 1,
-                index,
-                payload: Payload::Noop,
-            })
-            .collect();
+        let mut entries: Vec<Entry> = (1..=5).map(|index| Entry { term: 1, index, payload: Payload::Noop }).collect();
         entries.remove(2);
         let log = RaftLog::new(SnapshotMeta::default(), entries);
         assert_eq!(log.last_index(), 2);

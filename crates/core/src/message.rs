@@ -34,28 +34,13 @@ pub enum Message {
         read_ctx: u64,
     },
     /// Follower to leader, sent only once what it reports is durable.
-    AppendEntriesResponse {
-        term: Term,
-        from: NodeId,
-        result: AppendResult,
-        read_ctx: u64,
-    },
+    AppendEntriesResponse { term: Term, from: NodeId, result: AppendResult, read_ctx: u64 },
     /// Leader to a follower that needs entries the leader has compacted.
-    InstallSnapshot {
-        term: Term,
-        leader: NodeId,
-        snapshot: Snapshot,
-        read_ctx: u64,
-    },
+    InstallSnapshot { term: Term, leader: NodeId, snapshot: Snapshot, read_ctx: u64 },
     /// Server to coord: its answer to a log-state request for `term`.
     LogState(LogState),
     /// Server to coord: whether it took the leadership of `term`.
-    BecomeLeaderResponse {
-        term: Term,
-        from: NodeId,
-        accepted: bool,
-        current_term: Term,
-    },
+    BecomeLeaderResponse { term: Term, from: NodeId, accepted: bool, current_term: Term },
 }
 
 /// The outcome of an AppendEntries (or InstallSnapshot) at a follower.
@@ -70,11 +55,7 @@ pub enum AppendResult {
     /// follower's term at `rejected_prev` (None if its log is shorter) and
     /// `hint_index` the first index of that term in its log (or its last
     /// index + 1 when shorter).
-    Conflict {
-        rejected_prev: Index,
-        hint_term: Option<Term>,
-        hint_index: Index,
-    },
+    Conflict { rejected_prev: Index, hint_term: Option<Term>, hint_index: Index },
 }
 
 /// A server's answer to the coord's log-state request for `term`.

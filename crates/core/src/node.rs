@@ -121,11 +121,7 @@ impl RaftNode {
         self.term
     }
     pub fn role(&self) -> Role {
-        if self.ls.is_some() {
-            Role::Leader
-        } else {
-            Role::Follower
-        }
+        if self.ls.is_some() { Role::Leader } else { Role::Follower }
     }
     /// The leader of the current term, as far as this node knows.
     pub fn leader(&self) -> Option<NodeId> {
@@ -145,15 +141,7 @@ impl RaftNode {
     }
     /// The leader's view of each follower: `(id, match index)`.
     pub fn match_indexes(&self) -> Vec<(NodeId, Index)> {
-        self.ls
-            .as_ref()
-            .map(|ls| {
-                ls.progress
-                    .iter()
-                    .map(|(&id, p)| (id, p.match_index))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.ls.as_ref().map(|ls| ls.progress.iter().map(|(&id, p)| (id, p.match_index)).collect()).unwrap_or_default()
     }
 
     // ----- inputs from the coord -----
@@ -165,20 +153,14 @@ impl RaftNode {
     pub fn log_state_request(&mut self, term: Term) {
         if term < self.term {
             let ans = self.log_state(term, false);
-            self.out.messages.push(Outbound {
-                to: Dest::Coord,
-                msg: Message::LogState(ans),
-            });
+            self.out.messages.push(Outbound { to: Dest::Coord, msg: Message::LogState(ans) });
             return;
         }
         if term > self.term {
             self.adopt_term(term, None);
         }
         let ans = self.log_state(term, true);
-        self.out.persisted_messages.push(Outbound {
-            to: Dest::Coord,
-            msg: Message::LogState(ans),
-        });
+        self.out.persisted_messages.push(Outbound { to: Dest::Coord, msg: Message::LogState(ans) });
     }
 
     fn log_state(&self, term: Term, granted: bool) -> LogState {
@@ -203,24 +185,15 @@ impl RaftNode {
     pub fn become_leader(&mut self, term: Term, members: &[NodeId]) {
         let leading = term == self.term && self.ls.is_some();
         let led_before = term == self.term && self.ls.is_none() && self.log.last_term() >= term;
-        let accepted =
-            leading || (term >= self.term && !led_before && members.contains(&self.cfg.id));
+        let accepted = leading || (term >= self.term && !led_before && members.contains(&self.cfg.id));
         if accepted && !leading {
             if term > self.term {
                 self.adopt_term(term, None);
             }
             self.start_leading(members);
         }
-        let reply = Message::BecomeLeaderResponse {
-            term,
-            from: self.cfg.id,
-            accepted,
-            current_term: self.term,
-        };
-        self.out.persisted_messages.push(Outbound {
-            to: Dest::Coord,
-            msg: reply,
-        });
+        let reply = Message::BecomeLeaderResponse { term, from: self.cfg.id, accepted, current_term: self.term };
+        self.out.persisted_messages.push(Outbound { to: Dest::Coord, msg: reply });
     }
 
     fn start_leading(&mut self, members: &[NodeId]) {
@@ -228,11 +201,8 @@ impl RaftNode {
         members.sort_unstable();
         members.dedup();
         let next = self.log.last_index() + 1;
-        let progress = members
-            .iter()
-            .filter(|&&id| id != self.cfg.id)
-            .map(|&id| (id, Progress::new(next, self.now)))
-            .collect();
+        let progress =
+            members.iter().filter(|&&id| id != self.cfg.id).map(|&id| (id, Progress::new(next, self.now))).collect();
         self.ls = Some(LeaderState {
             members,
             progress,
@@ -259,11 +229,7 @@ impl RaftNode {
     fn step_down(&mut self, leader: Option<NodeId>) {
         if let Some(mut ls) = self.ls.take() {
             let failed = ls.reads.drain_all();
-            self.out.failed_reads.extend(
-                failed
-                    .into_iter()
-                    .map(|id| (id, ReadError::NotLeader { leader })),
-            );
+            self.out.failed_reads.extend(failed.into_iter().map(|id| (id, ReadError::NotLeader { leader })));
         }
         self.leader = leader;
         self.out.role_changed = true;
@@ -275,20 +241,14 @@ impl RaftNode {
     /// committed at if this node stays leader.
     pub fn propose(&mut self, cmd: Command) -> Result<Index, ProposeError> {
         if self.ls.is_none() {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
+            return Err(ProposeError::NotLeader { leader: self.leader });
         }
         Ok(self.append_local(Payload::Command(cmd)))
     }
 
     fn append_local(&mut self, payload: Payload) -> Index {
         let index = self.log.last_index() + 1;
-        self.log.append(Entry {
-            term: self.term,
-            index,
-            payload,
-        });
+        self.log.append(Entry { term: self.term, index, payload });
         if let Some(ls) = &mut self.ls {
             ls.dirty = true;
         }
@@ -299,12 +259,7 @@ impl RaftNode {
     /// it may be served, or in `Ready::failed_reads`.
     pub fn read(&mut self, id: ReadId) {
         if self.ls.is_none() {
-            self.out.failed_reads.push((
-                id,
-                ReadError::NotLeader {
-                    leader: self.leader,
-                },
-            ));
+            self.out.failed_reads.push((id, ReadError::NotLeader { leader: self.leader }));
             return;
         }
         if !self.has_recent_quorum() {
@@ -342,13 +297,7 @@ impl RaftNode {
         ls.heartbeat_elapsed = 0;
         let peers: Vec<NodeId> = ls.progress.keys().copied().collect();
         for p in peers {
-            let pr = self
-                .ls
-                .as_mut()
-                .expect("leader")
-                .progress
-                .get_mut(&p)
-                .expect("peer");
+            let pr = self.ls.as_mut().expect("leader").progress.get_mut(&p).expect("peer");
             let probing = matches!(pr.state, SendState::Probe { .. });
             if !probing && pr.is_stalled(self.now, self.cfg.resend_ticks) {
                 // Messages (or the snapshot) were lost: start again from what is known.
@@ -415,28 +364,17 @@ impl RaftNode {
                 if !self.accept_leader_message(term, leader, read_ctx) {
                     return;
                 }
-                let result =
-                    self.handle_append(prev_log_index, prev_log_term, entries, leader_commit);
+                let result = self.handle_append(prev_log_index, prev_log_term, entries, leader_commit);
                 self.respond(leader, result, read_ctx);
             }
-            Message::InstallSnapshot {
-                term,
-                leader,
-                snapshot,
-                read_ctx,
-            } => {
+            Message::InstallSnapshot { term, leader, snapshot, read_ctx } => {
                 if !self.accept_leader_message(term, leader, read_ctx) {
                     return;
                 }
                 let result = self.handle_snapshot(snapshot);
                 self.respond(leader, result, read_ctx);
             }
-            Message::AppendEntriesResponse {
-                term,
-                from,
-                result,
-                read_ctx,
-            } => {
+            Message::AppendEntriesResponse { term, from, result, read_ctx } => {
                 self.handle_response(term, from, result, read_ctx);
             }
             // Meant for the coord; a server ignores them.
@@ -454,10 +392,7 @@ impl RaftNode {
                 result: AppendResult::StaleTerm,
                 read_ctx,
             };
-            self.out.messages.push(Outbound {
-                to: Dest::Node(leader),
-                msg: reply,
-            });
+            self.out.messages.push(Outbound { to: Dest::Node(leader), msg: reply });
             return false;
         }
         if term > self.term {
@@ -475,17 +410,9 @@ impl RaftNode {
     }
 
     fn respond(&mut self, leader: NodeId, result: AppendResult, read_ctx: u64) {
-        let reply = Message::AppendEntriesResponse {
-            term: self.term,
-            from: self.cfg.id,
-            result,
-            read_ctx,
-        };
+        let reply = Message::AppendEntriesResponse { term: self.term, from: self.cfg.id, result, read_ctx };
         // A success vouches for durable entries: it waits for persistence.
-        self.out.persisted_messages.push(Outbound {
-            to: Dest::Node(leader),
-            msg: reply,
-        });
+        self.out.persisted_messages.push(Outbound { to: Dest::Node(leader), msg: reply });
     }
 
     fn handle_append(
@@ -550,16 +477,12 @@ impl RaftNode {
     fn handle_snapshot(&mut self, snapshot: Snapshot) -> AppendResult {
         let meta = snapshot.meta;
         if meta.index <= self.commit {
-            return AppendResult::Success {
-                match_index: meta.index,
-            };
+            return AppendResult::Success { match_index: meta.index };
         }
         if self.log.term(meta.index) == Some(meta.term) {
             // The log already holds it: just commit up to it.
             self.commit = meta.index;
-            return AppendResult::Success {
-                match_index: meta.index,
-            };
+            return AppendResult::Success { match_index: meta.index };
         }
         self.log = RaftLog::new(meta, Vec::new());
         self.commit = meta.index;
@@ -569,9 +492,7 @@ impl RaftNode {
         self.out.committed_entries.clear();
         self.snapshot = Some(snapshot.clone());
         self.out.snapshot = Some(snapshot);
-        AppendResult::Success {
-            match_index: meta.index,
-        }
+        AppendResult::Success { match_index: meta.index }
     }
 
     fn handle_response(&mut self, term: Term, from: NodeId, result: AppendResult, read_ctx: u64) {
@@ -597,11 +518,7 @@ impl RaftNode {
                 self.send_append_or_commit(from);
             }
             AppendResult::StaleTerm => {}
-            AppendResult::Conflict {
-                rejected_prev,
-                hint_term,
-                hint_index,
-            } => {
+            AppendResult::Conflict { rejected_prev, hint_term, hint_index } => {
                 if rejected_prev < pr.match_index {
                     return; // an old answer, overtaken by a success
                 }
@@ -637,16 +554,8 @@ impl RaftNode {
                     break;
                 };
                 pr.become_snapshot(snapshot.meta.index, self.now);
-                let msg = Message::InstallSnapshot {
-                    term: self.term,
-                    leader: self.cfg.id,
-                    snapshot,
-                    read_ctx: ctx,
-                };
-                self.out.messages.push(Outbound {
-                    to: Dest::Node(to),
-                    msg,
-                });
+                let msg = Message::InstallSnapshot { term: self.term, leader: self.cfg.id, snapshot, read_ctx: ctx };
+                self.out.messages.push(Outbound { to: Dest::Node(to), msg });
                 return true;
             }
             let last = self.log.last_index();
@@ -654,33 +563,20 @@ impl RaftNode {
                 break;
             }
             let prev = pr.next_index - 1;
-            let entries = self.log.slice(
-                pr.next_index,
-                last,
-                self.cfg.max_entries_per_msg,
-                self.cfg.max_bytes_per_msg,
-            );
+            let entries = self.log.slice(pr.next_index, last, self.cfg.max_entries_per_msg, self.cfg.max_bytes_per_msg);
             let bytes: usize = entries.iter().map(Entry::approx_size).sum();
             let last_sent = entries.last().map(|e| e.index);
             let msg = Message::AppendEntries {
                 term: self.term,
                 leader: self.cfg.id,
                 prev_log_index: prev,
-                prev_log_term: self
-                    .log
-                    .term(prev)
-                    .expect("prev is at or after the snapshot"),
+                prev_log_term: self.log.term(prev).expect("prev is at or after the snapshot"),
                 entries,
                 leader_commit: self.commit,
                 read_ctx: ctx,
             };
-            self.out.messages.push(Outbound {
-                to: Dest::Node(to),
-                msg,
-            });
-            pr.commit_sent = pr
-                .commit_sent
-                .max(self.commit.min(last_sent.unwrap_or(prev)));
+            self.out.messages.push(Outbound { to: Dest::Node(to), msg });
+            pr.commit_sent = pr.commit_sent.max(self.commit.min(last_sent.unwrap_or(prev)));
             pr.on_sent(last_sent, bytes);
             sent_any = true;
             if last_sent.is_none() {
@@ -715,18 +611,12 @@ impl RaftNode {
             term: self.term,
             leader: self.cfg.id,
             prev_log_index: prev,
-            prev_log_term: self
-                .log
-                .term(prev)
-                .expect("prev is at or after the snapshot"),
+            prev_log_term: self.log.term(prev).expect("prev is at or after the snapshot"),
             entries: Vec::new(),
             leader_commit: self.commit.min(pr.match_index),
             read_ctx: ls.reads.ctx,
         };
-        self.out.messages.push(Outbound {
-            to: Dest::Node(to),
-            msg,
-        });
+        self.out.messages.push(Outbound { to: Dest::Node(to), msg });
     }
 
     /// Commits the highest index stored durably on a majority, but only if
@@ -769,8 +659,7 @@ impl RaftNode {
         let Some(ls) = &mut self.ls else { return };
         let quorum = ls.quorum();
         let progress = &ls.progress;
-        ls.reads
-            .confirm(|ctx| 1 + progress.values().filter(|p| p.read_ack >= ctx).count() >= quorum);
+        ls.reads.confirm(|ctx| 1 + progress.values().filter(|p| p.read_ack >= ctx).count() >= quorum);
     }
 
     // ----- output -----
@@ -800,9 +689,9 @@ impl RaftNode {
         }
         if self.commit > self.applied {
             let from = self.applied.max(self.log.snapshot_meta().index) + 1;
-            ready.committed_entries.extend_from_slice(
-                &self.log.entries_from(from)[..(self.commit + 1 - from) as usize],
-            );
+            ready
+                .committed_entries
+                .extend_from_slice(&self.log.entries_from(from)[..(self.commit + 1 - from) as usize]);
             self.applied = self.commit;
         }
         if let Some(ls) = &mut self.ls {

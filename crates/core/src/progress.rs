@@ -57,9 +57,7 @@ impl Progress {
     pub fn can_send(&self, max_msgs: usize, max_bytes: usize) -> bool {
         match self.state {
             SendState::Probe { paused } => !paused,
-            SendState::Replicate => {
-                self.inflight.len() < max_msgs && self.inflight_bytes < max_bytes
-            }
+            SendState::Replicate => self.inflight.len() < max_msgs && self.inflight_bytes < max_bytes,
             SendState::Snapshot { .. } => false,
         }
     }
@@ -96,9 +94,7 @@ impl Progress {
         }
         match self.state {
             SendState::Probe { .. } => self.become_replicate(now),
-            SendState::Snapshot { index: snap } if self.match_index >= snap => {
-                self.become_replicate(now)
-            }
+            SendState::Snapshot { index: snap } if self.match_index >= snap => self.become_replicate(now),
             _ => {}
         }
         advanced

@@ -45,11 +45,7 @@ impl ReadIndex {
     pub fn start_round(&mut self, commit_index: Index) -> u64 {
         self.ctx += 1;
         let reads = std::mem::take(&mut self.queued);
-        self.rounds.push_back(Round {
-            ctx: self.ctx,
-            read_index: commit_index,
-            reads,
-        });
+        self.rounds.push_back(Round { ctx: self.ctx, read_index: commit_index, reads });
         self.ctx
     }
 
@@ -61,8 +57,7 @@ impl ReadIndex {
                 break;
             }
             let round = self.rounds.pop_front().expect("front exists");
-            self.confirmed
-                .extend(round.reads.into_iter().map(|id| (round.read_index, id)));
+            self.confirmed.extend(round.reads.into_iter().map(|id| (round.read_index, id)));
         }
     }
 
@@ -79,9 +74,7 @@ impl ReadIndex {
 
     /// Whether a confirmed read is covered by `applied`.
     pub fn has_ready(&self, applied: Index) -> bool {
-        self.confirmed
-            .front()
-            .is_some_and(|&(index, _)| index <= applied)
+        self.confirmed.front().is_some_and(|&(index, _)| index <= applied)
     }
 
     /// Takes every read, whatever its state (the leader stepped down).

@@ -7,10 +7,7 @@ use kvraft_core::{Message, NodeId, Payload, ProposeError, Role};
 use support::Cluster;
 
 fn append(key: &str, value: &str) -> Op {
-    Op::Append {
-        key: key.into(),
-        value: value.into(),
-    }
+    Op::Append { key: key.into(), value: value.into() }
 }
 
 /// Raft paper, figure 7: a leader for term 8 repairs six followers whose
@@ -56,17 +53,9 @@ fn figure8_old_term_entry_on_majority_is_not_committed_by_counting() {
         true
     }));
     c.designate(1, 4);
-    let majority_has_2 = c
-        .ids()
-        .iter()
-        .filter(|&&id| c.terms(id).get(1) == Some(&2))
-        .count();
+    let majority_has_2 = c.ids().iter().filter(|&&id| c.terms(id).get(1) == Some(&2)).count();
     assert!(majority_has_2 >= 3, "index 2 (term 2) is on a majority");
-    assert_eq!(
-        c.node(1).commit_index(),
-        0,
-        "an old-term entry must not commit by counting"
-    );
+    assert_eq!(c.node(1).commit_index(), 0, "an old-term entry must not commit by counting");
     // Once the No-Op of term 4 reaches a majority (resent after the leader
     // notices the loss), both commit.
     c.filter = None;
@@ -112,15 +101,8 @@ fn leader_is_fenced_by_a_higher_term() {
     // Node 1 still thinks it leads term 1 and proposes.
     let idx = c.propose(1, "c", 2, append("k", "b")).unwrap();
     c.run();
-    assert!(
-        c.node(1).commit_index() < idx,
-        "a fenced leader must not commit"
-    );
-    assert_eq!(
-        c.node(1).role(),
-        Role::Follower,
-        "stepped down on the higher term"
-    );
+    assert!(c.node(1).commit_index() < idx, "a fenced leader must not commit");
+    assert_eq!(c.node(1).role(), Role::Follower, "stepped down on the higher term");
     assert_eq!(c.node(1).term(), 2);
     assert_eq!(c.terms(2), vec![1, 1], "followers refused the stale entry");
     assert!(matches!(
@@ -158,12 +140,8 @@ fn duplicate_retry_after_failover_is_applied_once() {
     c.tick_all();
     c.tick_all();
     assert_eq!(c.kv[&1].get("k"), Some("x"));
-    let dup_entries = c
-        .node(1)
-        .log()
-        .iter()
-        .filter(|e| matches!(&e.payload, Payload::Command(cmd) if cmd.op_id == 1))
-        .count();
+    let dup_entries =
+        c.node(1).log().iter().filter(|e| matches!(&e.payload, Payload::Command(cmd) if cmd.op_id == 1)).count();
     assert_eq!(dup_entries, 2, "both copies are in the log, applied once");
 }
 
@@ -198,10 +176,7 @@ fn a_read_waits_while_the_leaders_own_term_has_nothing_committed() {
     c.designate(2, 2);
     c.node_mut(2).read(1);
     c.run();
-    assert!(
-        c.reads_served.is_empty(),
-        "served before its own term committed"
-    );
+    assert!(c.reads_served.is_empty(), "served before its own term committed");
     c.filter = None;
     for _ in 0..4 {
         c.tick_all();
@@ -248,13 +223,7 @@ fn a_server_never_leads_one_term_twice() {
     c.node_mut(1).become_leader(1, &[1, 2, 3]);
     c.run();
     assert_eq!(c.node(1).role(), Role::Follower);
-    assert!(c.to_coord.iter().any(|m| matches!(
-        m,
-        Message::BecomeLeaderResponse {
-            accepted: false,
-            ..
-        }
-    )));
+    assert!(c.to_coord.iter().any(|m| matches!(m, Message::BecomeLeaderResponse { accepted: false, .. })));
 }
 
 /// A new leader sends nothing before its No-Op is durable, so a crash
@@ -271,9 +240,5 @@ fn a_new_leader_sends_nothing_before_its_noop_is_durable() {
     assert!(rd.messages.is_empty(), "but nothing is sent yet");
     node.on_persisted(rd.persisted_marker.unwrap());
     let rd = node.ready();
-    assert_eq!(
-        rd.messages.len(),
-        2,
-        "after persistence the followers hear of it"
-    );
+    assert_eq!(rd.messages.len(), 2, "after persistence the followers hear of it");
 }

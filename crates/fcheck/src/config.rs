@@ -69,9 +69,7 @@ impl MonitorConfig {
     /// it is declared lost `rto` after it left. Defaults on a LAN (rto at the
     /// 40 ms floor): 3 * 20 + 40 = 100 ms.
     pub fn detection_time(&self, rto: Duration) -> Duration {
-        self.heartbeat_interval
-            .saturating_mul(self.lost_msgs_thresh)
-            .saturating_add(rto)
+        self.heartbeat_interval.saturating_mul(self.lost_msgs_thresh).saturating_add(rto)
     }
 
     /// [`detection_time`](Self::detection_time) for the worst RTT estimate
@@ -95,10 +93,7 @@ mod tests {
     fn defaults_are_valid_and_detect_within_100ms_on_a_lan() {
         let cfg = MonitorConfig::default();
         assert_eq!(cfg.validate(), Ok(()));
-        assert_eq!(
-            cfg.detection_time(cfg.rtt_floor),
-            Duration::from_millis(100)
-        );
+        assert_eq!(cfg.detection_time(cfg.rtt_floor), Duration::from_millis(100));
         assert_eq!(cfg.worst_detection_time(), Duration::from_millis(560));
     }
 
@@ -106,26 +101,11 @@ mod tests {
     fn rejects_configs_that_would_spin() {
         let ok = MonitorConfig::default();
         let cases = [
-            MonitorConfig {
-                lost_msgs_thresh: 0,
-                ..ok
-            },
-            MonitorConfig {
-                heartbeat_interval: Duration::ZERO,
-                ..ok
-            },
-            MonitorConfig {
-                failed_probe_interval: Duration::ZERO,
-                ..ok
-            },
-            MonitorConfig {
-                rtt_floor: Duration::ZERO,
-                ..ok
-            },
-            MonitorConfig {
-                rtt_floor: Duration::from_secs(1),
-                ..ok
-            },
+            MonitorConfig { lost_msgs_thresh: 0, ..ok },
+            MonitorConfig { heartbeat_interval: Duration::ZERO, ..ok },
+            MonitorConfig { failed_probe_interval: Duration::ZERO, ..ok },
+            MonitorConfig { rtt_floor: Duration::ZERO, ..ok },
+            MonitorConfig { rtt_floor: Duration::from_secs(1), ..ok },
         ];
         for cfg in cases {
             assert!(cfg.validate().is_err(), "{cfg:?}");

@@ -41,10 +41,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(table: Table) -> Shared {
-        Shared {
-            table: Mutex::new(table),
-            changed: Notify::new(),
-        }
+        Shared { table: Mutex::new(table), changed: Notify::new() }
     }
 
     /// The table. Never held across an await. Poisoning is ignored: table
@@ -109,12 +106,7 @@ pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>, events_tx: Unbou
 
 /// Reads and applies up to [`MAX_READS_PER_TURN`] waiting datagrams without
 /// blocking. Returns whether the socket reported an error.
-fn read_waiting(
-    socket: &UdpSocket,
-    shared: &Shared,
-    buf: &mut [u8],
-    events: &mut Vec<Event>,
-) -> bool {
+fn read_waiting(socket: &UdpSocket, shared: &Shared, buf: &mut [u8], events: &mut Vec<Event>) -> bool {
     for _ in 0..MAX_READS_PER_TURN {
         let len = match socket.try_recv_from(buf) {
             Ok((len, _from)) => len,

@@ -36,12 +36,8 @@ impl Monitor {
 
     /// [`Monitor::start`] on a given local address (e.g. an IPv6 one, or a
     /// fixed port). Fails with `InvalidInput` if `cfg` does not validate.
-    pub async fn start_on(
-        bind: SocketAddr,
-        cfg: MonitorConfig,
-    ) -> io::Result<(Monitor, UnboundedReceiver<Event>)> {
-        cfg.validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    pub async fn start_on(bind: SocketAddr, cfg: MonitorConfig) -> io::Result<(Monitor, UnboundedReceiver<Event>)> {
+        cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let socket = UdpSocket::bind(bind).await?;
         let local_addr = socket.local_addr()?;
         // Fresh per start: acks addressed to an earlier monitor never match.
@@ -49,12 +45,7 @@ impl Monitor {
         let shared = Arc::new(Shared::new(Table::new(cfg, epoch, Instant::now())));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let driver = tokio::spawn(driver::run(socket, Arc::clone(&shared), events_tx));
-        let monitor = Monitor {
-            shared,
-            local_addr,
-            epoch,
-            driver,
-        };
+        let monitor = Monitor { shared, local_addr, epoch, driver };
         Ok((monitor, events_rx))
     }
 

@@ -84,11 +84,7 @@ impl Peer {
 
     /// Alive servers are probed every heartbeat interval, failed ones slower.
     pub(crate) fn probe_period(&self, cfg: &MonitorConfig) -> Duration {
-        if self.alive {
-            cfg.heartbeat_interval
-        } else {
-            cfg.failed_probe_interval
-        }
+        if self.alive { cfg.heartbeat_interval } else { cfg.failed_probe_interval }
     }
 
     /// Records heartbeat `seq` sent at `now` and when the next one is due.
@@ -100,11 +96,7 @@ impl Peer {
         if let Some(last) = self.in_flight.back() {
             deadline = deadline.max(last.deadline);
         }
-        self.in_flight.push_back(InFlight {
-            seq,
-            sent_at: now,
-            deadline,
-        });
+        self.in_flight.push_back(InFlight { seq, sent_at: now, deadline });
         self.next_send = next_send;
     }
 
@@ -136,10 +128,7 @@ impl Peer {
     /// was failed, `Ok(None)` if it was alive, `Err` if `seq` is not
     /// outstanding here (nothing changes then).
     pub(crate) fn acked(&mut self, seq: u64, now: Instant) -> Result<Option<Transition>, NotOwned> {
-        let idx = self
-            .in_flight
-            .binary_search_by_key(&seq, |hb| hb.seq)
-            .map_err(|_| NotOwned)?;
+        let idx = self.in_flight.binary_search_by_key(&seq, |hb| hb.seq).map_err(|_| NotOwned)?;
         let sent_at = self.in_flight[idx].sent_at;
         self.in_flight.drain(..=idx);
         self.rtt.observe(now.saturating_duration_since(sent_at));

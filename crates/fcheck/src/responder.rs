@@ -96,10 +96,7 @@ impl Responder {
                 return;
             }
         };
-        let ack = Message::Ack(Ack {
-            epoch: hb.epoch,
-            seq: hb.seq,
-        });
+        let ack = Message::Ack(Ack { epoch: hb.epoch, seq: hb.seq });
         let mut out = [0u8; MAX_MESSAGE_LEN];
         let sent = match wire::encode(&ack, &mut out) {
             Ok(datagram) => self.socket.send_to(datagram, from).await,

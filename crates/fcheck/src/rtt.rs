@@ -26,11 +26,7 @@ impl RttEstimator {
                 self.rttvar = sample / 2;
             }
             Some(srtt) => {
-                self.rttvar = self
-                    .rttvar
-                    .saturating_mul(3)
-                    .saturating_add(srtt.abs_diff(sample))
-                    / 4;
+                self.rttvar = self.rttvar.saturating_mul(3).saturating_add(srtt.abs_diff(sample)) / 4;
                 self.srtt = Some(srtt.saturating_mul(7).saturating_add(sample) / 8);
             }
         }
@@ -51,10 +47,7 @@ impl RttEstimator {
     pub(crate) fn timeout(&self, floor: Duration, ceiling: Duration) -> Duration {
         match self.srtt {
             None => ceiling,
-            Some(srtt) => srtt
-                .saturating_add(self.rttvar.saturating_mul(4))
-                .max(floor)
-                .min(ceiling),
+            Some(srtt) => srtt.saturating_add(self.rttvar.saturating_mul(4)).max(floor).min(ceiling),
         }
     }
 }

@@ -42,14 +42,7 @@ pub(crate) struct Table {
 
 impl Table {
     pub(crate) fn new(cfg: MonitorConfig, epoch: u64, origin: Instant) -> Table {
-        Table {
-            cfg,
-            epoch,
-            origin,
-            next_seq: 0,
-            peers: BTreeMap::new(),
-            stats: MonitorStats::default(),
-        }
+        Table { cfg, epoch, origin, next_seq: 0, peers: BTreeMap::new(), stats: MonitorStats::default() }
     }
 
     /// Starts (or restarts, forgetting all history) watching `id` at `addr`.
@@ -66,12 +59,7 @@ impl Table {
     /// `now`. Afterwards [`Table::next_wake`] is strictly after `now` (every
     /// deadline `<= now` was popped and every send rescheduled to a future
     /// tick), which is what keeps the driver from spinning.
-    pub(crate) fn poll(
-        &mut self,
-        now: Instant,
-        sends: &mut Vec<Outgoing>,
-        events: &mut Vec<Event>,
-    ) {
+    pub(crate) fn poll(&mut self, now: Instant, sends: &mut Vec<Outgoing>, events: &mut Vec<Event>) {
         for (&id, peer) in &mut self.peers {
             if let Some(transition) = peer.expire(now, self.cfg.lost_msgs_thresh) {
                 events.push(transition.event(id));
@@ -83,13 +71,7 @@ impl Table {
                 let next = next_tick(self.origin, now, peer.probe_period(&self.cfg));
                 peer.sent(seq, now, &self.cfg, next);
                 self.stats.heartbeats_sent += 1;
-                sends.push(Outgoing {
-                    addr: peer.addr(),
-                    heartbeat: Heartbeat {
-                        epoch: self.epoch,
-                        seq,
-                    },
-                });
+                sends.push(Outgoing { addr: peer.addr(), heartbeat: Heartbeat { epoch: self.epoch, seq } });
             }
         }
     }
@@ -125,10 +107,7 @@ impl Table {
     }
 
     pub(crate) fn view(&self) -> Vec<ServerHealth> {
-        self.peers
-            .iter()
-            .map(|(&id, peer)| peer.health(id, &self.cfg))
-            .collect()
+        self.peers.iter().map(|(&id, peer)| peer.health(id, &self.cfg)).collect()
     }
 
     pub(crate) fn health(&self, id: u64) -> Option<ServerHealth> {
@@ -177,14 +156,7 @@ mod tests {
     fn ack(table: &mut Table, out: &Outgoing, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         let hb = out.heartbeat;
-        table.on_ack(
-            Ack {
-                epoch: hb.epoch,
-                seq: hb.seq,
-            },
-            now,
-            &mut events,
-        );
+        table.on_ack(Ack { epoch: hb.epoch, seq: hb.seq }, now, &mut events);
         events
     }
 
@@ -210,11 +182,7 @@ mod tests {
         }
         assert_eq!(table.next_wake(), Some(t0 + 20 * MS));
         let (second, _) = polled(&mut table, t0 + 20 * MS);
-        let seqs: Vec<u64> = first
-            .iter()
-            .chain(&second)
-            .map(|o| o.heartbeat.seq)
-            .collect();
+        let seqs: Vec<u64> = first.iter().chain(&second).map(|o| o.heartbeat.seq).collect();
         assert_eq!(seqs, vec![0, 1, 2, 3]);
         assert_eq!(table.stats().acks, 2);
     }
@@ -258,16 +226,7 @@ mod tests {
         let (sends, _) = polled(&mut table, t0);
         let seq = sends[0].heartbeat.seq;
         let mut events = Vec::new();
-        for bad in [
-            Ack {
-                epoch: EPOCH + 1,
-                seq,
-            },
-            Ack {
-                epoch: EPOCH,
-                seq: seq + 1,
-            },
-        ] {
+        for bad in [Ack { epoch: EPOCH + 1, seq }, Ack { epoch: EPOCH, seq: seq + 1 }] {
             table.on_ack(bad, t0 + MS, &mut events);
         }
         assert!(events.is_empty());

@@ -58,10 +58,7 @@ pub enum DecodeError {
 /// Encodes `msg` into `buf` and returns the datagram. Cannot fail for lack of
 /// room ([`MAX_MESSAGE_LEN`] bounds every message); the `Result` only avoids a
 /// panic path should postcard ever disagree.
-pub fn encode<'a>(
-    msg: &Message,
-    buf: &'a mut [u8; MAX_MESSAGE_LEN],
-) -> Result<&'a [u8], postcard::Error> {
+pub fn encode<'a>(msg: &Message, buf: &'a mut [u8; MAX_MESSAGE_LEN]) -> Result<&'a [u8], postcard::Error> {
     buf[0] = MAGIC;
     buf[1] = VERSION;
     let body_len = postcard::to_slice(msg, &mut buf[2..])?.len();
@@ -98,10 +95,7 @@ mod tests {
     #[test]
     fn round_trips_extreme_values() {
         for (epoch, seq) in [(0, 0), (u64::MAX, u64::MAX), (1 << 63, 7)] {
-            for msg in [
-                Message::Heartbeat(Heartbeat { epoch, seq }),
-                Message::Ack(Ack { epoch, seq }),
-            ] {
+            for msg in [Message::Heartbeat(Heartbeat { epoch, seq }), Message::Ack(Ack { epoch, seq })] {
                 let bytes = encoded(msg);
                 assert!(bytes.len() <= MAX_MESSAGE_LEN);
                 assert_eq!(&bytes[..2], &[MAGIC, VERSION]);
@@ -124,14 +118,8 @@ mod tests {
         bad = good.clone();
         bad.push(0);
         assert_eq!(decode(&bad), Err(DecodeError::TrailingBytes(1)));
-        assert!(matches!(
-            decode(&good[..good.len() - 1]),
-            Err(DecodeError::Body(_))
-        ));
-        assert!(matches!(
-            decode(&[MAGIC, VERSION, 9]),
-            Err(DecodeError::Body(_))
-        ));
+        assert!(matches!(decode(&good[..good.len() - 1]), Err(DecodeError::Body(_))));
+        assert!(matches!(decode(&[MAGIC, VERSION, 9]), Err(DecodeError::Body(_))));
     }
 
     #[test]

@@ -63,10 +63,7 @@ async fn killed_responder_is_reported_failed_once_within_the_detection_bound() {
         // Not before the losses could have happened: T - 1 intervals minus one
         // for a heartbeat in flight at the kill, plus one timeout.
         let earliest = cfg.heartbeat_interval * (cfg.lost_msgs_thresh - 2) + rto;
-        assert!(
-            took >= earliest,
-            "took {took:?}, earliest possible {earliest:?}"
-        );
+        assert!(took >= earliest, "took {took:?}, earliest possible {earliest:?}");
         assert!(!monitor.health(1).unwrap().alive);
 
         // Exactly once: the slow probes that follow report nothing more.
@@ -98,10 +95,7 @@ async fn restarted_responder_on_the_same_address_is_reported_recovered() {
         eprintln!("recovery detected after {took:?} (bound {bound:?})");
         assert!(took <= bound + SLACK, "took {took:?}, bound {bound:?}");
         assert!(monitor.health(4).unwrap().alive);
-        assert_eq!(
-            next_event(&mut events, Duration::from_millis(300)).await,
-            None
-        );
+        assert_eq!(next_event(&mut events, Duration::from_millis(300)).await, None);
     })
     .await;
 }

@@ -18,8 +18,7 @@ fn process_cpu_time() -> Duration {
     let after_comm = &stat[stat.rfind(')').expect("malformed stat") + 1..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // utime and stime are fields 14 and 15; field 3 is the first after ')'.
-    let ticks: u64 =
-        fields[14 - 3].parse::<u64>().unwrap() + fields[15 - 3].parse::<u64>().unwrap();
+    let ticks: u64 = fields[14 - 3].parse::<u64>().unwrap() + fields[15 - 3].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
 }
 
@@ -54,15 +53,8 @@ async fn monitoring_five_healthy_servers_costs_little_cpu() {
         );
         // The monitor was working, not stalled: 5 * 2 s / 20 ms = 500 expected.
         let expected = 5 * (wall.as_millis() / cfg.heartbeat_interval.as_millis()) as u64;
-        assert!(
-            sent >= expected / 2,
-            "only {sent} heartbeats, expected ~{expected}"
-        );
-        assert!(
-            share < 0.10,
-            "monitoring used {:.1}% of a core",
-            share * 100.0
-        );
+        assert!(sent >= expected / 2, "only {sent} heartbeats, expected ~{expected}");
+        assert!(share < 0.10, "monitoring used {:.1}% of a core", share * 100.0);
         assert_eq!(events.try_recv().ok(), None);
     })
     .await;

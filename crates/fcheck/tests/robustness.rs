@@ -50,10 +50,7 @@ async fn garbage_datagrams_are_dropped_and_counted() {
         // Garbage, plus a well-formed message of the wrong kind, to each end.
         for datagram in garbage() {
             rogue.send_to(&datagram, server.addr).await.unwrap();
-            rogue
-                .send_to(&datagram, monitor.local_addr())
-                .await
-                .unwrap();
+            rogue.send_to(&datagram, monitor.local_addr()).await.unwrap();
         }
         let ack = encoded(Message::Ack(Ack { epoch: 1, seq: 2 }));
         rogue.send_to(&ack, server.addr).await.unwrap();
@@ -64,31 +61,20 @@ async fn garbage_datagrams_are_dropped_and_counted() {
         // The responder still answers: a heartbeat sent after the garbage is
         // echoed, and by then all the garbage before it has been counted.
         let probe = Heartbeat { epoch: 77, seq: 99 };
-        rogue
-            .send_to(&encoded(Message::Heartbeat(probe)), server.addr)
-            .await
-            .unwrap();
+        rogue.send_to(&encoded(Message::Heartbeat(probe)), server.addr).await.unwrap();
         let mut buf = [0; 64];
         let (len, from) = rogue.recv_from(&mut buf).await.unwrap();
         assert_eq!(from, server.addr);
-        assert_eq!(
-            wire::decode(&buf[..len]),
-            Ok(Message::Ack(Ack { epoch: 77, seq: 99 }))
-        );
+        assert_eq!(wire::decode(&buf[..len]), Ok(Message::Ack(Ack { epoch: 77, seq: 99 })));
         assert_eq!(server.stats.malformed(), expected);
 
-        let counted = wait_until(Duration::from_secs(2), || {
-            (monitor.stats().malformed == expected).then_some(())
-        })
-        .await;
+        let counted =
+            wait_until(Duration::from_secs(2), || (monitor.stats().malformed == expected).then_some(())).await;
         assert!(counted.is_some(), "monitor stats {:?}", monitor.stats());
 
         // And the monitor still works: acks keep coming, nothing failed.
         let acks = monitor.stats().acks;
-        assert_eq!(
-            next_event(&mut events, Duration::from_millis(300)).await,
-            None
-        );
+        assert_eq!(next_event(&mut events, Duration::from_millis(300)).await, None);
         assert!(monitor.stats().acks > acks);
         assert!(monitor.health(1).unwrap().alive);
     })
@@ -124,30 +110,15 @@ async fn acks_with_a_wrong_epoch_or_unknown_seq_prove_nothing() {
             }
             let sent = monitor.stats().heartbeats_sent;
             for seq in sent.saturating_sub(6)..sent + 2 {
-                let forged = Ack {
-                    epoch: wrong_epoch,
-                    seq,
-                };
-                forger
-                    .send_to(&encoded(Message::Ack(forged)), target)
-                    .await
-                    .unwrap();
+                let forged = Ack { epoch: wrong_epoch, seq };
+                forger.send_to(&encoded(Message::Ack(forged)), target).await.unwrap();
             }
-            let unknown = Ack {
-                epoch: monitor.epoch(),
-                seq: u64::MAX - sent,
-            };
-            forger
-                .send_to(&encoded(Message::Ack(unknown)), target)
-                .await
-                .unwrap();
+            let unknown = Ack { epoch: monitor.epoch(), seq: u64::MAX - sent };
+            forger.send_to(&encoded(Message::Ack(unknown)), target).await.unwrap();
         };
         let took = muted.elapsed();
         assert_eq!(event, Some(Event::Failed { id: 1 }), "after {took:?}");
-        assert!(
-            took <= cfg.detection_time(rto) + Duration::from_millis(250),
-            "took {took:?}"
-        );
+        assert!(took <= cfg.detection_time(rto) + Duration::from_millis(250), "took {took:?}");
         let stats = monitor.stats();
         assert!(stats.stale_acks >= 20, "{stats:?}");
     })

@@ -40,10 +40,7 @@ async fn no_false_failure_while_both_cores_are_busy() {
             burner.join().unwrap();
         }
 
-        eprintln!(
-            "under load: {acks} acks in 3 s; {health:?}; {:?}",
-            monitor.stats()
-        );
+        eprintln!("under load: {acks} acks in 3 s; {health:?}; {:?}", monitor.stats());
         assert_eq!(events.try_recv().ok(), None, "false failure under load");
         assert!(health.alive);
         // The monitor really was probing throughout (150 heartbeats expected).

@@ -9,11 +9,7 @@ mod cmd;
 mod local;
 
 #[derive(Parser)]
-#[command(
-    name = "kvraft",
-    version,
-    about = "A replicated, linearizable key-value store you can watch"
-)]
+#[command(name = "kvraft", version, about = "A replicated, linearizable key-value store you can watch")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,6 +31,10 @@ enum Command {
     Coord(cmd::coord::Args),
     /// Run one server of the cluster.
     Server(cmd::server::Args),
+    /// Run the tracing server: collects every process's trace records.
+    TracingServer(cmd::trace::ServerArgs),
+    /// Check or draw a recorded trace.
+    Trace(cmd::trace::TraceArgs),
     /// Run seeded simulations of whole clusters under faults and check them.
     Sim(cmd::sim::Args),
     /// Check a history (JSON lines) for linearizability.
@@ -58,6 +58,8 @@ fn main() -> ExitCode {
         Command::Coord(args) => cmd::coord::run(args),
         Command::Server(args) => cmd::server::run(args),
         Command::Sim(args) => cmd::sim::run(args),
+        Command::TracingServer(args) => cmd::trace::server(args),
+        Command::Trace(args) => cmd::trace::trace(args),
         Command::Lincheck(args) => cmd::lincheck::run(args),
     };
     match result {

@@ -3,10 +3,7 @@
 use std::process::Command;
 
 fn kvraft(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kvraft"))
-        .args(args)
-        .output()
-        .expect("run kvraft");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvraft")).args(args).output().expect("run kvraft");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -10,10 +10,7 @@ use kvslib::{ClientError, Config, KvClient, Op, OpResult, Value};
 use support::TestCluster;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
 }
 
 async fn cluster(n: u64) -> TestCluster {
@@ -40,10 +37,7 @@ fn workload(n: u64, keys: u64) -> Vec<Op> {
             let key = format!("k{}", i % keys);
             match i % 4 {
                 0 => Op::Get { key },
-                _ => Op::Append {
-                    key,
-                    value: format!("<{i}>"),
-                },
+                _ => Op::Append { key, value: format!("<{i}>") },
             }
         })
         .collect()
@@ -65,23 +59,13 @@ fn check_in_order(results: &[OpResult]) -> HashMap<String, String> {
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.op_id, i as u64 + 1, "results out of order");
         match (&r.op, &r.result) {
-            (Op::Append { key, value }, Ok(Value::Done)) => {
-                state.entry(key.clone()).or_default().push_str(value)
-            }
+            (Op::Append { key, value }, Ok(Value::Done)) => state.entry(key.clone()).or_default().push_str(value),
             (Op::Get { key }, Ok(Value::Value(v))) => {
                 let v = v.as_deref().unwrap_or("");
                 let before = state.get(key).map_or("", String::as_str);
                 let fin = finals.get(key).map_or("", String::as_str);
-                assert!(
-                    v.starts_with(before),
-                    "op {}: Get({key}) = {v:?} misses earlier appends {before:?}",
-                    r.op_id
-                );
-                assert!(
-                    fin.starts_with(v),
-                    "op {}: Get({key}) = {v:?} is not a prefix of {fin:?}",
-                    r.op_id
-                );
+                assert!(v.starts_with(before), "op {}: Get({key}) = {v:?} misses earlier appends {before:?}", r.op_id);
+                assert!(fin.starts_with(v), "op {}: Get({key}) = {v:?} is not a prefix of {fin:?}", r.op_id);
             }
             other => panic!("op {}: unexpected {other:?}", r.op_id),
         }
@@ -164,13 +148,7 @@ fn quorum_loss_ends_operations_with_a_typed_error() {
         let mut cfg = config(&c, "ql", 8);
         cfg.op_timeout = Duration::from_secs(3);
         let (client, mut results) = KvClient::start(cfg).unwrap();
-        client
-            .execute(Op::Put {
-                key: "a".into(),
-                value: "1".into(),
-            })
-            .await
-            .unwrap();
+        client.execute(Op::Put { key: "a".into(), value: "1".into() }).await.unwrap();
         let leader = c.coord_leader(Duration::ZERO).await.leader_id;
         c.kill9(leader);
         c.kill9(if leader == 3 { 2 } else { 3 });
@@ -179,23 +157,10 @@ fn quorum_loss_ends_operations_with_a_typed_error() {
             client.put(format!("k{i}"), "v").await.unwrap();
         }
         for _ in 0..5 {
-            let r = tokio::time::timeout(Duration::from_secs(6), results.recv())
-                .await
-                .expect("no hang")
-                .unwrap();
-            assert!(
-                matches!(
-                    r.result,
-                    Err(ClientError::QuorumImpossible(_)) | Err(ClientError::Timeout(_))
-                ),
-                "{r:?}"
-            );
+            let r = tokio::time::timeout(Duration::from_secs(6), results.recv()).await.expect("no hang").unwrap();
+            assert!(matches!(r.result, Err(ClientError::QuorumImpossible(_)) | Err(ClientError::Timeout(_))), "{r:?}");
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "took {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     });
 }
 
@@ -206,26 +171,14 @@ fn a_new_client_with_a_used_id_works() {
         let c = cluster(3).await;
         let (a, _ra) = KvClient::start(config(&c, "same", 4)).unwrap();
         for i in 0..20 {
-            a.execute(Op::Append {
-                key: "k".into(),
-                value: format!("a{i},"),
-            })
-            .await
-            .unwrap();
+            a.execute(Op::Append { key: "k".into(), value: format!("a{i},") }).await.unwrap();
         }
         a.stop().await;
         let (b, _rb) = KvClient::start(config(&c, "same", 4)).unwrap();
-        let r = b
-            .execute(Op::Append {
-                key: "k".into(),
-                value: "b".into(),
-            })
-            .await;
+        let r = b.execute(Op::Append { key: "k".into(), value: "b".into() }).await;
         assert_eq!(r, Ok(Value::Done));
         let v = b.execute(Op::Get { key: "k".into() }).await.unwrap();
-        let Value::Value(Some(v)) = v else {
-            panic!("{v:?}")
-        };
+        let Value::Value(Some(v)) = v else { panic!("{v:?}") };
         assert!(v.ends_with("a19,b"), "{v}");
     });
 }

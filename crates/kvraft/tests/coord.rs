@@ -9,10 +9,7 @@ use kvraft_proto as pb;
 use support::{TestCluster, is_ok, put};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
 }
 
 async fn started(n: u64, extra: &str) -> TestCluster {
@@ -32,28 +29,14 @@ async fn leader(c: &TestCluster) -> pb::LeaderInfo {
 }
 
 /// Puts through the coord's current leader until one succeeds (or `timeout`).
-async fn put_via_coord(
-    c: &TestCluster,
-    client: &str,
-    op_id: u64,
-    key: &str,
-    timeout: Duration,
-) -> u64 {
+async fn put_via_coord(c: &TestCluster, client: &str, op_id: u64, key: &str, timeout: Duration) -> u64 {
     let start = Instant::now();
     loop {
-        assert!(
-            start.elapsed() < timeout,
-            "no write succeeded within {timeout:?}"
-        );
+        assert!(start.elapsed() < timeout, "no write succeeded within {timeout:?}");
         let info = c.coord_leader(Duration::from_millis(500)).await;
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", info.client_addr))
-                .unwrap();
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", info.client_addr)).unwrap();
         if info.leader_id != 0
-            && let Ok(ch) = endpoint
-                .connect_timeout(Duration::from_millis(200))
-                .connect()
-                .await
+            && let Ok(ch) = endpoint.connect_timeout(Duration::from_millis(200)).connect().await
         {
             let mut kv = pb::kv_client_client::KvClientClient::new(ch);
             if let Ok(r) = kv.put(put(client, op_id, key, "v")).await
@@ -73,19 +56,10 @@ fn join_of_3_5_and_7_servers_designates_server_1() {
             let c = started(n, "").await;
             let info = leader(&c).await;
             assert_eq!((info.leader_id, info.term), (1, 1), "{n} servers");
-            let view = c
-                .coord_client()
-                .await
-                .cluster(pb::Empty {})
-                .await
-                .unwrap()
-                .into_inner();
+            let view = c.coord_client().await.cluster(pb::Empty {}).await.unwrap().into_inner();
             assert!(view.join_complete);
             assert_eq!(view.servers.iter().filter(|s| s.alive).count() as u64, n);
-            assert_eq!(
-                put_via_coord(&c, "t", 1, "k", Duration::from_secs(10)).await,
-                1
-            );
+            assert_eq!(put_via_coord(&c, "t", 1, "k", Duration::from_secs(10)).await, 1);
         }
     });
 }
@@ -106,35 +80,22 @@ fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process:
 #[test]
 fn bad_joins_are_refused_and_the_coord_goes_on() {
     runtime().block_on(async {
-        let mut c =
-            TestCluster::with_coord(3, r#", "Secret": "s3cret""#, r#", "Secret": "s3cret""#);
+        let mut c = TestCluster::with_coord(3, r#", "Secret": "s3cret""#, r#", "Secret": "s3cret""#);
         c.start_coord();
         c.start(1);
         c.start(2);
         // Wait until 1 and 2 joined.
         c.wait_until("two servers joined", Duration::from_secs(10), || async {
             let mut req = tonic::Request::new(pb::Empty {});
-            req.metadata_mut()
-                .insert("x-kvraft-secret", "s3cret".parse().unwrap());
-            let v = c
-                .coord_client()
-                .await
-                .cluster(req)
-                .await
-                .unwrap()
-                .into_inner();
+            req.metadata_mut().insert("x-kvraft-secret", "s3cret".parse().unwrap());
+            let v = c.coord_client().await.cluster(req).await.unwrap().into_inner();
             v.servers.len() == 2
         })
         .await;
         let coord = c.coord.as_ref().unwrap().server_api.clone();
         let bad_config = |name: &str, id: u64, secret: &str| {
             let p = c.dir.path().join(name);
-            let (a, b, d, e) = (
-                support::free_port(),
-                support::free_port(),
-                support::free_port(),
-                support::free_port(),
-            );
+            let (a, b, d, e) = (support::free_port(), support::free_port(), support::free_port(), support::free_port());
             std::fs::write(
                 &p,
                 format!(
@@ -169,19 +130,9 @@ fn bad_joins_are_refused_and_the_coord_goes_on() {
             assert!(last.contains(expect), "{name}: {err}");
         }
         c.start(3);
-        let mut req = tonic::Request::new(pb::LeaderRequest {
-            wait_ms: 15_000,
-            trace: vec![],
-        });
-        req.metadata_mut()
-            .insert("x-kvraft-secret", "s3cret".parse().unwrap());
-        let info = c
-            .coord_client()
-            .await
-            .get_leader(req)
-            .await
-            .unwrap()
-            .into_inner();
+        let mut req = tonic::Request::new(pb::LeaderRequest { wait_ms: 15_000, trace: vec![] });
+        req.metadata_mut().insert("x-kvraft-secret", "s3cret".parse().unwrap());
+        let info = c.coord_client().await.get_leader(req).await.unwrap().into_inner();
         assert_eq!(info.leader_id, 1, "{}", info.status);
     });
 }
@@ -198,9 +149,7 @@ fn leader_failover_is_fast() {
         c.kill9(old);
         let new = put_via_coord(&c, "t", 2, "after", Duration::from_secs(10)).await;
         let took = killed.elapsed();
-        eprintln!(
-            "failover: SIGKILL of leader {old} to a write committed by leader {new}: {took:?}"
-        );
+        eprintln!("failover: SIGKILL of leader {old} to a write committed by leader {new}: {took:?}");
         assert_ne!(new, old);
         assert!(took < Duration::from_secs(3), "failover took {took:?}");
     });
@@ -229,33 +178,19 @@ fn three_of_five_is_quorum_impossible_until_one_returns() {
         let mut c = started(5, "").await;
         let old = leader(&c).await.leader_id;
         put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
-        let victims: Vec<u64> = std::iter::once(old)
-            .chain((1..=5).filter(|&i| i != old).take(2))
-            .collect();
+        let victims: Vec<u64> = std::iter::once(old).chain((1..=5).filter(|&i| i != old).take(2)).collect();
         for &v in &victims {
             c.kill9(v);
         }
-        c.wait_until(
-            "the coord reports quorum impossible",
-            Duration::from_secs(10),
-            || async { c.coord_leader(Duration::ZERO).await.quorum_impossible },
-        )
+        c.wait_until("the coord reports quorum impossible", Duration::from_secs(10), || async {
+            c.coord_leader(Duration::ZERO).await.quorum_impossible
+        })
         .await;
         let survivor = (1..=5).find(|i| !victims.contains(i)).unwrap();
         let start = Instant::now();
-        let r = c
-            .client(survivor)
-            .await
-            .put(put("t", 2, "b", "v"))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = c.client(survivor).await.put(put("t", 2, "b", "v")).await.unwrap().into_inner();
         assert!(!is_ok(&r), "a write succeeded without a quorum: {r:?}");
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "the client waited {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(2), "the client waited {:?}", start.elapsed());
         c.start(victims[1]);
         put_via_coord(&c, "t", 3, "c", Duration::from_secs(15)).await;
         assert!(!c.coord_leader(Duration::ZERO).await.quorum_impossible);
@@ -289,38 +224,22 @@ fn partition_between_coord_and_two_servers_is_survived_and_healed() {
         c.mute(old, false);
         c.mute(other, false);
         c.wait_until("both back in the view", Duration::from_secs(10), || async {
-            let v = c
-                .coord_client()
-                .await
-                .cluster(pb::Empty {})
-                .await
-                .unwrap()
-                .into_inner();
+            let v = c.coord_client().await.cluster(pb::Empty {}).await.unwrap().into_inner();
             v.servers.iter().all(|s| s.alive)
         })
         .await;
         put_via_coord(&c, "t", 22, "k22", Duration::from_secs(10)).await;
-        c.wait_until(
-            "every server applied everything",
-            Duration::from_secs(10),
-            || async {
-                let mut applied = Vec::new();
-                for id in 1..=5 {
-                    applied.push(c.status(id).await.applied_index);
-                }
-                applied.iter().all(|&a| a == applied[0])
-            },
-        )
+        c.wait_until("every server applied everything", Duration::from_secs(10), || async {
+            let mut applied = Vec::new();
+            for id in 1..=5 {
+                applied.push(c.status(id).await.applied_index);
+            }
+            applied.iter().all(|&a| a == applied[0])
+        })
         .await;
         let mut logs = Vec::new();
         for id in 1..=5 {
-            let r = c
-                .admin(id)
-                .await
-                .log(pb::LogRequest { from: 0, limit: 0 })
-                .await
-                .unwrap()
-                .into_inner();
+            let r = c.admin(id).await.log(pb::LogRequest { from: 0, limit: 0 }).await.unwrap().into_inner();
             logs.push(r.lines.iter().map(|l| l.entry.clone()).collect::<Vec<_>>());
         }
         assert!(logs.iter().all(|l| *l == logs[0]), "logs differ: {logs:?}");
@@ -342,15 +261,8 @@ fn coord_restart_does_not_interrupt_service() {
             let mut n = 0;
             while start.elapsed() < Duration::from_millis(1500) {
                 n += 1;
-                let r = kv
-                    .put(put("w", n, &format!("k{n}"), "v"))
-                    .await
-                    .expect("transport")
-                    .into_inner();
-                assert!(
-                    is_ok(&r),
-                    "write {n} failed while the coord restarted: {r:?}"
-                );
+                let r = kv.put(put("w", n, &format!("k{n}"), "v")).await.expect("transport").into_inner();
+                assert!(is_ok(&r), "write {n} failed while the coord restarted: {r:?}");
             }
             n
         });
@@ -361,9 +273,6 @@ fn coord_restart_does_not_interrupt_service() {
         let writes = writer.await.unwrap();
         assert!(writes > 20, "only {writes} writes");
         let after = leader(&c).await;
-        assert_eq!(
-            (after.leader_id, after.term),
-            (before.leader_id, before.term)
-        );
+        assert_eq!((after.leader_id, after.term), (before.leader_id, before.term));
     });
 }

@@ -13,39 +13,18 @@ fn demo_survives_each_failure_and_shows_identical_logs() {
     let dir = tempfile::tempdir().unwrap();
     for fail in ["leader", "follower", "partition"] {
         let out = Command::new(support::kvraft_bin())
-            .args([
-                "demo",
-                "--servers",
-                "3",
-                "--ops",
-                "12",
-                "--pace-ms",
-                "5",
-                "--fail",
-                fail,
-                "--config",
-            ])
+            .args(["demo", "--servers", "3", "--ops", "12", "--pace-ms", "5", "--fail", fail, "--config"])
             .arg(repo_config())
             .arg("--dir")
             .arg(dir.path().join(fail))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{fail}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{fail}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("0 wrong"), "{fail}: {stdout}");
-        assert!(
-            stdout.contains("logs of every running server: identical"),
-            "{fail}: {stdout}"
-        );
+        assert!(stdout.contains("logs of every running server: identical"), "{fail}: {stdout}");
         if fail != "follower" {
-            assert!(
-                stdout.contains("is the new leader, term"),
-                "{fail}: no failover shown: {stdout}"
-            );
+            assert!(stdout.contains("is the new leader, term"), "{fail}: no failover shown: {stdout}");
         }
     }
 }
@@ -55,12 +34,7 @@ fn cluster_up_status_down() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("c");
     let run = |args: &[&str]| {
-        let out = Command::new(support::kvraft_bin())
-            .args(args)
-            .arg("--dir")
-            .arg(&d)
-            .output()
-            .unwrap();
+        let out = Command::new(support::kvraft_bin()).args(args).arg("--dir").arg(&d).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -71,21 +45,11 @@ fn cluster_up_status_down() {
     struct Down<'a>(&'a std::path::Path);
     impl Drop for Down<'_> {
         fn drop(&mut self) {
-            let _ = Command::new(support::kvraft_bin())
-                .args(["cluster", "down", "--dir"])
-                .arg(self.0)
-                .output();
+            let _ = Command::new(support::kvraft_bin()).args(["cluster", "down", "--dir"]).arg(self.0).output();
         }
     }
     let _down = Down(&d);
-    let (ok, out, err) = run(&[
-        "cluster",
-        "up",
-        "--servers",
-        "3",
-        "--config",
-        &repo_config(),
-    ]);
+    let (ok, out, err) = run(&["cluster", "up", "--servers", "3", "--config", &repo_config()]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("leads term"), "{out}");
     let (ok, _, err) = run(&["cluster", "up", "--servers", "3"]);

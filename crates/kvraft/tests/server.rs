@@ -8,10 +8,7 @@ use std::time::Duration;
 use support::{TestCluster, get, is_ok, put, value_of};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
 }
 
 #[test]
@@ -24,24 +21,14 @@ fn replicates_and_serves_reads_and_writes() {
         let leader = c.select_leader().await;
         let mut kv = c.client(leader).await;
         for i in 1..=20 {
-            let r = kv
-                .put(put("t", i, &format!("k{i}"), &format!("v{i}")))
-                .await
-                .unwrap()
-                .into_inner();
+            let r = kv.put(put("t", i, &format!("k{i}"), &format!("v{i}"))).await.unwrap().into_inner();
             assert!(is_ok(&r), "{r:?}");
         }
         let r = kv.get(get("t", 21, "k7")).await.unwrap().into_inner();
         assert_eq!(value_of(&r), Some(Some("v7".into())));
         // A follower refuses and names the leader.
         let follower = if leader == 1 { 2 } else { 1 };
-        let r = c
-            .client(follower)
-            .await
-            .put(put("t", 22, "x", "y"))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = c.client(follower).await.put(put("t", 22, "x", "y")).await.unwrap().into_inner();
         match r.result {
             Some(kvraft_proto::reply::Result::Error(e)) => {
                 assert_eq!(e.code, kvraft_proto::ErrorCode::NotLeader as i32);
@@ -50,17 +37,13 @@ fn replicates_and_serves_reads_and_writes() {
             other => panic!("expected not leader, got {other:?}"),
         }
         // Every server applies the same log.
-        c.wait_until(
-            "all servers applied everything",
-            Duration::from_secs(10),
-            || async {
-                let mut applied = Vec::new();
-                for id in 1..=3 {
-                    applied.push(c.status(id).await.applied_index);
-                }
-                applied.iter().all(|&a| a == applied[0] && a >= 21)
-            },
-        )
+        c.wait_until("all servers applied everything", Duration::from_secs(10), || async {
+            let mut applied = Vec::new();
+            for id in 1..=3 {
+                applied.push(c.status(id).await.applied_index);
+            }
+            applied.iter().all(|&a| a == applied[0] && a >= 21)
+        })
         .await;
     });
 }
@@ -82,19 +65,14 @@ fn kill9_mid_write_load_loses_no_acknowledged_write() {
             let addr = addr.clone();
             let stop = stop.clone();
             writers.push(tokio::spawn(async move {
-                let mut kv = kvraft_proto::kv_client_client::KvClientClient::new(
-                    support::connect(&addr).await,
-                );
+                let mut kv = kvraft_proto::kv_client_client::KvClientClient::new(support::connect(&addr).await);
                 let mut acked = Vec::new();
                 for i in 1.. {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
                     let key = format!("w{w}-{i}");
-                    match kv
-                        .put(put(&format!("writer{w}"), i, &key, &format!("value-{i}")))
-                        .await
-                    {
+                    match kv.put(put(&format!("writer{w}"), i, &key, &format!("value-{i}"))).await {
                         Ok(r) if is_ok(r.get_ref()) => acked.push(key),
                         _ => break, // the server died under us
                     }
@@ -111,11 +89,7 @@ fn kill9_mid_write_load_loses_no_acknowledged_write() {
         for w in writers {
             acked.extend(w.await.unwrap());
         }
-        assert!(
-            acked.len() > 50,
-            "the load wrote too little to mean anything: {}",
-            acked.len()
-        );
+        assert!(acked.len() > 50, "the load wrote too little to mean anything: {}", acked.len());
 
         for id in 1..=3 {
             c.start(id);
@@ -124,16 +98,8 @@ fn kill9_mid_write_load_loses_no_acknowledged_write() {
         let mut kv = c.client(leader).await;
         for (n, key) in acked.iter().enumerate() {
             let i: u64 = key.rsplit('-').next().unwrap().parse().unwrap();
-            let r = kv
-                .get(get("reader", n as u64 + 1, key))
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(
-                value_of(&r),
-                Some(Some(format!("value-{i}"))),
-                "acknowledged {key} lost: {r:?}"
-            );
+            let r = kv.get(get("reader", n as u64 + 1, key)).await.unwrap().into_inner();
+            assert_eq!(value_of(&r), Some(Some(format!("value-{i}"))), "acknowledged {key} lost: {r:?}");
         }
     });
 }
@@ -151,11 +117,7 @@ fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
 async fn write_some(c: &TestCluster, leader: u64, client: &str, n: u64) {
     let mut kv = c.client(leader).await;
     for i in 1..=n {
-        let r = kv
-            .put(put(client, i, &format!("{client}-{i}"), "v"))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = kv.put(put(client, i, &format!("{client}-{i}"), "v")).await.unwrap().into_inner();
         assert!(is_ok(&r), "{r:?}");
     }
 }
@@ -210,10 +172,7 @@ fn corruption_before_the_tail_stops_the_server() {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "server did not stop on a corrupt log"
-            );
+            assert!(start.elapsed() < Duration::from_secs(10), "server did not stop on a corrupt log");
             std::thread::sleep(Duration::from_millis(20));
         };
         c.server(1).child = None;
@@ -243,11 +202,9 @@ fn lagging_follower_is_caught_up_by_snapshot() {
         c.start(lagging);
         c.configure().await;
         let target = st.commit_index;
-        c.wait_until(
-            "the lagging follower caught up",
-            Duration::from_secs(20),
-            || async { c.status(lagging).await.applied_index >= target },
-        )
+        c.wait_until("the lagging follower caught up", Duration::from_secs(20), || async {
+            c.status(lagging).await.applied_index >= target
+        })
         .await;
         let st = c.status(lagging).await;
         assert!(st.snapshot_index > 0, "it was sent a snapshot: {st:?}");
@@ -262,19 +219,12 @@ fn disk_use_stays_bounded_over_200k_writes() {
     use tokio_stream::StreamExt;
     runtime().block_on(async {
         // fsync off keeps this test about space, not disk speed.
-        let mut c = TestCluster::new(
-            1,
-            r#", "SnapshotEntries": 1000, "SegmentBytes": 262144, "Fsync": "never""#,
-        );
+        let mut c = TestCluster::new(1, r#", "SnapshotEntries": 1000, "SegmentBytes": 262144, "Fsync": "never""#);
         c.start(1);
         let leader = c.select_leader().await;
         let mut kv = c.client(leader).await;
         let (tx, rx) = tokio::sync::mpsc::channel::<kvraft_proto::Command>(1024);
-        let mut replies = kv
-            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut replies = kv.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
         const TOTAL: u64 = 200_000;
         const WINDOW: u64 = 512;
         let mut outstanding = BTreeSet::new();
@@ -300,10 +250,7 @@ fn disk_use_stays_bounded_over_200k_writes() {
         assert!(st.applied_index > TOTAL);
         assert!(st.snapshot_index > TOTAL - 2000, "{st:?}");
         // 200,000 entries of ~150 bytes were written: ~30 MB of log.
-        assert!(
-            max_disk > 0 && max_disk < 4 << 20,
-            "disk use peaked at {max_disk} bytes"
-        );
+        assert!(max_disk > 0 && max_disk < 4 << 20, "disk use peaked at {max_disk} bytes");
     });
 }
 
@@ -318,28 +265,15 @@ fn requests_without_the_secret_are_refused() {
         let err = kv.put(put("t", 1, "k", "v")).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let mut req = tonic::Request::new(kvraft_proto::StatusRequest {});
-        req.metadata_mut()
-            .insert("x-kvraft-secret", "s3cret".parse().unwrap());
-        let st = c
-            .admin(1)
-            .await
-            .status(req)
-            .await
-            .expect("the right secret is accepted")
-            .into_inner();
+        req.metadata_mut().insert("x-kvraft-secret", "s3cret".parse().unwrap());
+        let st = c.admin(1).await.status(req).await.expect("the right secret is accepted").into_inner();
         assert_eq!(st.id, 1);
     });
 }
 
 fn run_kvraft(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(support::kvraft_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = std::process::Command::new(support::kvraft_bin()).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Bad configs, a port in use, an unwritable data directory: one line, non-zero exit.
@@ -348,12 +282,7 @@ fn startup_errors_are_one_line() {
     let c = TestCluster::new(1, "");
     let cfg = c.servers[0].config.to_str().unwrap().to_owned();
 
-    let (code, err) = run_kvraft(&[
-        "server",
-        "1",
-        "--config",
-        "/nonexistent/server_config1.json",
-    ]);
+    let (code, err) = run_kvraft(&["server", "1", "--config", "/nonexistent/server_config1.json"]);
     assert_ne!(code, 0);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("cannot read config"), "{err}");
@@ -366,39 +295,17 @@ fn startup_errors_are_one_line() {
     std::fs::write(&bad, "{\"ServerID\": 1,").unwrap();
     let (code, err) = run_kvraft(&["server", "1", "--config", bad.to_str().unwrap()]);
     assert_ne!(code, 0);
-    assert!(
-        err.trim().lines().count() == 1 && err.contains("invalid config"),
-        "{err}"
-    );
+    assert!(err.trim().lines().count() == 1 && err.contains("invalid config"), "{err}");
 
     let taken = std::net::TcpListener::bind(c.servers[0].client_addr.as_str()).unwrap();
     let (code, err) = run_kvraft(&["server", "1", "--config", &cfg]);
     assert_ne!(code, 0);
-    assert!(
-        err.lines()
-            .last()
-            .unwrap_or_default()
-            .contains("cannot listen on"),
-        "{err}"
-    );
+    assert!(err.lines().last().unwrap_or_default().contains("cannot listen on"), "{err}");
     drop(taken);
 
     let file = c.dir.path().join("not-a-dir");
     std::fs::write(&file, "").unwrap();
-    let (code, err) = run_kvraft(&[
-        "server",
-        "1",
-        "--config",
-        &cfg,
-        "--data-dir",
-        file.join("sub").to_str().unwrap(),
-    ]);
+    let (code, err) = run_kvraft(&["server", "1", "--config", &cfg, "--data-dir", file.join("sub").to_str().unwrap()]);
     assert_ne!(code, 0);
-    assert!(
-        err.lines()
-            .last()
-            .unwrap_or_default()
-            .contains("data directory"),
-        "{err}"
-    );
+    assert!(err.lines().last().unwrap_or_default().contains("data directory"), "{err}");
 }

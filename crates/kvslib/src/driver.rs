@@ -21,11 +21,7 @@ use crate::wire;
 
 /// What the API hands the driver.
 pub enum Request {
-    Submit {
-        op: Op,
-        op_id: u64,
-        reply: Option<oneshot::Sender<OpResult>>,
-    },
+    Submit { op: Op, op_id: u64, reply: Option<oneshot::Sender<OpResult>> },
     Stop(oneshot::Sender<()>),
 }
 
@@ -37,6 +33,8 @@ pub enum Event {
 }
 
 struct Pending {
+    /// This operation's own trace (a new one per operation).
+    trace: kvraft_trace::Trace,
     op_id: u64,
     op: Op,
     cmd: pb::Command,
@@ -67,18 +65,34 @@ pub struct Driver {
     /// Resend after this instant (a NoQuorum answer asks for a pause).
     hold_until: Option<Instant>,
     stop: Option<oneshot::Sender<()>>,
+    /// The client's own trace (KvslibStart, KvslibStop).
+    trace: kvraft_trace::Trace,
+}
+
+/// The prototype's trace tags for an operation and its result.
+fn op_tags(op: &Op) -> (&'static str, &'static str) {
+    match op {
+        Op::Get { .. } => ("Get", "GetResultRecvd"),
+        Op::Put { .. } => ("Put", "PutResultRecvd"),
+        Op::Append { .. } => ("Append", "AppendResultRecvd"),
+        Op::Delete { .. } => ("Delete", "DeleteResultRecvd"),
+        Op::Cas { .. } => ("Cas", "CasResultRecvd"),
+    }
+}
+
+/// What a driver is started with.
+pub struct Settings {
+    pub client_id: String,
+    pub session: u64,
+    pub secret: String,
+    pub window: usize,
+    pub op_timeout: Duration,
+    pub trace: kvraft_trace::Trace,
 }
 
 impl Driver {
-    pub fn new(
-        client_id: String,
-        session: u64,
-        secret: String,
-        window: usize,
-        op_timeout: Duration,
-        results: mpsc::Sender<OpResult>,
-        events_tx: mpsc::UnboundedSender<Event>,
-    ) -> Self {
+    pub fn new(s: Settings, results: mpsc::Sender<OpResult>, events_tx: mpsc::UnboundedSender<Event>) -> Self {
+        let Settings { client_id, session, secret, window, op_timeout, trace } = s;
         Driver {
             client_id,
             session,
@@ -93,14 +107,11 @@ impl Driver {
             leader: pb::LeaderInfo::default(),
             hold_until: None,
             stop: None,
+            trace,
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut requests: mpsc::Receiver<Request>,
-        mut events: mpsc::UnboundedReceiver<Event>,
-    ) {
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, mut events: mpsc::UnboundedReceiver<Event>) {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut requests_open = true;
@@ -117,6 +128,8 @@ impl Driver {
             self.pump();
             self.deliver().await;
             if (self.stop.is_some() || !requests_open) && self.queue.is_empty() {
+                self.trace.record("KvslibStop", serde_json::json!({"ClientId": self.client_id}));
+                let _ = self.trace.tracer().flush(Duration::from_millis(500)).await;
                 self.results = None; // closes the results channel
                 if let Some(done) = self.stop.take() {
                     let _ = done.send(());
@@ -127,8 +140,23 @@ impl Driver {
     }
 
     fn submit(&mut self, op: Op, op_id: u64, reply: Option<oneshot::Sender<OpResult>>) {
-        let cmd = wire::command(&self.client_id, self.session, op_id, &op);
+        let mut cmd = wire::command(&self.client_id, self.session, op_id, &op);
+        let trace = self.trace.tracer().create_trace();
+        if trace.enabled() {
+            let mut body = serde_json::json!({"ClientId": self.client_id, "OpId": op_id, "Key": op.key()});
+            match &op {
+                Op::Put { value, .. } | Op::Append { value, .. } => body["Value"] = serde_json::json!(value),
+                Op::Cas { expected, new, .. } => {
+                    body["Expected"] = serde_json::json!(expected);
+                    body["Value"] = serde_json::json!(new);
+                }
+                Op::Get { .. } | Op::Delete { .. } => {}
+            }
+            trace.record(op_tags(&op).0, body);
+            cmd.trace = trace.generate_token();
+        }
         self.queue.push_back(Pending {
+            trace,
             op_id,
             op,
             cmd,
@@ -142,8 +170,7 @@ impl Driver {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Leader(info) => {
-                let changed = info.leader_id != self.leader.leader_id
-                    || info.client_addr != self.leader.client_addr;
+                let changed = info.leader_id != self.leader.leader_id || info.client_addr != self.leader.client_addr;
                 self.leader = info;
                 if self.leader.quorum_impossible {
                     let why = self.leader.status.clone();
@@ -151,12 +178,7 @@ impl Driver {
                         p.result = Some(Err(ClientError::QuorumImpossible(why.clone())));
                     }
                 }
-                if changed
-                    && self
-                        .conn
-                        .as_ref()
-                        .is_some_and(|c| c.leader != self.leader.leader_id)
-                {
+                if changed && self.conn.as_ref().is_some_and(|c| c.leader != self.leader.leader_id) {
                     self.drop_conn();
                 }
             }
@@ -166,9 +188,7 @@ impl Driver {
                 }
             }
             Event::Reply { epoch, reply } => {
-                if self.conn.as_ref().is_none_or(|c| c.epoch != epoch)
-                    || reply.session != self.session
-                {
+                if self.conn.as_ref().is_none_or(|c| c.epoch != epoch) || reply.session != self.session {
                     return;
                 }
                 let Some(p) = self.queue.iter_mut().find(|p| p.op_id == reply.op_id) else {
@@ -177,12 +197,21 @@ impl Driver {
                 if p.result.is_some() {
                     return;
                 }
+                let token = reply.trace.clone();
                 match wire::outcome(reply) {
-                    wire::Outcome::Done(r) => p.result = Some(r),
-                    wire::Outcome::NotLeader {
-                        leader_id,
-                        leader_addr,
-                    } => {
+                    wire::Outcome::Done(r) => {
+                        if p.trace.enabled()
+                            && let Ok(t) = p.trace.tracer().receive_token(&token)
+                        {
+                            let mut body = serde_json::json!({"OpId": p.op_id, "Key": p.op.key()});
+                            if let Ok(Value::Value(v)) = &r {
+                                body["Value"] = serde_json::json!(v);
+                            }
+                            t.record(op_tags(&p.op).1, body);
+                        }
+                        p.result = Some(r)
+                    }
+                    wire::Outcome::NotLeader { leader_id, leader_addr } => {
                         p.sent = false;
                         if leader_id != 0 && !leader_addr.is_empty() {
                             self.leader.leader_id = leader_id;
@@ -225,18 +254,8 @@ impl Driver {
         let epoch = self.next_epoch;
         let (tx, rx) = mpsc::unbounded_channel();
         let addr = self.leader.client_addr.clone();
-        tokio::spawn(wire::session(
-            addr,
-            self.secret.clone(),
-            epoch,
-            rx,
-            self.events_tx.clone(),
-        ));
-        self.conn = Some(Conn {
-            epoch,
-            leader: self.leader.leader_id,
-            tx,
-        });
+        tokio::spawn(wire::session(addr, self.secret.clone(), epoch, rx, self.events_tx.clone()));
+        self.conn = Some(Conn { epoch, leader: self.leader.leader_id, tx });
     }
 
     /// Puts queued operations on the wire, up to the window.
@@ -253,11 +272,7 @@ impl Driver {
         }
         let Some(conn) = &self.conn else { return };
         let first_unacked = self.queue.front().map_or(0, |p| p.op_id);
-        let mut on_wire = self
-            .queue
-            .iter()
-            .filter(|p| p.sent && p.result.is_none())
-            .count();
+        let mut on_wire = self.queue.iter().filter(|p| p.sent && p.result.is_none()).count();
         let mut broken = false;
         for p in self.queue.iter_mut() {
             if on_wire >= self.window {
@@ -283,11 +298,7 @@ impl Driver {
     async fn deliver(&mut self) {
         while self.queue.front().is_some_and(|p| p.result.is_some()) {
             let p = self.queue.pop_front().expect("front exists");
-            let r = OpResult {
-                op_id: p.op_id,
-                op: p.op,
-                result: p.result.expect("checked"),
-            };
+            let r = OpResult { op_id: p.op_id, op: p.op, result: p.result.expect("checked") };
             match p.reply {
                 Some(tx) => {
                     let _ = tx.send(r);

@@ -39,6 +39,9 @@ pub struct Config {
     pub window: usize,
     /// An operation without a result after this long ends with `Timeout`.
     pub op_timeout: Duration,
+    /// Vector-clock tracing (disabled by default): KvslibStart, Put, Get,
+    /// their results, leader changes, KvslibStop.
+    pub tracer: kvraft_trace::Tracer,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             ch_capacity: 1024,
             window: 64,
             op_timeout: Duration::from_secs(10),
+            tracer: kvraft_trace::Tracer::disabled(),
         }
     }
 }
@@ -73,37 +77,35 @@ impl KvClient {
         }
         // A restarted client must outrank its previous incarnation: its
         // start time in nanoseconds does.
-        let session = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
+        let session = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let (results_tx, results_rx) = mpsc::channel(cfg.ch_capacity.max(1));
         let (req_tx, req_rx) = mpsc::channel(cfg.window.max(1) * 4);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let trace = cfg.tracer.create_trace();
+        trace.record("KvslibStart", serde_json::json!({"ClientId": cfg.client_id}));
         tokio::spawn(wire::watch_coord(
             cfg.coord_addr.clone(),
             cfg.secret.clone(),
             ev_tx.clone(),
+            trace.clone(),
+            cfg.client_id.clone(),
         ));
-        let d = driver::Driver::new(
-            cfg.client_id,
+        let settings = driver::Settings {
+            client_id: cfg.client_id,
             session,
-            cfg.secret,
-            cfg.window,
-            cfg.op_timeout,
-            results_tx,
-            ev_tx,
-        );
-        tokio::spawn(d.run(req_rx, ev_rx));
-        let client = KvClient {
-            requests: req_tx,
-            next_op: std::sync::Arc::new(1.into()),
+            secret: cfg.secret,
+            window: cfg.window,
+            op_timeout: cfg.op_timeout,
+            trace,
         };
+        let d = driver::Driver::new(settings, results_tx, ev_tx);
+        tokio::spawn(d.run(req_rx, ev_rx));
+        let client = KvClient { requests: req_tx, next_op: std::sync::Arc::new(1.into()) };
         Ok((client, results_rx))
     }
 
     fn alloc(&self) -> u64 {
-        self.next_op
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_op.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Issues `op`; its result comes on the results channel. Waits only if
@@ -111,11 +113,7 @@ impl KvClient {
     pub async fn submit(&self, op: Op) -> Result<u64, ClientError> {
         let op_id = self.alloc();
         self.requests
-            .send(driver::Request::Submit {
-                op,
-                op_id,
-                reply: None,
-            })
+            .send(driver::Request::Submit { op, op_id, reply: None })
             .await
             .map_err(|_| ClientError::Stopped)?;
         Ok(op_id)
@@ -125,32 +123,16 @@ impl KvClient {
         self.submit(Op::Get { key: key.into() }).await
     }
 
-    pub async fn put(
-        &self,
-        key: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Result<u64, ClientError> {
-        self.submit(Op::Put {
-            key: key.into(),
-            value: value.into(),
-        })
-        .await
+    pub async fn put(&self, key: impl Into<String>, value: impl Into<String>) -> Result<u64, ClientError> {
+        self.submit(Op::Put { key: key.into(), value: value.into() }).await
     }
 
     pub async fn delete(&self, key: impl Into<String>) -> Result<u64, ClientError> {
         self.submit(Op::Delete { key: key.into() }).await
     }
 
-    pub async fn append(
-        &self,
-        key: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Result<u64, ClientError> {
-        self.submit(Op::Append {
-            key: key.into(),
-            value: value.into(),
-        })
-        .await
+    pub async fn append(&self, key: impl Into<String>, value: impl Into<String>) -> Result<u64, ClientError> {
+        self.submit(Op::Append { key: key.into(), value: value.into() }).await
     }
 
     pub async fn cas(
@@ -159,12 +141,7 @@ impl KvClient {
         expected: Option<String>,
         new: impl Into<String>,
     ) -> Result<u64, ClientError> {
-        self.submit(Op::Cas {
-            key: key.into(),
-            expected,
-            new: new.into(),
-        })
-        .await
+        self.submit(Op::Cas { key: key.into(), expected, new: new.into() }).await
     }
 
     /// Runs one operation and waits for its result (in order with the rest).
@@ -172,11 +149,7 @@ impl KvClient {
         let op_id = self.alloc();
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send(driver::Request::Submit {
-                op,
-                op_id,
-                reply: Some(tx),
-            })
+            .send(driver::Request::Submit { op, op_id, reply: Some(tx) })
             .await
             .map_err(|_| ClientError::Stopped)?;
         rx.await.map_err(|_| ClientError::Stopped)?.result

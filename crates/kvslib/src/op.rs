@@ -49,11 +49,9 @@ impl fmt::Display for Op {
             Op::Put { key, value } => write!(f, "Put({key},{value})"),
             Op::Delete { key } => write!(f, "Delete({key})"),
             Op::Append { key, value } => write!(f, "Append({key},{value})"),
-            Op::Cas { key, expected, new } => write!(
-                f,
-                "Cas({key},{},{new})",
-                expected.as_deref().unwrap_or("<absent>")
-            ),
+            Op::Cas { key, expected, new } => {
+                write!(f, "Cas({key},{},{new})", expected.as_deref().unwrap_or("<absent>"))
+            }
         }
     }
 }

@@ -20,11 +20,7 @@ pub fn command(client_id: &str, session: u64, op_id: u64, op: &Op) -> pb::Comman
         Op::Put { key, value } => P::Put(pb::PutOp { key, value }),
         Op::Delete { key } => P::Delete(pb::DeleteOp { key }),
         Op::Append { key, value } => P::Append(pb::AppendOp { key, value }),
-        Op::Cas { key, expected, new } => P::Cas(pb::CasOp {
-            key,
-            expected,
-            new_value: new,
-        }),
+        Op::Cas { key, expected, new } => P::Cas(pb::CasOp { key, expected, new_value: new }),
     };
     pb::Command {
         client_id: client_id.to_owned(),
@@ -53,10 +49,7 @@ pub fn outcome(r: pb::Reply) -> Outcome {
         Some(R::Done(_)) => Outcome::Done(Ok(Value::Done)),
         Some(R::Cas(c)) => Outcome::Done(Ok(Value::Cas { swapped: c.swapped })),
         Some(R::Error(e)) => match pb::ErrorCode::try_from(e.code) {
-            Ok(pb::ErrorCode::NotLeader) => Outcome::NotLeader {
-                leader_id: e.leader_id,
-                leader_addr: e.leader_addr,
-            },
+            Ok(pb::ErrorCode::NotLeader) => Outcome::NotLeader { leader_id: e.leader_id, leader_addr: e.leader_addr },
             Ok(pb::ErrorCode::NoQuorum) | Ok(pb::ErrorCode::Unavailable) => Outcome::Retry,
             Ok(pb::ErrorCode::StaleRequest) => Outcome::Done(Err(ClientError::Stale)),
             Ok(pb::ErrorCode::BadRequest) => Outcome::Done(Err(ClientError::BadRequest(e.message))),
@@ -78,11 +71,7 @@ pub fn with_secret<T>(msg: T, secret: &str) -> tonic::Request<T> {
 
 async fn channel(addr: &str) -> Option<tonic::transport::Channel> {
     let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
-    e.connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .ok()
+    e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true).connect().await.ok()
 }
 
 /// One session stream to a leader; reports every reply, then its end.
@@ -111,22 +100,32 @@ pub async fn session(
 }
 
 /// Follows the coord's leader announcements for as long as the client lives.
-pub async fn watch_coord(addr: String, secret: String, events: mpsc::UnboundedSender<Event>) {
+pub async fn watch_coord(
+    addr: String,
+    secret: String,
+    events: mpsc::UnboundedSender<Event>,
+    trace: kvraft_trace::Trace,
+    client_id: String,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
         if let Some(ch) = channel(&addr).await {
             backoff = Duration::from_millis(50);
             let mut coord = CoordClientClient::new(ch);
-            let req = with_secret(
-                pb::LeaderRequest {
-                    wait_ms: 0,
-                    trace: Vec::new(),
-                },
-                &secret,
-            );
+            trace.record("LeaderReq", serde_json::json!({"ClientId": client_id}));
+            let token = if trace.enabled() { trace.generate_token() } else { Vec::new() };
+            let req = with_secret(pb::LeaderRequest { wait_ms: 0, trace: token }, &secret);
             if let Ok(resp) = coord.watch_leader(req).await {
                 let mut stream = resp.into_inner();
+                let mut first = true;
                 while let Ok(Some(info)) = stream.message().await {
+                    if trace.enabled()
+                        && let Ok(t) = trace.tracer().receive_token(&info.trace)
+                    {
+                        let tag = if first { "LeaderResRecvd" } else { "LeaderNodeUpdateRecvd" };
+                        t.record(tag, serde_json::json!({"ClientId": client_id, "ServerId": info.leader_id}));
+                    }
+                    first = false;
                     if events.send(Event::Leader(info)).is_err() {
                         return;
                     }

@@ -40,16 +40,9 @@ pub fn check_with_budget(history: &[Operation], max_states_per_key: usize) -> Re
     for op in history {
         by_key.entry(op.key.as_str()).or_default().push(op);
     }
-    let report = |verdict| Report {
-        verdict,
-        ops_checked: history.len(),
-        keys: by_key.len(),
-    };
+    let report = |verdict| Report { verdict, ops_checked: history.len(), keys: by_key.len() };
 
-    if let Some((op, err)) = history
-        .iter()
-        .find_map(|op| op.validate().err().map(|e| (op, e)))
-    {
+    if let Some((op, err)) = history.iter().find_map(|op| op.validate().err().map(|e| (op, e))) {
         return report(Verdict::NotLinearizable(Violation {
             key: op.key.clone(),
             ops: vec![op.clone()],
@@ -65,31 +58,17 @@ pub fn check_with_budget(history: &[Operation], max_states_per_key: usize) -> Re
             Outcome::Unknown => exhausted = true,
             Outcome::Violation { longest, state } => {
                 let (ops, explanation) = explain(&ops, longest, state, max_states_per_key);
-                return report(Verdict::NotLinearizable(Violation {
-                    key: (*key).to_owned(),
-                    ops,
-                    explanation,
-                }));
+                return report(Verdict::NotLinearizable(Violation { key: (*key).to_owned(), ops, explanation }));
             }
         }
     }
-    report(if exhausted {
-        Verdict::Unknown
-    } else {
-        Verdict::Linearizable
-    })
+    report(if exhausted { Verdict::Unknown } else { Verdict::Linearizable })
 }
 
 /// Reads, parses and checks a JSON-lines history file.
 pub fn check_file(path: &Path) -> Result<Report, Error> {
-    let text = std::fs::read_to_string(path).map_err(|cause| Error::Io {
-        path: path.to_owned(),
-        cause,
-    })?;
-    let history = parse_jsonl(&text).map_err(|cause| Error::Parse {
-        path: path.to_owned(),
-        cause,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|cause| Error::Io { path: path.to_owned(), cause })?;
+    let history = parse_jsonl(&text).map_err(|cause| Error::Parse { path: path.to_owned(), cause })?;
     Ok(check(&history))
 }
 
@@ -98,11 +77,7 @@ pub fn check_file(path: &Path) -> Result<Report, Error> {
 /// states explored), the rest ordered by call time so that reports read
 /// chronologically.
 fn relevant<'a>(ops: &[&'a Operation]) -> Vec<&'a Operation> {
-    let mut kept: Vec<&Operation> = ops
-        .iter()
-        .copied()
-        .filter(|op| !(op.is_pending() && op.op == Op::Get))
-        .collect();
+    let mut kept: Vec<&Operation> = ops.iter().copied().filter(|op| !(op.is_pending() && op.op == Op::Get)).collect();
     // Stable sort: equal call times keep input order.
     kept.sort_by_key(|op| (op.call, op.ret.is_none(), op.ret));
     kept

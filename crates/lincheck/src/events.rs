@@ -53,20 +53,8 @@ pub(crate) fn ordered_events<O: Borrow<Operation>>(ops: &[O]) -> Vec<Event> {
         let instant = o.ret == Some(o.call);
         let (call_rank, ret_rank) = if instant { (1, 2) } else { (3, 0) };
         let ret = o.ret.map_or(Time::Never, Time::At);
-        keyed.push((
-            (Time::At(o.call), call_rank, i),
-            Event {
-                op: i,
-                kind: Kind::Call,
-            },
-        ));
-        keyed.push((
-            (ret, ret_rank, i),
-            Event {
-                op: i,
-                kind: Kind::Return,
-            },
-        ));
+        keyed.push(((Time::At(o.call), call_rank, i), Event { op: i, kind: Kind::Call }));
+        keyed.push(((ret, ret_rank, i), Event { op: i, kind: Kind::Return }));
     }
     keyed.sort_unstable_by_key(|(key, _)| *key);
     keyed.into_iter().map(|(_, e)| e).collect()
@@ -108,12 +96,7 @@ mod tests {
     #[test]
     fn instantaneous_ops_keep_call_before_return_and_overlap_each_other() {
         // op0 ends at 5, op1 and op2 are instantaneous at 5, op3 starts at 5.
-        let ops = [
-            op(1, Some(5)),
-            op(5, Some(5)),
-            op(5, Some(5)),
-            op(5, Some(9)),
-        ];
+        let ops = [op(1, Some(5)), op(5, Some(5)), op(5, Some(5)), op(5, Some(9))];
         assert_eq!(render(&ops), "c0 r0 c1 c2 r1 r2 c3 r3");
     }
 

@@ -52,12 +52,7 @@ pub(crate) fn explain(
         }
     }
 
-    let mut failing = Failing {
-        len: events.len(),
-        origin: (0..ops.len()).collect(),
-        longest,
-        state,
-    };
+    let mut failing = Failing { len: events.len(), origin: (0..ops.len()).collect(), longest, state };
     // Invariant: the prefix of `lo` events is not known to fail, the prefix of
     // `hi` events fails. (With an exhausted budget "not known to fail" may
     // hide a failure, so the result is then short but maybe not shortest.)
@@ -68,12 +63,7 @@ pub(crate) fn explain(
         match search(&relaxed, max_states) {
             Outcome::Violation { longest, state } => {
                 hi = mid;
-                failing = Failing {
-                    len: mid,
-                    origin,
-                    longest,
-                    state,
-                };
+                failing = Failing { len: mid, origin, longest, state };
             }
             Outcome::Linearizable | Outcome::Unknown => lo = mid,
         }
@@ -88,27 +78,15 @@ pub(crate) fn explain(
             shown.push((*op).clone());
         }
     }
-    let order: Vec<usize> = failing
-        .longest
-        .iter()
-        .map(|&r| shown_pos[failing.origin[r]])
-        .collect();
+    let order: Vec<usize> = failing.longest.iter().map(|&r| shown_pos[failing.origin[r]]).collect();
     let last = failing.len.checked_sub(1).map(|pos| events[pos]);
-    let blocker = last
-        .filter(|e| e.kind == Kind::Return)
-        .map(|e| (shown_pos[e.op], ops[e.op]));
+    let blocker = last.filter(|e| e.kind == Kind::Return).map(|e| (shown_pos[e.op], ops[e.op]));
 
     let mut text = format!("these {} ops admit no linearization", shown.len());
     if let Some((at, op)) = blocker {
         let ret = op.ret.map_or_else(|| "?".to_owned(), |t| t.to_string());
-        let out = op
-            .output
-            .as_ref()
-            .map_or_else(|| "?".to_owned(), |o| o.to_string());
-        text.push_str(&format!(
-            " once [{at}] ({} -> {out}) returns at t={ret}",
-            op.op
-        ));
+        let out = op.output.as_ref().map_or_else(|| "?".to_owned(), |o| o.to_string());
+        text.push_str(&format!(" once [{at}] ({} -> {out}) returns at t={ret}", op.op));
     }
     text.push_str(&format!(
         "; the longest linearizable prefix found has {} ops ({}), leaving the key {}",
@@ -136,11 +114,7 @@ fn relaxed_prefix(
         if ret_pos[i] < len {
             relaxed.push(op.clone());
         } else if op.op != Op::Get {
-            relaxed.push(Operation {
-                ret: None,
-                output: None,
-                ..op.clone()
-            });
+            relaxed.push(Operation { ret: None, output: None, ..op.clone() });
         } else {
             continue;
         }
@@ -168,22 +142,13 @@ mod tests {
     use crate::history::Output;
 
     fn op(call: u64, ret: u64, op: Op, output: Output) -> Operation {
-        Operation {
-            client: 0,
-            key: "k".into(),
-            op,
-            call,
-            ret: Some(ret),
-            output: Some(output),
-        }
+        Operation { client: 0, key: "k".into(), op, call, ret: Some(ret), output: Some(output) }
     }
 
     #[test]
     fn shrinks_to_the_ops_called_before_the_stuck_return() {
         let put = |v: &str| Op::Put { value: v.into() };
-        let read = |v: &str| Output::Value {
-            value: Some(v.into()),
-        };
+        let read = |v: &str| Output::Value { value: Some(v.into()) };
         let ops = [
             op(0, 10, put("a"), Output::Ok),
             op(20, 30, put("b"), Output::Ok),
@@ -199,10 +164,7 @@ mod tests {
         let (shown, text) = explain(&refs, longest, state, 1000);
         // The get at 40..50 fails; the put called at 45 is inside the prefix.
         assert_eq!(shown, ops[..4].to_vec());
-        assert!(
-            text.contains("once [2] (get -> \"a\") returns at t=50"),
-            "{text}"
-        );
+        assert!(text.contains("once [2] (get -> \"a\") returns at t=50"), "{text}");
         assert!(text.starts_with("these 4 ops"), "{text}");
     }
 

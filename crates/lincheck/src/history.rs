@@ -99,10 +99,7 @@ impl Operation {
     /// Checks the invariant that the checker relies on.
     pub fn validate(&self) -> Result<(), InvalidOperation> {
         match (self.ret, &self.output) {
-            (Some(ret), Some(_)) if ret < self.call => Err(InvalidOperation::ReturnBeforeCall {
-                call: self.call,
-                ret,
-            }),
+            (Some(ret), Some(_)) if ret < self.call => Err(InvalidOperation::ReturnBeforeCall { call: self.call, ret }),
             (Some(_), None) => Err(InvalidOperation::ReturnWithoutOutput),
             (None, Some(_)) => Err(InvalidOperation::OutputWithoutReturn),
             _ => Ok(()),
@@ -135,11 +132,7 @@ impl fmt::Display for Op {
             Op::Delete => f.write_str("delete"),
             Op::Append { value } => write!(f, "append {value:?}"),
             Op::Cas { expected, new } => {
-                write!(
-                    f,
-                    "cas expected={} new={new:?}",
-                    ValueDisplay(expected.as_deref())
-                )
+                write!(f, "cas expected={} new={new:?}", ValueDisplay(expected.as_deref()))
             }
         }
     }
@@ -171,19 +164,12 @@ impl Operation {
             Some(ret) => ret.to_string(),
             None => "?".to_owned(),
         };
-        let key = if with_key {
-            format!(" key={:?}", self.key)
-        } else {
-            String::new()
-        };
+        let key = if with_key { format!(" key={:?}", self.key) } else { String::new() };
         let output = match &self.output {
             Some(out) => out.to_string(),
             None => "? (outcome unknown)".to_owned(),
         };
-        format!(
-            "call={} ret={ret} client={}{key} {} -> {output}",
-            self.call, self.client, self.op
-        )
+        format!("call={} ret={ret} client={}{key} {} -> {output}", self.call, self.client, self.op)
     }
 }
 
@@ -192,14 +178,7 @@ mod tests {
     use super::*;
 
     fn op(ret: Option<u64>, output: Option<Output>) -> Operation {
-        Operation {
-            client: 1,
-            key: "k".into(),
-            op: Op::Get,
-            call: 10,
-            ret,
-            output,
-        }
+        Operation { client: 1, key: "k".into(), op: Op::Get, call: 10, ret, output }
     }
 
     #[test]
@@ -207,18 +186,9 @@ mod tests {
         let val = || Some(Output::Value { value: None });
         assert_eq!(op(Some(10), val()).validate(), Ok(()));
         assert_eq!(op(None, None).validate(), Ok(()));
-        assert_eq!(
-            op(Some(9), val()).validate(),
-            Err(InvalidOperation::ReturnBeforeCall { call: 10, ret: 9 })
-        );
-        assert_eq!(
-            op(Some(11), None).validate(),
-            Err(InvalidOperation::ReturnWithoutOutput)
-        );
-        assert_eq!(
-            op(None, val()).validate(),
-            Err(InvalidOperation::OutputWithoutReturn)
-        );
+        assert_eq!(op(Some(9), val()).validate(), Err(InvalidOperation::ReturnBeforeCall { call: 10, ret: 9 }));
+        assert_eq!(op(Some(11), None).validate(), Err(InvalidOperation::ReturnWithoutOutput));
+        assert_eq!(op(None, val()).validate(), Err(InvalidOperation::OutputWithoutReturn));
     }
 
     #[test]
@@ -226,17 +196,11 @@ mod tests {
         let o = Operation {
             client: 3,
             key: "k1".into(),
-            op: Op::Cas {
-                expected: None,
-                new: "v".into(),
-            },
+            op: Op::Cas { expected: None, new: "v".into() },
             call: 5,
             ret: Some(7),
             output: Some(Output::Cas { swapped: false }),
         };
-        assert_eq!(
-            o.to_string(),
-            r#"call=5 ret=7 client=3 key="k1" cas expected=absent new="v" -> not swapped"#
-        );
+        assert_eq!(o.to_string(), r#"call=5 ret=7 client=3 key="k1" cas expected=absent new="v" -> not swapped"#);
     }
 }

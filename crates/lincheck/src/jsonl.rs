@@ -15,10 +15,8 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<Operation>, ParseError> {
             continue;
         }
         // Parse the untrimmed line so that serde's column matches the file.
-        let op: Operation =
-            serde_json::from_str(raw).map_err(|cause| ParseError::Json { line, cause })?;
-        op.validate()
-            .map_err(|cause| ParseError::Invalid { line, cause })?;
+        let op: Operation = serde_json::from_str(raw).map_err(|cause| ParseError::Json { line, cause })?;
+        op.validate().map_err(|cause| ParseError::Invalid { line, cause })?;
         ops.push(op);
     }
     Ok(ops)

@@ -26,16 +26,10 @@ pub(crate) enum Effect<'a> {
 /// Returns `None` when the operation cannot have returned `output` from this
 /// state, including when the output is of the wrong kind for the operation
 /// (such an operation is linearizable nowhere).
-pub(crate) fn step<'a>(
-    current: Option<&str>,
-    op: &'a Op,
-    output: Option<&Output>,
-) -> Option<Effect<'a>> {
+pub(crate) fn step<'a>(current: Option<&str>, op: &'a Op, output: Option<&Output>) -> Option<Effect<'a>> {
     match (op, output) {
         (Op::Get, None) => Some(Effect::Keep),
-        (Op::Get, Some(Output::Value { value })) => {
-            (value.as_deref() == current).then_some(Effect::Keep)
-        }
+        (Op::Get, Some(Output::Value { value })) => (value.as_deref() == current).then_some(Effect::Keep),
         (Op::Put { value }, None | Some(Output::Ok)) => Some(Effect::Set(Cow::Borrowed(value))),
         (Op::Delete, None | Some(Output::Ok)) => Some(Effect::Remove),
         (Op::Append { value }, None | Some(Output::Ok)) => {
@@ -51,11 +45,7 @@ pub(crate) fn step<'a>(
                 Some(Output::Cas { swapped }) if *swapped == swaps => {}
                 Some(_) => return None,
             }
-            Some(if swaps {
-                Effect::Set(Cow::Borrowed(new))
-            } else {
-                Effect::Keep
-            })
+            Some(if swaps { Effect::Set(Cow::Borrowed(new)) } else { Effect::Keep })
         }
         (Op::Get | Op::Put { .. } | Op::Delete | Op::Append { .. }, Some(_)) => None,
     }
@@ -69,17 +59,12 @@ mod tests {
         Some(Effect::Set(Cow::Owned(s.to_owned())))
     }
     fn value(v: Option<&str>) -> Output {
-        Output::Value {
-            value: v.map(str::to_owned),
-        }
+        Output::Value { value: v.map(str::to_owned) }
     }
 
     #[test]
     fn get_must_match_the_current_value() {
-        assert_eq!(
-            step(Some("a"), &Op::Get, Some(&value(Some("a")))),
-            Some(Effect::Keep)
-        );
+        assert_eq!(step(Some("a"), &Op::Get, Some(&value(Some("a")))), Some(Effect::Keep));
         assert_eq!(step(Some("a"), &Op::Get, Some(&value(Some("b")))), None);
         assert_eq!(step(Some("a"), &Op::Get, Some(&value(None))), None);
         assert_eq!(step(None, &Op::Get, Some(&value(None))), Some(Effect::Keep));
@@ -98,18 +83,12 @@ mod tests {
 
     #[test]
     fn cas_swaps_iff_expected_is_current_and_output_must_agree() {
-        let cas = |e: Option<&str>| Op::Cas {
-            expected: e.map(str::to_owned),
-            new: "n".into(),
-        };
+        let cas = |e: Option<&str>| Op::Cas { expected: e.map(str::to_owned), new: "n".into() };
         let yes = Output::Cas { swapped: true };
         let no = Output::Cas { swapped: false };
         assert_eq!(step(Some("a"), &cas(Some("a")), Some(&yes)), set("n"));
         assert_eq!(step(Some("a"), &cas(Some("a")), Some(&no)), None);
-        assert_eq!(
-            step(Some("a"), &cas(Some("b")), Some(&no)),
-            Some(Effect::Keep)
-        );
+        assert_eq!(step(Some("a"), &cas(Some("b")), Some(&no)), Some(Effect::Keep));
         assert_eq!(step(Some("a"), &cas(Some("b")), Some(&yes)), None);
         assert_eq!(step(None, &cas(None), Some(&yes)), set("n"));
         assert_eq!(step(Some("a"), &cas(None), None), Some(Effect::Keep));
@@ -121,14 +100,8 @@ mod tests {
         let put = Op::Put { value: "v".into() };
         assert_eq!(step(None, &Op::Get, Some(&Output::Ok)), None);
         assert_eq!(step(None, &put, Some(&value(None))), None);
-        assert_eq!(
-            step(None, &Op::Delete, Some(&Output::Cas { swapped: true })),
-            None
-        );
-        let cas = Op::Cas {
-            expected: None,
-            new: "n".into(),
-        };
+        assert_eq!(step(None, &Op::Delete, Some(&Output::Cas { swapped: true })), None);
+        let cas = Op::Cas { expected: None, new: "n".into() };
         assert_eq!(step(None, &cas, Some(&Output::Ok)), None);
     }
 }

@@ -74,11 +74,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.verdict {
             Verdict::NotLinearizable(_) => write!(f, "{}", self.verdict),
-            _ => write!(
-                f,
-                "keys={} ops={} {}",
-                self.keys, self.ops_checked, self.verdict
-            ),
+            _ => write!(f, "keys={} ops={} {}", self.keys, self.ops_checked, self.verdict),
         }
     }
 }
@@ -102,22 +98,11 @@ mod tests {
 
     #[test]
     fn report_lines() {
-        let mut r = Report {
-            verdict: Verdict::Linearizable,
-            ops_checked: 120,
-            keys: 3,
-        };
+        let mut r = Report { verdict: Verdict::Linearizable, ops_checked: 120, keys: 3 };
         assert_eq!(r.to_string(), "keys=3 ops=120 linearizable");
         r.verdict = Verdict::Unknown;
-        assert_eq!(
-            r.to_string(),
-            "keys=3 ops=120 unknown (search budget exhausted)"
-        );
-        r.verdict = Verdict::NotLinearizable(Violation {
-            key: "k1".into(),
-            ops: vec![],
-            explanation: "stuck".into(),
-        });
+        assert_eq!(r.to_string(), "keys=3 ops=120 unknown (search budget exhausted)");
+        r.verdict = Verdict::NotLinearizable(Violation { key: "k1".into(), ops: vec![], explanation: "stuck".into() });
         assert_eq!(r.to_string(), r#"NOT linearizable on key "k1": stuck"#);
     }
 
@@ -131,11 +116,7 @@ mod tests {
             ret,
             output: ret.map(|_| Output::Ok),
         };
-        let v = Violation {
-            key: "k1".into(),
-            ops: vec![op(1, Some(2)), op(3, None)],
-            explanation: "why".into(),
-        };
+        let v = Violation { key: "k1".into(), ops: vec![op(1, Some(2)), op(3, None)], explanation: "why".into() };
         assert_eq!(
             v.to_string(),
             "key \"k1\": why\n  \

@@ -60,10 +60,7 @@ struct States {
 
 impl States {
     fn new() -> Self {
-        States {
-            values: vec![None],
-            ids: HashMap::new(),
-        }
+        States { values: vec![None], ids: HashMap::new() }
     }
 
     fn value(&self, id: StateId) -> Option<&str> {
@@ -120,12 +117,7 @@ impl EventList {
         }
         next[head] = if len == 0 { tail } else { 0 };
         prev[tail] = if len == 0 { head } else { len - 1 };
-        EventList {
-            next,
-            prev,
-            head,
-            tail,
-        }
+        EventList { next, prev, head, tail }
     }
 
     fn first(&self) -> usize {
@@ -163,10 +155,7 @@ pub(crate) fn search<O: Borrow<Operation>>(ops: &[O], max_states: usize) -> Outc
 
     let mut list = EventList::new(events.len());
     let mut states = States::new();
-    let mut config = Config {
-        linearized: vec![0; ops.len().div_ceil(64)],
-        state: ABSENT,
-    };
+    let mut config = Config { linearized: vec![0; ops.len().div_ceil(64)], state: ABSENT };
     let mut memo: HashSet<Config> = HashSet::new();
     // (call node, register value before it was linearized)
     let mut stack: Vec<(usize, StateId)> = Vec::new();
@@ -178,8 +167,7 @@ pub(crate) fn search<O: Borrow<Operation>>(ops: &[O], max_states: usize) -> Outc
         match event.kind {
             Kind::Call => {
                 let op: &Operation = ops[event.op].borrow();
-                let Some(effect) = step(states.value(config.state), &op.op, op.output.as_ref())
-                else {
+                let Some(effect) = step(states.value(config.state), &op.op, op.output.as_ref()) else {
                     entry = list.next[entry];
                     continue;
                 };
@@ -209,10 +197,7 @@ pub(crate) fn search<O: Borrow<Operation>>(ops: &[O], max_states: usize) -> Outc
             Kind::Return => {
                 let Some((call, before)) = stack.pop() else {
                     let state = states.value(longest.state).map(str::to_owned);
-                    return Outcome::Violation {
-                        longest: longest.ops,
-                        state,
-                    };
+                    return Outcome::Violation { longest: longest.ops, state };
                 };
                 let op = events[call].op;
                 longest.popped(stack.len(), ops[op].borrow().ret.is_none());
@@ -245,13 +230,7 @@ struct Longest {
 }
 
 impl Longest {
-    fn pushed(
-        &mut self,
-        stack: &[(usize, StateId)],
-        events: &[Event],
-        pending: bool,
-        state: StateId,
-    ) {
+    fn pushed(&mut self, stack: &[(usize, StateId)], events: &[Event], pending: bool, state: StateId) {
         let depth = stack.len();
         let top = events[stack[depth - 1].0].op;
         if self.common == depth - 1 && self.ops.get(depth - 1) == Some(&top) {
@@ -262,11 +241,7 @@ impl Longest {
         }
         if self.completed > self.score {
             self.ops.truncate(self.common);
-            self.ops.extend(
-                stack[self.common..]
-                    .iter()
-                    .map(|&(node, _)| events[node].op),
-            );
+            self.ops.extend(stack[self.common..].iter().map(|&(node, _)| events[node].op));
             self.common = depth;
             self.score = self.completed;
             self.state = state;
@@ -303,9 +278,7 @@ mod tests {
             op: Op::Get,
             call,
             ret: Some(ret),
-            output: Some(Output::Value {
-                value: v.map(str::to_owned),
-            }),
+            output: Some(Output::Value { value: v.map(str::to_owned) }),
         }
     }
 
@@ -319,13 +292,7 @@ mod tests {
         // put a; put b; get -> a (stale). The search linearizes both puts,
         // then cannot place the get.
         let ops = [put(0, 1, "a"), put(2, 3, "b"), get(4, 5, Some("a"))];
-        assert_eq!(
-            search(&ops, 100),
-            Outcome::Violation {
-                longest: vec![0, 1],
-                state: Some("b".into()),
-            }
-        );
+        assert_eq!(search(&ops, 100), Outcome::Violation { longest: vec![0, 1], state: Some("b".into()) });
     }
 
     #[test]

@@ -47,16 +47,10 @@ impl Specification for KvSpec {
             (_, None) => true,
             (Op::Get, Some(Output::Value { value })) => value == state,
             (Op::Put { .. } | Op::Delete | Op::Append { .. }, Some(Output::Ok)) => true,
-            (Op::Cas { expected, .. }, Some(Output::Cas { swapped })) => {
-                *swapped == (expected == state)
-            }
+            (Op::Cas { expected, .. }, Some(Output::Cas { swapped })) => *swapped == (expected == state),
             _ => false,
         };
-        if valid {
-            (true, next)
-        } else {
-            (false, state.clone())
-        }
+        if valid { (true, next) } else { (false, state.clone()) }
     }
 }
 
@@ -83,11 +77,7 @@ fn todc_linearizable(history: &[Operation]) -> bool {
             let payload = (o.op.clone(), o.output.clone());
             // One todc "process" per operation: todc pairs a process's calls
             // and responses in order, and our clients may abandon a request.
-            let action = if is_call {
-                Action::Call(payload)
-            } else {
-                Action::Response(payload)
-            };
+            let action = if is_call { Action::Call(payload) } else { Action::Response(payload) };
             (i, action)
         })
         .collect();
@@ -98,50 +88,28 @@ fn todc_linearizable(history: &[Operation]) -> bool {
 /// cas, whose outputs carry information; otherwise (or sometimes) gives an
 /// output of the wrong kind.
 fn mutate(rng: &mut impl Rng, history: &mut [Operation]) {
-    let completed: Vec<usize> = (0..history.len())
-        .filter(|&i| history[i].ret.is_some())
-        .collect();
+    let completed: Vec<usize> = (0..history.len()).filter(|&i| history[i].ret.is_some()).collect();
     if completed.is_empty() {
         return;
     }
-    let informative: Vec<usize> = completed
-        .iter()
-        .copied()
-        .filter(|&i| matches!(history[i].op, Op::Get | Op::Cas { .. }))
-        .collect();
-    let pool = if informative.is_empty() || rng.random_bool(0.1) {
-        &completed
-    } else {
-        &informative
-    };
+    let informative: Vec<usize> =
+        completed.iter().copied().filter(|&i| matches!(history[i].op, Op::Get | Op::Cas { .. })).collect();
+    let pool = if informative.is_empty() || rng.random_bool(0.1) { &completed } else { &informative };
     let target = &mut history[pool[rng.random_range(0..pool.len())]];
     let old = target.output.clone();
     let choices = [
         Output::Value { value: None },
-        Output::Value {
-            value: Some("a".into()),
-        },
-        Output::Value {
-            value: Some("b".into()),
-        },
-        Output::Value {
-            value: Some("ab".into()),
-        },
+        Output::Value { value: Some("a".into()) },
+        Output::Value { value: Some("b".into()) },
+        Output::Value { value: Some("ab".into()) },
         Output::Cas { swapped: true },
         Output::Cas { swapped: false },
         Output::Ok,
     ];
-    let same_kind = |o: &Output| {
-        matches!(
-            (&target.op, o),
-            (Op::Get, Output::Value { .. }) | (Op::Cas { .. }, Output::Cas { .. })
-        )
-    };
-    let candidates: Vec<&Output> = choices
-        .iter()
-        .filter(|o| Some(*o) != old.as_ref())
-        .filter(|o| same_kind(o) || rng.random_bool(0.05))
-        .collect();
+    let same_kind =
+        |o: &Output| matches!((&target.op, o), (Op::Get, Output::Value { .. }) | (Op::Cas { .. }, Output::Cas { .. }));
+    let candidates: Vec<&Output> =
+        choices.iter().filter(|o| Some(*o) != old.as_ref()).filter(|o| same_kind(o) || rng.random_bool(0.05)).collect();
     if let Some(&new) = candidates.get(rng.random_range(0..candidates.len().max(1))) {
         target.output = Some(new.clone());
     }
@@ -173,10 +141,8 @@ fn verdicts_match_todc_on_random_histories() {
         assert_ne!(ours, Verdict::Unknown, "seed {seed}: budget ran out");
         let theirs = todc_linearizable(&history);
         if ours.is_linearizable() != theirs {
-            disagreements.push(format!(
-                "seed {seed}: ours={ours} todc={theirs}\n{}",
-                kvraft_lincheck::to_jsonl(&history)
-            ));
+            disagreements
+                .push(format!("seed {seed}: ours={ours} todc={theirs}\n{}", kvraft_lincheck::to_jsonl(&history)));
         }
         match (mutated, ours.is_linearizable()) {
             (false, true) => clean_lin += 1,
@@ -185,15 +151,8 @@ fn verdicts_match_todc_on_random_histories() {
             (true, false) => mutated_not += 1,
         }
     }
-    eprintln!(
-        "clean accepted {clean_lin}, mutated accepted {mutated_lin}, mutated rejected {mutated_not}"
-    );
-    assert!(
-        disagreements.is_empty(),
-        "{} disagreements, first:\n{}",
-        disagreements.len(),
-        disagreements[0]
-    );
+    eprintln!("clean accepted {clean_lin}, mutated accepted {mutated_lin}, mutated rejected {mutated_not}");
+    assert!(disagreements.is_empty(), "{} disagreements, first:\n{}", disagreements.len(), disagreements[0]);
     // Guard against a vacuous test: both verdicts must be well represented.
     assert_eq!(clean_lin, HISTORIES / 2);
     assert!(
@@ -205,11 +164,7 @@ fn verdicts_match_todc_on_random_histories() {
 #[test]
 fn todc_adapter_agrees_on_a_known_violation() {
     // Sanity check of the adapter itself: a stale read must fail in todc.
-    let h = vec![
-        common::put(1, "k", "a", 0, 1),
-        common::put(1, "k", "b", 2, 3),
-        common::get(2, "k", Some("a"), 4, 5),
-    ];
+    let h = vec![common::put(1, "k", "a", 0, 1), common::put(1, "k", "b", 2, 3), common::get(2, "k", Some("a"), 4, 5)];
     assert!(!todc_linearizable(&h));
     assert!(todc_linearizable(&h[..2]));
 }

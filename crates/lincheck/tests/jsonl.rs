@@ -5,15 +5,14 @@ mod common;
 
 use common::{Sim, Values, simulate};
 use kvraft_lincheck::{
-    Error, InvalidOperation, Op, Operation, Output, ParseError, Verdict, check_file, parse_jsonl,
-    to_jsonl,
+    Error, InvalidOperation, Op, Operation, Output, ParseError, Verdict, check_file, parse_jsonl, to_jsonl,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-const PUT: &str = r#"{"client":1,"key":"k1","op":{"type":"put","value":"v1"},"call":10,"ret":25,"output":{"type":"ok"}}"#;
-const PENDING_GET: &str =
-    r#"{"client":2,"key":"k1","op":{"type":"get"},"call":12,"ret":null,"output":null}"#;
+const PUT: &str =
+    r#"{"client":1,"key":"k1","op":{"type":"put","value":"v1"},"call":10,"ret":25,"output":{"type":"ok"}}"#;
+const PENDING_GET: &str = r#"{"client":2,"key":"k1","op":{"type":"get"},"call":12,"ret":null,"output":null}"#;
 
 #[test]
 fn documented_lines_parse_to_the_documented_operations() {
@@ -29,14 +28,7 @@ fn documented_lines_parse_to_the_documented_operations() {
                 ret: Some(25),
                 output: Some(Output::Ok),
             },
-            Operation {
-                client: 2,
-                key: "k1".into(),
-                op: Op::Get,
-                call: 12,
-                ret: None,
-                output: None,
-            },
+            Operation { client: 2, key: "k1".into(), op: Op::Get, call: 12, ret: None, output: None },
         ]
     );
     // And serialising gives back exactly those lines.
@@ -54,13 +46,7 @@ fn every_variant_has_the_documented_tags() {
     assert_eq!(
         kinds,
         vec![
-            (
-                &Op::Cas {
-                    expected: None,
-                    new: "n".into()
-                },
-                Some(&Output::Cas { swapped: true })
-            ),
+            (&Op::Cas { expected: None, new: "n".into() }, Some(&Output::Cas { swapped: true })),
             (&Op::Append { value: "x".into() }, Some(&Output::Ok)),
             (&Op::Delete, Some(&Output::Ok)),
             (&Op::Get, Some(&Output::Value { value: None })),
@@ -122,13 +108,7 @@ fn invariant_violations_are_errors_naming_their_line() {
     let early = PUT.replace(r#""ret":25"#, r#""ret":5"#);
     let err = parse_jsonl(&format!("{PUT}\n{PUT}\n{early}\n")).expect_err("ret < call");
     assert!(
-        matches!(
-            err,
-            ParseError::Invalid {
-                line: 3,
-                cause: InvalidOperation::ReturnBeforeCall { call: 10, ret: 5 }
-            }
-        ),
+        matches!(err, ParseError::Invalid { line: 3, cause: InvalidOperation::ReturnBeforeCall { call: 10, ret: 5 } }),
         "{err:?}"
     );
     let no_output = PUT.replace(r#""output":{"type":"ok"}"#, r#""output":null"#);
@@ -145,7 +125,8 @@ fn check_file_reads_parses_and_checks() {
     std::fs::create_dir_all(&dir).expect("temp dir");
 
     let good = dir.join("good.jsonl");
-    let stale = r#"{"client":2,"key":"k1","op":{"type":"get"},"call":30,"ret":31,"output":{"type":"value","value":null}}"#;
+    let stale =
+        r#"{"client":2,"key":"k1","op":{"type":"get"},"call":30,"ret":31,"output":{"type":"value","value":null}}"#;
     std::fs::write(&good, format!("{PUT}\n{PENDING_GET}\n")).expect("write");
     let report = check_file(&good).expect("readable");
     assert_eq!(report.verdict, Verdict::Linearizable);
@@ -154,10 +135,7 @@ fn check_file_reads_parses_and_checks() {
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, format!("{PUT}\n{stale}\n")).expect("write");
     let report = check_file(&bad).expect("readable");
-    assert_eq!(
-        report.verdict.violation().map(|v| v.key.as_str()),
-        Some("k1")
-    );
+    assert_eq!(report.verdict.violation().map(|v| v.key.as_str()), Some("k1"));
 
     let garbled = dir.join("garbled.jsonl");
     std::fs::write(&garbled, format!("{PUT}\nnot json\n")).expect("write");

@@ -9,11 +9,7 @@ use kvraft_lincheck::{Op, Operation, Output, Verdict, check, check_with_budget};
 
 fn assert_linearizable(history: &[Operation]) {
     let report = check(history);
-    assert_eq!(
-        report.verdict,
-        Verdict::Linearizable,
-        "expected linearizable: {report}"
-    );
+    assert_eq!(report.verdict, Verdict::Linearizable, "expected linearizable: {report}");
 }
 
 /// Asserts the history is not linearizable because of `key`, and returns
@@ -26,10 +22,7 @@ fn assert_violation(history: &[Operation], key: &str) -> String {
     assert_eq!(violation.key, key, "{violation}");
     // The reported ops alone must already fail: they are a failing prefix.
     let again = check(&violation.ops);
-    assert!(
-        matches!(again.verdict, Verdict::NotLinearizable(_)),
-        "reported ops do not fail on their own: {violation}"
-    );
+    assert!(matches!(again.verdict, Verdict::NotLinearizable(_)), "reported ops do not fail on their own: {violation}");
     violation.to_string()
 }
 
@@ -58,21 +51,13 @@ fn sequential_history_of_every_kind_of_op() {
 fn reads_overlapping_a_put_may_see_either_side() {
     // put a spans [0,10]; one read inside sees the old value, a later one
     // (also inside) sees the new one: put linearized between them.
-    assert_linearizable(&[
-        put(1, "k", "a", 0, 10),
-        get(2, "k", None, 1, 3),
-        get(3, "k", Some("a"), 4, 6),
-    ]);
+    assert_linearizable(&[put(1, "k", "a", 0, 10), get(2, "k", None, 1, 3), get(3, "k", Some("a"), 4, 6)]);
 }
 
 #[test]
 fn concurrent_puts_may_land_in_either_order() {
     for winner in ["a", "b"] {
-        assert_linearizable(&[
-            put(1, "k", "a", 0, 10),
-            put(2, "k", "b", 0, 10),
-            get(3, "k", Some(winner), 11, 12),
-        ]);
+        assert_linearizable(&[put(1, "k", "a", 0, 10), put(2, "k", "b", 0, 10), get(3, "k", Some(winner), 11, 12)]);
     }
 }
 
@@ -129,11 +114,7 @@ fn unknown_cas_and_append_may_apply_late() {
 
 #[test]
 fn unknown_get_is_ignored() {
-    assert_linearizable(&[
-        put(1, "k", "a", 0, 1),
-        pending(2, "k", Op::Get, 2),
-        get(1, "k", Some("a"), 3, 4),
-    ]);
+    assert_linearizable(&[put(1, "k", "a", 0, 1), pending(2, "k", Op::Get, 2), get(1, "k", Some("a"), 3, 4)]);
 }
 
 #[test]
@@ -161,11 +142,7 @@ fn concurrent_cas_exactly_one_wins() {
 
 #[test]
 fn concurrent_appends_in_either_order() {
-    assert_linearizable(&[
-        append(1, "k", "x", 0, 10),
-        append(2, "k", "y", 0, 10),
-        get(3, "k", Some("yx"), 11, 12),
-    ]);
+    assert_linearizable(&[append(1, "k", "x", 0, 10), append(2, "k", "y", 0, 10), get(3, "k", Some("yx"), 11, 12)]);
 }
 
 #[test]
@@ -206,83 +183,40 @@ fn stale_read_after_completed_put() {
         "k1",
     );
     // The stale read and the puts it contradicts are listed with times.
-    assert!(
-        shown.contains(r#"call=4 ret=5 client=2 get -> "a""#),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(r#"call=2 ret=3 client=1 put "b""#),
-        "{shown}"
-    );
+    assert!(shown.contains(r#"call=4 ret=5 client=2 get -> "a""#), "{shown}");
+    assert!(shown.contains(r#"call=2 ret=3 client=1 put "b""#), "{shown}");
 }
 
 #[test]
 fn read_of_a_value_never_written() {
-    assert_violation(
-        &[put(1, "k", "a", 0, 10), get(2, "k", Some("zzz"), 2, 4)],
-        "k",
-    );
+    assert_violation(&[put(1, "k", "a", 0, 10), get(2, "k", Some("zzz"), 2, 4)], "k");
 }
 
 #[test]
 fn lost_append() {
-    assert_violation(
-        &[
-            append(1, "k", "x", 0, 5),
-            append(2, "k", "y", 1, 6),
-            get(3, "k", Some("x"), 7, 8),
-        ],
-        "k",
-    );
+    assert_violation(&[append(1, "k", "x", 0, 5), append(2, "k", "y", 1, 6), get(3, "k", Some("x"), 7, 8)], "k");
 }
 
 #[test]
 fn cas_swapped_although_expected_could_not_be_current() {
-    assert_violation(
-        &[
-            put(1, "k", "a", 0, 1),
-            put(1, "k", "b", 2, 3),
-            cas(2, "k", Some("a"), "c", true, 4, 5),
-        ],
-        "k",
-    );
+    assert_violation(&[put(1, "k", "a", 0, 1), put(1, "k", "b", 2, 3), cas(2, "k", Some("a"), "c", true, 4, 5)], "k");
 }
 
 #[test]
 fn cas_failed_although_expected_was_current() {
-    assert_violation(
-        &[
-            put(1, "k", "a", 0, 1),
-            cas(2, "k", Some("a"), "c", false, 4, 5),
-        ],
-        "k",
-    );
+    assert_violation(&[put(1, "k", "a", 0, 1), cas(2, "k", Some("a"), "c", false, 4, 5)], "k");
 }
 
 #[test]
 fn read_of_deleted_value_after_delete_completed() {
-    assert_violation(
-        &[
-            put(1, "k", "a", 0, 1),
-            delete(1, "k", 2, 3),
-            get(2, "k", Some("a"), 4, 5),
-        ],
-        "k",
-    );
+    assert_violation(&[put(1, "k", "a", 0, 1), delete(1, "k", 2, 3), get(2, "k", Some("a"), 4, 5)], "k");
 }
 
 #[test]
 fn read_of_old_value_in_call_order_reversal() {
     // Sequentially consistent but not linearizable: the read of "a" ends
     // before the read of the initial value starts, both inside the put.
-    assert_violation(
-        &[
-            put(1, "k", "a", 0, 100),
-            get(2, "k", Some("a"), 10, 20),
-            get(3, "k", None, 30, 40),
-        ],
-        "k",
-    );
+    assert_violation(&[put(1, "k", "a", 0, 100), get(2, "k", Some("a"), 10, 20), get(3, "k", None, 30, 40)], "k");
 }
 
 #[test]
@@ -293,13 +227,7 @@ fn return_at_t_then_call_at_t_is_not_concurrent() {
 
 #[test]
 fn unknown_put_cannot_take_effect_before_its_call() {
-    assert_violation(
-        &[
-            pending(1, "k", put_op("a"), 10),
-            get(2, "k", Some("a"), 0, 5),
-        ],
-        "k",
-    );
+    assert_violation(&[pending(1, "k", put_op("a"), 10), get(2, "k", Some("a"), 0, 5)], "k");
 }
 
 #[test]
@@ -310,26 +238,16 @@ fn output_of_the_wrong_kind_never_fits() {
 #[test]
 fn first_violated_key_is_reported_even_if_another_key_is_unknown() {
     // k1 needs more than one state; k2 fails on its first operation.
-    let history = [
-        put(1, "k1", "a", 0, 1),
-        put(1, "k1", "b", 2, 3),
-        get(1, "k2", Some("x"), 0, 1),
-    ];
+    let history = [put(1, "k1", "a", 0, 1), put(1, "k1", "b", 2, 3), get(1, "k2", Some("x"), 0, 1)];
     let report = check_with_budget(&history, 1);
-    assert_eq!(
-        report.verdict.violation().map(|v| v.key.as_str()),
-        Some("k2")
-    );
+    assert_eq!(report.verdict.violation().map(|v| v.key.as_str()), Some("k2"));
 }
 
 #[test]
 fn ill_formed_op_is_a_violation_not_a_panic() {
     let mut bad = put(1, "k", "a", 10, 5);
     let report = check(std::slice::from_ref(&bad));
-    let v = report
-        .verdict
-        .violation()
-        .expect("ill-formed must be flagged");
+    let v = report.verdict.violation().expect("ill-formed must be flagged");
     assert!(v.explanation.contains("ill-formed"), "{v}");
     bad.ret = Some(20);
     bad.output = None;
@@ -342,25 +260,16 @@ fn ill_formed_op_is_a_violation_not_a_panic() {
 fn exhausted_budget_is_unknown_never_linearizable() {
     // Ten overlapping puts and a read: linearizable, but needs more than a
     // handful of states.
-    let mut history: Vec<Operation> = (0..10)
-        .map(|i| put(i, "k", &i.to_string(), 0, 100))
-        .collect();
+    let mut history: Vec<Operation> = (0..10).map(|i| put(i, "k", &i.to_string(), 0, 100)).collect();
     history.push(get(99, "k", Some("0"), 101, 102));
     assert_eq!(check_with_budget(&history, 5).verdict, Verdict::Unknown);
     assert_eq!(check(&history).verdict, Verdict::Linearizable);
     let report = check_with_budget(&history, 5);
-    assert_eq!(
-        report.to_string(),
-        "keys=1 ops=11 unknown (search budget exhausted)"
-    );
+    assert_eq!(report.to_string(), "keys=1 ops=11 unknown (search budget exhausted)");
 }
 
 #[test]
 fn report_counts_keys_and_ops() {
-    let report = check(&[
-        put(1, "a", "1", 0, 1),
-        put(1, "b", "1", 0, 1),
-        pending(2, "c", Op::Get, 0),
-    ]);
+    let report = check(&[put(1, "a", "1", 0, 1), put(1, "b", "1", 0, 1), pending(2, "c", Op::Get, 0)]);
     assert_eq!(report.to_string(), "keys=3 ops=3 linearizable");
 }

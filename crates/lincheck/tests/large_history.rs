@@ -48,25 +48,16 @@ fn inject_stale_read(history: &mut [Operation]) -> (String, usize) {
             continue;
         }
         let same_key = |o: &&Operation| o.key == get.key;
-        let Some(p2) = history
-            .iter()
-            .filter(same_key)
-            .filter(|o| done_put(o) && o.ret < Some(get.call))
-            .max_by_key(|o| o.call)
+        let Some(p2) =
+            history.iter().filter(same_key).filter(|o| done_put(o) && o.ret < Some(get.call)).max_by_key(|o| o.call)
         else {
             continue;
         };
-        let Some(p1) = history
-            .iter()
-            .filter(same_key)
-            .find(|o| done_put(o) && o.ret < Some(p2.call))
-        else {
+        let Some(p1) = history.iter().filter(same_key).find(|o| done_put(o) && o.ret < Some(p2.call)) else {
             continue;
         };
         let Op::Put { value } = &p1.op else { continue };
-        let stale = Some(Output::Value {
-            value: Some(value.clone()),
-        });
+        let stale = Some(Output::Value { value: Some(value.clone()) });
         if get.output == stale {
             continue;
         }

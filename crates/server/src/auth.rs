@@ -21,11 +21,7 @@ impl tonic::service::Interceptor for SecretCheck {
         if self.secret.is_empty() {
             return Ok(req);
         }
-        match req
-            .metadata()
-            .get(SECRET_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
+        match req.metadata().get(SECRET_HEADER).and_then(|v| v.to_str().ok()) {
             Some(s) if s == self.secret => Ok(req),
             _ => Err(Status::unauthenticated("wrong or missing cluster secret")),
         }

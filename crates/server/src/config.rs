@@ -83,34 +83,19 @@ fn default_tick_ms() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Parse { path: PathBuf, source: serde_json::Error },
     #[error("invalid config {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
 
 impl ServerConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let cfg: ServerConfig =
-            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
-                path: path.into(),
-                source,
-            })?;
-        cfg.validate().map_err(|reason| ConfigError::Invalid {
-            path: path.into(),
-            reason,
-        })?;
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        cfg.validate().map_err(|reason| ConfigError::Invalid { path: path.into(), reason })?;
         Ok(cfg)
     }
 
@@ -122,10 +107,7 @@ impl ServerConfig {
             return Err("SnapshotEntries must be at least 1".into());
         }
         if self.segment_bytes < 4096 {
-            return Err(format!(
-                "SegmentBytes must be at least 4096, not {}",
-                self.segment_bytes
-            ));
+            return Err(format!("SegmentBytes must be at least 4096, not {}", self.segment_bytes));
         }
         if self.tick_ms == 0 {
             return Err("TickMs must be at least 1".into());
@@ -134,9 +116,7 @@ impl ServerConfig {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("data/server{}", self.server_id)))
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("data/server{}", self.server_id)))
     }
 }
 
@@ -176,15 +156,8 @@ mod tests {
             r#"{"ServerID": 9, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
                 "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4"}"#,
         );
-        assert!(
-            ServerConfig::load(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("ServerID must be 1..=7")
-        );
-        let e = ServerConfig::load(Path::new("/nonexistent.json"))
-            .unwrap_err()
-            .to_string();
+        assert!(ServerConfig::load(&path).unwrap_err().to_string().contains("ServerID must be 1..=7"));
+        let e = ServerConfig::load(Path::new("/nonexistent.json")).unwrap_err().to_string();
         assert!(e.starts_with("cannot read config"), "{e}");
     }
 }

@@ -27,20 +27,14 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
     use pb::command::Op as P;
     let check_key = |k: &str| {
         if k.len() > MAX_KEY_BYTES {
-            Err(bad(format!(
-                "key of {} bytes is over the limit of {MAX_KEY_BYTES}",
-                k.len()
-            )))
+            Err(bad(format!("key of {} bytes is over the limit of {MAX_KEY_BYTES}", k.len())))
         } else {
             Ok(())
         }
     };
     let check_value = |v: &str| {
         if v.len() > MAX_VALUE_BYTES {
-            Err(bad(format!(
-                "value of {} bytes is over the limit of {MAX_VALUE_BYTES}",
-                v.len()
-            )))
+            Err(bad(format!("value of {} bytes is over the limit of {MAX_VALUE_BYTES}", v.len())))
         } else {
             Ok(())
         }
@@ -53,10 +47,7 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
         P::Put(p) => {
             check_key(&p.key)?;
             check_value(&p.value)?;
-            Op::Put {
-                key: p.key,
-                value: p.value,
-            }
+            Op::Put { key: p.key, value: p.value }
         }
         P::Delete(d) => {
             check_key(&d.key)?;
@@ -65,10 +56,7 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
         P::Append(a) => {
             check_key(&a.key)?;
             check_value(&a.value)?;
-            Op::Append {
-                key: a.key,
-                value: a.value,
-            }
+            Op::Append { key: a.key, value: a.value }
         }
         P::Cas(c) => {
             check_key(&c.key)?;
@@ -76,11 +64,7 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
             if let Some(e) = &c.expected {
                 check_value(e)?;
             }
-            Op::Cas {
-                key: c.key,
-                expected: c.expected,
-                new: c.new_value,
-            }
+            Op::Cas { key: c.key, expected: c.expected, new: c.new_value }
         }
     };
     if c.client_id.is_empty() || c.client_id.len() > 256 {
@@ -102,20 +86,12 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
     use pb::command::Op as P;
     let op = match &c.op {
         Op::Get { key } => P::Get(pb::GetOp { key: key.clone() }),
-        Op::Put { key, value } => P::Put(pb::PutOp {
-            key: key.clone(),
-            value: value.clone(),
-        }),
+        Op::Put { key, value } => P::Put(pb::PutOp { key: key.clone(), value: value.clone() }),
         Op::Delete { key } => P::Delete(pb::DeleteOp { key: key.clone() }),
-        Op::Append { key, value } => P::Append(pb::AppendOp {
-            key: key.clone(),
-            value: value.clone(),
-        }),
-        Op::Cas { key, expected, new } => P::Cas(pb::CasOp {
-            key: key.clone(),
-            expected: expected.clone(),
-            new_value: new.clone(),
-        }),
+        Op::Append { key, value } => P::Append(pb::AppendOp { key: key.clone(), value: value.clone() }),
+        Op::Cas { key, expected, new } => {
+            P::Cas(pb::CasOp { key: key.clone(), expected: expected.clone(), new_value: new.clone() })
+        }
     };
     pb::Command {
         client_id: c.client_id.clone(),
@@ -151,30 +127,15 @@ fn entry_from_pb(e: pb::Entry) -> Result<Entry, BadMessage> {
         None => Payload::Noop,
         Some(c) => Payload::Command(command_from_pb(c)?),
     };
-    Ok(Entry {
-        term: e.term,
-        index: e.index,
-        payload,
-    })
+    Ok(Entry { term: e.term, index: e.index, payload })
 }
 
 /// A core message as one or more wire messages (a snapshot is chunked).
 pub fn message_to_pb(m: Message) -> Vec<pb::PeerMessage> {
     use pb::peer_message::Msg;
-    let wrap = |msg| pb::PeerMessage {
-        msg: Some(msg),
-        trace: Vec::new(),
-    };
+    let wrap = |msg| pb::PeerMessage { msg: Some(msg), trace: Vec::new() };
     match m {
-        Message::AppendEntries {
-            term,
-            leader,
-            prev_log_index,
-            prev_log_term,
-            entries,
-            leader_commit,
-            read_ctx,
-        } => {
+        Message::AppendEntries { term, leader, prev_log_index, prev_log_term, entries, leader_commit, read_ctx } => {
             vec![wrap(Msg::Append(pb::AppendEntries {
                 term,
                 leader,
@@ -185,39 +146,18 @@ pub fn message_to_pb(m: Message) -> Vec<pb::PeerMessage> {
                 read_ctx,
             }))]
         }
-        Message::AppendEntriesResponse {
-            term,
-            from,
-            result,
-            read_ctx,
-        } => {
+        Message::AppendEntriesResponse { term, from, result, read_ctx } => {
             use pb::append_response::Result as R;
             let result = match result {
                 AppendResult::Success { match_index } => R::MatchIndex(match_index),
                 AppendResult::StaleTerm => R::StaleTerm(true),
-                AppendResult::Conflict {
-                    rejected_prev,
-                    hint_term,
-                    hint_index,
-                } => R::Conflict(pb::Conflict {
-                    rejected_prev,
-                    hint_term,
-                    hint_index,
-                }),
+                AppendResult::Conflict { rejected_prev, hint_term, hint_index } => {
+                    R::Conflict(pb::Conflict { rejected_prev, hint_term, hint_index })
+                }
             };
-            vec![wrap(Msg::Response(pb::AppendResponse {
-                term,
-                from,
-                read_ctx,
-                result: Some(result),
-            }))]
+            vec![wrap(Msg::Response(pb::AppendResponse { term, from, read_ctx, result: Some(result) }))]
         }
-        Message::InstallSnapshot {
-            term,
-            leader,
-            snapshot,
-            read_ctx,
-        } => {
+        Message::InstallSnapshot { term, leader, snapshot, read_ctx } => {
             let data = &snapshot.data;
             let mut chunks = Vec::new();
             let mut offset = 0;
@@ -260,11 +200,7 @@ impl SnapshotAssembler {
         use pb::peer_message::Msg;
         match m.msg.ok_or_else(|| bad("empty peer message"))? {
             Msg::Append(a) => {
-                let entries = a
-                    .entries
-                    .into_iter()
-                    .map(entry_from_pb)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let entries = a.entries.into_iter().map(entry_from_pb).collect::<Result<Vec<_>, _>>()?;
                 for (e, i) in entries.iter().zip(a.prev_log_index + 1..) {
                     if e.index != i {
                         return Err(bad("AppendEntries with non-consecutive indexes"));
@@ -291,12 +227,7 @@ impl SnapshotAssembler {
                         hint_index: c.hint_index,
                     },
                 };
-                Ok(Some(Message::AppendEntriesResponse {
-                    term: r.term,
-                    from: r.from,
-                    result,
-                    read_ctx: r.read_ctx,
-                }))
+                Ok(Some(Message::AppendEntriesResponse { term: r.term, from: r.from, result, read_ctx: r.read_ctx }))
             }
             Msg::Snapshot(c) => {
                 let key = (c.term, c.index, c.snapshot_term);
@@ -325,10 +256,7 @@ impl SnapshotAssembler {
                     leader: c.leader,
                     read_ctx: c.read_ctx,
                     snapshot: Snapshot {
-                        meta: SnapshotMeta {
-                            index: c.index,
-                            term: c.snapshot_term,
-                        },
+                        meta: SnapshotMeta { index: c.index, term: c.snapshot_term },
                         data: Arc::new(data),
                     },
                 }))
@@ -348,11 +276,7 @@ mod tests {
             session: 1,
             op_id: 2,
             first_unacked: 2,
-            op: Op::Cas {
-                key: "k".into(),
-                expected: None,
-                new: "v".into(),
-            },
+            op: Op::Cas { key: "k".into(), expected: None, new: "v".into() },
         };
         let msgs = vec![
             Message::AppendEntries {
@@ -361,16 +285,8 @@ mod tests {
                 prev_log_index: 4,
                 prev_log_term: 2,
                 entries: vec![
-                    Entry {
-                        term: 3,
-                        index: 5,
-                        payload: Payload::Noop,
-                    },
-                    Entry {
-                        term: 3,
-                        index: 6,
-                        payload: Payload::Command(cmd),
-                    },
+                    Entry { term: 3, index: 5, payload: Payload::Noop },
+                    Entry { term: 3, index: 6, payload: Payload::Command(cmd) },
                 ],
                 leader_commit: 4,
                 read_ctx: 9,
@@ -378,11 +294,7 @@ mod tests {
             Message::AppendEntriesResponse {
                 term: 3,
                 from: 2,
-                result: AppendResult::Conflict {
-                    rejected_prev: 4,
-                    hint_term: None,
-                    hint_index: 2,
-                },
+                result: AppendResult::Conflict { rejected_prev: 4, hint_term: None, hint_index: 2 },
                 read_ctx: 9,
             },
             Message::InstallSnapshot {
@@ -409,39 +321,18 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error() {
-        assert!(
-            command_from_pb(pb::Command {
-                client_id: "c".into(),
-                op_id: 1,
-                ..Default::default()
-            })
-            .is_err()
-        );
+        assert!(command_from_pb(pb::Command { client_id: "c".into(), op_id: 1, ..Default::default() }).is_err());
         let big = pb::Command {
             client_id: "c".into(),
             op_id: 1,
-            op: Some(pb::command::Op::Put(pb::PutOp {
-                key: "k".into(),
-                value: "v".repeat(MAX_VALUE_BYTES + 1),
-            })),
+            op: Some(pb::command::Op::Put(pb::PutOp { key: "k".into(), value: "v".repeat(MAX_VALUE_BYTES + 1) })),
             ..Default::default()
         };
-        assert!(
-            command_from_pb(big)
-                .unwrap_err()
-                .to_string()
-                .contains("over the limit")
-        );
+        assert!(command_from_pb(big).unwrap_err().to_string().contains("over the limit"));
         let mut asm = SnapshotAssembler::default();
         assert!(asm.accept(pb::PeerMessage::default()).is_err());
-        let chunk = pb::SnapshotChunk {
-            offset: 5,
-            ..Default::default()
-        };
-        let m = pb::PeerMessage {
-            msg: Some(pb::peer_message::Msg::Snapshot(chunk)),
-            trace: vec![],
-        };
+        let chunk = pb::SnapshotChunk { offset: 5, ..Default::default() };
+        let m = pb::PeerMessage { msg: Some(pb::peer_message::Msg::Snapshot(chunk)), trace: vec![] };
         assert!(asm.accept(m).is_err());
     }
 }

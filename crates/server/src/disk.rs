@@ -35,11 +35,7 @@ pub struct DiskStats {
 
 /// Starts the disk thread. A storage error is fatal: the process stops
 /// (fail-stop), since it could no longer promise what it acknowledged.
-pub fn spawn(
-    mut storage: Storage,
-    done: UnboundedSender<Input>,
-    stats: Arc<DiskStats>,
-) -> mpsc::Sender<DiskJob> {
+pub fn spawn(mut storage: Storage, done: UnboundedSender<Input>, stats: Arc<DiskStats>) -> mpsc::Sender<DiskJob> {
     let (tx, rx) = mpsc::channel::<DiskJob>();
     std::thread::Builder::new()
         .name("kvraft-disk".into())
@@ -73,19 +69,9 @@ pub fn spawn(
     tx
 }
 
-fn apply(
-    storage: &mut Storage,
-    job: DiskJob,
-    completed: &mut Vec<Input>,
-) -> Result<(), kvraft_storage::StorageError> {
+fn apply(storage: &mut Storage, job: DiskJob, completed: &mut Vec<Input>) -> Result<(), kvraft_storage::StorageError> {
     match job {
-        DiskJob::Write {
-            snapshot,
-            term,
-            entries,
-            marker,
-            then_send,
-        } => {
+        DiskJob::Write { snapshot, term, entries, marker, then_send } => {
             if let Some(s) = &snapshot {
                 storage.install_snapshot(s)?;
             }

@@ -11,8 +11,9 @@ use tonic::metadata::MetadataValue;
 use crate::config::ServerConfig;
 
 /// Joins, and returns the coord's reason if it refuses.
-pub async fn join(cfg: &ServerConfig) -> Result<(), String> {
-    let req = pb::JoinRequest {
+pub async fn join(cfg: &ServerConfig, trace: &kvraft_trace::Trace) -> Result<(), String> {
+    trace.record("ServerJoining", serde_json::json!({"ServerId": cfg.server_id}));
+    let mut req = pb::JoinRequest {
         server_id: cfg.server_id,
         peer_addr: cfg.server_server_addr.to_string(),
         client_addr: cfg.client_listen_addr.to_string(),
@@ -27,9 +28,9 @@ pub async fn join(cfg: &ServerConfig) -> Result<(), String> {
     let mut warned = false;
     tracing::info!(server = cfg.server_id, "ServerJoining");
     loop {
+        req.trace = if trace.enabled() { trace.generate_token() } else { Vec::new() };
         let attempt = async {
-            let mut c =
-                CoordServerClient::new(endpoint.connect().await.map_err(|e| e.to_string())?);
+            let mut c = CoordServerClient::new(endpoint.connect().await.map_err(|e| e.to_string())?);
             let mut r = tonic::Request::new(req.clone());
             if !cfg.secret.is_empty()
                 && let Ok(v) = MetadataValue::try_from(cfg.secret.as_str())
@@ -47,20 +48,18 @@ pub async fn join(cfg: &ServerConfig) -> Result<(), String> {
         match attempt.await {
             Ok(r) if r.accepted => {
                 tracing::info!(server = cfg.server_id, "ServerJoined");
+                if trace.enabled()
+                    && let Ok(t) = trace.tracer().receive_token(&r.trace)
+                {
+                    t.record("ServerJoined", serde_json::json!({"ServerId": cfg.server_id}));
+                }
                 return Ok(());
             }
             Ok(r) => {
-                return Err(format!(
-                    "the coord refused to let server {} join: {}",
-                    cfg.server_id, r.error
-                ));
+                return Err(format!("the coord refused to let server {} join: {}", cfg.server_id, r.error));
             }
             Err(e) if e.starts_with("FATAL") => {
-                return Err(format!(
-                    "the coord refused server {}: {}",
-                    cfg.server_id,
-                    &e[5..]
-                ));
+                return Err(format!("the coord refused server {}: {}", cfg.server_id, &e[5..]));
             }
             Err(e) => {
                 if !warned {

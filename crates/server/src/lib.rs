@@ -39,41 +39,23 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("data directory {dir}: {source}")]
-    Storage {
-        dir: String,
-        source: kvraft_storage::StorageError,
-    },
-    #[error(
-        "data directory {dir}: the snapshot's checksum holds but its state does not decode: {source}"
-    )]
-    Snapshot {
-        dir: String,
-        source: kvraft_core::kv::SnapshotError,
-    },
+    Storage { dir: String, source: kvraft_storage::StorageError },
+    #[error("data directory {dir}: the snapshot's checksum holds but its state does not decode: {source}")]
+    Snapshot { dir: String, source: kvraft_core::kv::SnapshotError },
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        addr: SocketAddr,
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
     #[error("cannot listen on {addr} (ServerAddr, UDP heartbeats): {source}")]
-    Fcheck {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Fcheck { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     JoinRefused(String),
+    #[error("tracing: {0}")]
+    Tracing(String),
     #[error("{what} service failed: {source}")]
-    Serve {
-        what: &'static str,
-        source: tonic::transport::Error,
-    },
+    Serve { what: &'static str, source: tonic::transport::Error },
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListenerStream, ServerError> {
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, what, source })?;
+    let l = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, what, source })?;
     Ok(TcpListenerStream::new(l))
 }
 
@@ -94,10 +76,7 @@ fn mute_for_tests(mute: Arc<std::sync::atomic::AtomicBool>) {
 }
 
 /// Runs a server until `shutdown` completes.
-pub async fn run(
-    cfg: ServerConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
     let dir = cfg.data_dir();
     let opts = StorageOptions {
         fsync: match cfg.fsync {
@@ -107,30 +86,35 @@ pub async fn run(
         segment_bytes: cfg.segment_bytes,
     };
     let (storage, recovered) =
-        Storage::open(&dir, opts).map_err(|source| ServerError::Storage {
-            dir: dir.display().to_string(),
-            source,
-        })?;
+        Storage::open(&dir, opts).map_err(|source| ServerError::Storage { dir: dir.display().to_string(), source })?;
     if let Some(torn) = &recovered.torn_tail {
-        eprintln!(
-            "kvraft server {}: recovered after a torn write: {torn}",
-            cfg.server_id
-        );
+        eprintln!("kvraft server {}: recovered after a torn write: {torn}", cfg.server_id);
     }
     let kv = match &recovered.snapshot {
-        Some(s) => KvStore::restore(&s.data).map_err(|source| ServerError::Snapshot {
-            dir: dir.display().to_string(),
-            source,
-        })?,
+        Some(s) => KvStore::restore(&s.data)
+            .map_err(|source| ServerError::Snapshot { dir: dir.display().to_string(), source })?,
         None => KvStore::new(),
     };
+    let tracer = if cfg.tracing_server_addr.is_empty() {
+        kvraft_trace::Tracer::disabled()
+    } else {
+        let identity = if cfg.tracing_identity.is_empty() {
+            format!("server{}", cfg.server_id)
+        } else {
+            cfg.tracing_identity.clone()
+        };
+        kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
+            identity,
+            server_addr: cfg.tracing_server_addr.clone(),
+            secret: cfg.secret.clone(),
+        })
+        .map_err(|e| ServerError::Tracing(e.to_string()))?
+    };
+    let trace = tracer.create_trace();
+    trace.record("ServerStart", serde_json::json!({"ServerId": cfg.server_id}));
     let node = RaftNode::restore(
         Config::new(cfg.server_id),
-        Restored {
-            term: recovered.term,
-            snapshot: recovered.snapshot,
-            entries: recovered.entries,
-        },
+        Restored { term: recovered.term, snapshot: recovered.snapshot, entries: recovered.entries },
     );
 
     // Bind everything first, so a port in use fails before anything runs.
@@ -139,10 +123,7 @@ pub async fn run(
     let client_l = bind(cfg.client_listen_addr, "ClientListenAddr").await?;
     let responder = kvraft_fcheck::Responder::bind(cfg.server_addr)
         .await
-        .map_err(|source| ServerError::Fcheck {
-            addr: cfg.server_addr,
-            source,
-        })?;
+        .map_err(|source| ServerError::Fcheck { addr: cfg.server_addr, source })?;
     mute_for_tests(responder.mute_handle());
     let responder_task = tokio::spawn(responder.run());
 
@@ -154,9 +135,11 @@ pub async fn run(
         kv,
         read_mode: cfg.read_mode,
         snapshot_entries: cfg.snapshot_entries,
-        transport: transport::Transport::new(cfg.server_id, cfg.secret.clone()),
+        transport: transport::Transport::new(cfg.server_id, cfg.secret.clone(), tracer.clone()),
         disk,
         disk_stats: stats,
+        tracer: tracer.clone(),
+        trace: trace.clone(),
     });
     let tick = Duration::from_millis(cfg.tick_ms);
     let loop_task = tokio::spawn(nl.run(rx, tick));
@@ -166,8 +149,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
     let join_cfg = cfg.clone();
+    let join_trace = trace.clone();
     tokio::spawn(async move {
-        if let Err(reason) = join::join(&join_cfg).await {
+        if let Err(reason) = join::join(&join_cfg, &join_trace).await {
             let _ = refused_tx.send(reason);
         }
     });
@@ -195,15 +179,13 @@ pub async fn run(
     let peer = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(InterceptedService::new(
-            pb::peer_server::PeerServer::new(api::peer::PeerApi { inputs: h.clone() }),
+            pb::peer_server::PeerServer::new(api::peer::PeerApi { inputs: h.clone(), tracer: tracer.clone() }),
             check.clone(),
         ))
         .serve_with_incoming_shutdown(peer_l, stopped(stop_rx.clone()));
     let control = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
-            pb::server_control_server::ServerControlServer::new(api::control::ControlApi {
-                inputs: h.clone(),
-            }),
+            pb::server_control_server::ServerControlServer::new(api::control::ControlApi { inputs: h.clone() }),
             check.clone(),
         ))
         .serve_with_incoming_shutdown(control_l, stopped(stop_rx.clone()));
@@ -231,20 +213,13 @@ pub async fn run(
         r = async { tokio::join!(peer, control, client) } => r,
         _ = deadline => (Ok(()), Ok(()), Ok(())),
     };
-    a.map_err(|source| ServerError::Serve {
-        what: "peer",
-        source,
-    })?;
-    b.map_err(|source| ServerError::Serve {
-        what: "control",
-        source,
-    })?;
-    c.map_err(|source| ServerError::Serve {
-        what: "client",
-        source,
-    })?;
+    a.map_err(|source| ServerError::Serve { what: "peer", source })?;
+    b.map_err(|source| ServerError::Serve { what: "control", source })?;
+    c.map_err(|source| ServerError::Serve { what: "client", source })?;
     loop_task.abort();
     responder_task.abort();
+    // Let the last trace records reach the tracing server.
+    tracer.flush(Duration::from_millis(500)).await;
     if let Some(reason) = refused.lock().expect("not poisoned").take() {
         return Err(ServerError::JoinRefused(reason));
     }

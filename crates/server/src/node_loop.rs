@@ -9,10 +9,12 @@ use std::sync::atomic::Ordering;
 
 use kvraft_core::kv::{ApplyError, Command, KvStore, Reply};
 use kvraft_core::{
-    Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError,
-    ReadId, Ready, Role, Snapshot, SnapshotMeta, Term,
+    Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready, Role,
+    Snapshot, SnapshotMeta, Term,
 };
 use kvraft_proto as pb;
+use kvraft_trace::{Trace, Tracer};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ReadMode;
@@ -39,26 +41,50 @@ impl ReplyTo {
     }
 }
 
+fn is_success(r: &pb::Reply) -> bool {
+    matches!(
+        r.result,
+        Some(pb::reply::Result::Done(_)) | Some(pb::reply::Result::Cas(_)) | Some(pb::reply::Result::Value(_))
+    )
+}
+
+/// Sends a reply carrying a token of the request's trace.
+fn send_traced(reply: ReplyTo, mut r: pb::Reply, trace: &Trace) {
+    if trace.enabled() {
+        r.trace = trace.generate_token();
+    }
+    reply.send(r);
+}
+
+/// Where a log state goes back to the coord's call, with a tracing token.
+type LogStateReply = oneshot::Sender<(LogState, Vec<u8>)>;
+
 /// Everything the loop reacts to.
 pub enum Input {
     Peer(Message),
+    /// A client command, with the tracing token it carried.
     Client {
         cmd: Command,
         reply: ReplyTo,
+        token: Vec<u8>,
     },
     LogState {
         term: Term,
-        reply: oneshot::Sender<LogState>,
+        reply: oneshot::Sender<(LogState, Vec<u8>)>,
+        token: Vec<u8>,
     },
     BecomeLeader {
         term: Term,
         members: Vec<pb::Member>,
         reply: oneshot::Sender<pb::BecomeLeaderReply>,
+        token: Vec<u8>,
     },
     Configure(Vec<pb::Member>),
     Notice {
         leader: NodeId,
         term: Term,
+        failed: Vec<NodeId>,
+        token: Vec<u8>,
     },
     /// A disk job completed: `marker` is durable; `then_send` may go.
     Persisted {
@@ -82,12 +108,15 @@ pub struct NodeLoop {
     transport: Transport,
     disk: std::sync::mpsc::Sender<DiskJob>,
     disk_stats: Arc<DiskStats>,
-    /// Proposals waiting to commit: index → (the command, who waits).
-    proposals: BTreeMap<Index, (Command, ReplyTo)>,
-    reads: HashMap<ReadId, (Command, ReplyTo)>,
+    /// Proposals waiting to commit: index → (the command, who waits, its trace).
+    proposals: BTreeMap<Index, (Command, ReplyTo, Trace)>,
+    reads: HashMap<ReadId, (Command, ReplyTo, Trace)>,
     next_read: ReadId,
-    log_state_waiters: BTreeMap<Term, Vec<oneshot::Sender<LogState>>>,
-    leader_waiters: BTreeMap<Term, Vec<oneshot::Sender<pb::BecomeLeaderReply>>>,
+    log_state_waiters: BTreeMap<Term, Vec<(LogStateReply, Trace)>>,
+    leader_waiters: BTreeMap<Term, Vec<(oneshot::Sender<pb::BecomeLeaderReply>, Trace)>>,
+    tracer: Tracer,
+    /// The server's own trace (ServerStart, BecameLeader...).
+    trace: Trace,
     /// A leader hint from the coord, used while the core knows none.
     coord_leader: Option<NodeId>,
 }
@@ -100,6 +129,50 @@ pub struct LoopParts {
     pub transport: Transport,
     pub disk: std::sync::mpsc::Sender<DiskJob>,
     pub disk_stats: Arc<DiskStats>,
+    pub tracer: Tracer,
+    pub trace: Trace,
+}
+
+/// A trace continuing the sender's, or a new one when it sent none.
+fn continue_trace(tracer: &Tracer, token: &[u8]) -> Trace {
+    if !tracer.enabled() {
+        return Trace::disabled();
+    }
+    tracer.receive_token(token).unwrap_or_else(|_| tracer.create_trace())
+}
+
+/// The trace record of a client command arriving or committing.
+fn command_tag(op: &kvraft_core::kv::Op, committed: bool) -> &'static str {
+    use kvraft_core::kv::Op;
+    match (op, committed) {
+        (Op::Get { .. }, false) => "GetRecvd",
+        (Op::Get { .. }, true) => "GetCommitted",
+        (Op::Put { .. }, false) => "PutRecvd",
+        (Op::Put { .. }, true) => "PutCommitted",
+        (Op::Append { .. }, false) => "AppendRecvd",
+        (Op::Append { .. }, true) => "AppendCommitted",
+        (Op::Delete { .. }, false) => "DeleteRecvd",
+        (Op::Delete { .. }, true) => "DeleteCommitted",
+        (Op::Cas { .. }, false) => "CasRecvd",
+        (Op::Cas { .. }, true) => "CasCommitted",
+    }
+}
+
+fn command_body(cmd: &Command, value: Option<&Option<String>>) -> serde_json::Value {
+    use kvraft_core::kv::Op;
+    let mut b = json!({"ClientId": cmd.client_id, "OpId": cmd.op_id, "Key": cmd.op.key()});
+    match &cmd.op {
+        Op::Put { value, .. } | Op::Append { value, .. } => b["Value"] = json!(value),
+        Op::Cas { expected, new, .. } => {
+            b["Expected"] = json!(expected);
+            b["Value"] = json!(new);
+        }
+        Op::Get { .. } | Op::Delete { .. } => {}
+    }
+    if let Some(v) = value {
+        b["Value"] = json!(v);
+    }
+    b
 }
 
 impl NodeLoop {
@@ -119,15 +192,13 @@ impl NodeLoop {
             log_state_waiters: BTreeMap::new(),
             leader_waiters: BTreeMap::new(),
             coord_leader: None,
+            tracer: p.tracer,
+            trace: p.trace,
         }
     }
 
     /// Runs until every input sender is gone.
-    pub async fn run(
-        mut self,
-        mut inputs: mpsc::UnboundedReceiver<Input>,
-        tick: std::time::Duration,
-    ) {
+    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>, tick: std::time::Duration) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -152,23 +223,29 @@ impl NodeLoop {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Peer(m) => self.node.step(m),
-            Input::Client { cmd, reply } => self.on_client(cmd, reply),
-            Input::LogState { term, reply } => {
-                self.log_state_waiters.entry(term).or_default().push(reply);
+            Input::Client { cmd, reply, token } => {
+                let trace = continue_trace(&self.tracer, &token);
+                trace.record_with(command_tag(&cmd.op, false), || command_body(&cmd, None));
+                self.on_client(cmd, reply, trace)
+            }
+            Input::LogState { term, reply, token } => {
+                let trace = continue_trace(&self.tracer, &token);
+                self.log_state_waiters.entry(term).or_default().push((reply, trace));
                 self.node.log_state_request(term);
             }
-            Input::BecomeLeader {
-                term,
-                members,
-                reply,
-            } => {
+            Input::BecomeLeader { term, members, reply, token } => {
+                let trace = continue_trace(&self.tracer, &token);
                 self.set_members(members.clone());
-                self.leader_waiters.entry(term).or_default().push(reply);
+                self.leader_waiters.entry(term).or_default().push((reply, trace));
                 let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
                 self.node.become_leader(term, &ids);
             }
             Input::Configure(members) => self.set_members(members),
-            Input::Notice { leader, term } => {
+            Input::Notice { leader, term, failed, token } => {
+                let trace = continue_trace(&self.tracer, &token);
+                for f in failed {
+                    trace.record("ServerFailRecvd", json!({"FailedServerId": f}));
+                }
                 if term >= self.node.term() && leader != 0 {
                     self.coord_leader = Some(leader);
                 }
@@ -190,16 +267,9 @@ impl NodeLoop {
                     .iter()
                     .filter(|e| e.index >= from)
                     .take(limit)
-                    .map(|e| pb::LogLine {
-                        index: e.index,
-                        term: e.term,
-                        entry: e.to_string(),
-                    })
+                    .map(|e| pb::LogLine { index: e.index, term: e.term, entry: e.to_string() })
                     .collect();
-                let _ = reply.send(pb::LogReply {
-                    lines,
-                    snapshot_index: log.snapshot_meta().index,
-                });
+                let _ = reply.send(pb::LogReply { lines, snapshot_index: log.snapshot_meta().index });
             }
         }
     }
@@ -214,35 +284,27 @@ impl NodeLoop {
         self.members = members.into_iter().map(|m| (m.id, m)).collect();
     }
 
-    fn on_client(&mut self, cmd: Command, reply: ReplyTo) {
+    fn on_client(&mut self, cmd: Command, reply: ReplyTo, trace: Trace) {
         if self.read_mode == ReadMode::ReadIndex && cmd.op.is_read() {
             self.next_read += 1;
-            self.reads.insert(self.next_read, (cmd, reply));
+            self.reads.insert(self.next_read, (cmd, reply, trace));
             self.node.read(self.next_read);
             return;
         }
         match self.node.propose(cmd.clone()) {
             Ok(index) => {
-                self.proposals.insert(index, (cmd, reply));
+                self.proposals.insert(index, (cmd, reply, trace));
             }
-            Err(ProposeError::NotLeader { leader }) => reply.send(self.not_leader(&cmd, leader)),
+            Err(ProposeError::NotLeader { leader }) => {
+                let r = self.not_leader(&cmd, leader);
+                send_traced(reply, r, &trace);
+            }
         }
     }
 
-    fn error_reply(
-        &self,
-        cmd: &Command,
-        code: pb::ErrorCode,
-        message: String,
-        leader: Option<NodeId>,
-    ) -> pb::Reply {
-        let leader = leader
-            .or(self.coord_leader)
-            .filter(|&l| l != self.node.id() || code != pb::ErrorCode::NotLeader);
-        let leader_addr = leader
-            .and_then(|l| self.members.get(&l))
-            .map(|m| m.client_addr.clone())
-            .unwrap_or_default();
+    fn error_reply(&self, cmd: &Command, code: pb::ErrorCode, message: String, leader: Option<NodeId>) -> pb::Reply {
+        let leader = leader.or(self.coord_leader).filter(|&l| l != self.node.id() || code != pb::ErrorCode::NotLeader);
+        let leader_addr = leader.and_then(|l| self.members.get(&l)).map(|m| m.client_addr.clone()).unwrap_or_default();
         pb::Reply {
             session: cmd.session,
             op_id: cmd.op_id,
@@ -261,12 +323,7 @@ impl NodeLoop {
     }
 
     fn ok_reply(cmd: &Command, r: &Reply) -> pb::Reply {
-        pb::Reply {
-            session: cmd.session,
-            op_id: cmd.op_id,
-            result: Some(reply_result(r)),
-            trace: Vec::new(),
-        }
+        pb::Reply { session: cmd.session, op_id: cmd.op_id, result: Some(reply_result(r)), trace: Vec::new() }
     }
 
     /// Sends a message now, or answers a waiting coord call.
@@ -275,22 +332,19 @@ impl NodeLoop {
             Dest::Node(id) => self.transport.send(id, out.msg),
             Dest::Coord => match out.msg {
                 Message::LogState(ls) => {
-                    for w in self.log_state_waiters.remove(&ls.term).unwrap_or_default() {
-                        let _ = w.send(ls);
+                    for (w, trace) in self.log_state_waiters.remove(&ls.term).unwrap_or_default() {
+                        trace.record_with("ServerLogState", || {
+                            json!({"ServerId": ls.from, "Term": ls.term, "Granted": ls.granted,
+                                   "LastLogTerm": ls.last_log_term, "LogIdx": ls.last_log_index})
+                        });
+                        let token = if trace.enabled() { trace.generate_token() } else { Vec::new() };
+                        let _ = w.send((ls, token));
                     }
                 }
-                Message::BecomeLeaderResponse {
-                    term,
-                    accepted,
-                    current_term,
-                    ..
-                } => {
-                    for w in self.leader_waiters.remove(&term).unwrap_or_default() {
-                        let _ = w.send(pb::BecomeLeaderReply {
-                            accepted,
-                            current_term,
-                            trace: Vec::new(),
-                        });
+                Message::BecomeLeaderResponse { term, accepted, current_term, .. } => {
+                    for (w, trace) in self.leader_waiters.remove(&term).unwrap_or_default() {
+                        let token = if trace.enabled() { trace.generate_token() } else { Vec::new() };
+                        let _ = w.send(pb::BecomeLeaderReply { accepted, current_term, trace: token });
                     }
                 }
                 _ => {}
@@ -331,21 +385,17 @@ impl NodeLoop {
                     std::process::exit(1);
                 }
             }
-            let stale: Vec<Index> = self
-                .proposals
-                .range(..=s.meta.index)
-                .map(|(&i, _)| i)
-                .collect();
+            let stale: Vec<Index> = self.proposals.range(..=s.meta.index).map(|(&i, _)| i).collect();
             for i in stale {
-                if let Some((cmd, reply)) = self.proposals.remove(&i) {
+                if let Some((cmd, reply, trace)) = self.proposals.remove(&i) {
                     let r = self.not_leader(&cmd, self.node.leader());
-                    reply.send(r);
+                    send_traced(reply, r, &trace);
                 }
             }
         }
         for e in &rd.committed_entries {
             let outcome = self.kv.apply(e);
-            let Some((cmd, reply)) = self.proposals.remove(&e.index) else {
+            let Some((cmd, reply, trace)) = self.proposals.remove(&e.index) else {
                 continue;
             };
             let same = matches!(&e.payload, Payload::Command(c) if c.client_id == cmd.client_id
@@ -360,16 +410,22 @@ impl NodeLoop {
                 ),
                 _ => self.not_leader(&cmd, self.node.leader()),
             };
-            reply.send(r);
+            if let Some(pb::reply::Result::Value(v)) = &r.result {
+                trace.record_with(command_tag(&cmd.op, true), || command_body(&cmd, Some(&v.value)));
+            } else if is_success(&r) {
+                trace.record_with(command_tag(&cmd.op, true), || command_body(&cmd, None));
+            }
+            send_traced(reply, r, &trace);
         }
         for id in rd.reads {
-            if let Some((cmd, reply)) = self.reads.remove(&id) {
+            if let Some((cmd, reply, trace)) = self.reads.remove(&id) {
                 let value = self.kv.get(cmd.op.key()).map(str::to_owned);
-                reply.send(Self::ok_reply(&cmd, &Reply::Value(value)));
+                trace.record_with(command_tag(&cmd.op, true), || command_body(&cmd, Some(&value)));
+                send_traced(reply, Self::ok_reply(&cmd, &Reply::Value(value)), &trace);
             }
         }
         for (id, err) in rd.failed_reads {
-            if let Some((cmd, reply)) = self.reads.remove(&id) {
+            if let Some((cmd, reply, trace)) = self.reads.remove(&id) {
                 let r = match err {
                     ReadError::NotLeader { leader } => self.not_leader(&cmd, leader),
                     ReadError::NoQuorum => self.error_reply(
@@ -379,20 +435,31 @@ impl NodeLoop {
                         None,
                     ),
                 };
-                reply.send(r);
+                send_traced(reply, r, &trace);
             }
         }
         if rd.role_changed {
             if self.node.leader().is_some() {
                 self.coord_leader = None;
             }
+            let (id, term) = (self.node.id(), self.node.term());
+            match self.node.role() {
+                Role::Leader => {
+                    self.trace.record("BecameLeader", json!({"ServerId": id, "Term": term}));
+                    self.trace.record("NoOpRequest", json!({"Term": term}));
+                }
+                Role::Follower => {
+                    let leader = self.node.leader().unwrap_or(0);
+                    self.trace.record("BecameFollower", json!({"ServerId": id, "Term": term, "LeaderId": leader}));
+                }
+            }
             if self.node.role() == Role::Follower {
                 // Proposals of a lost leadership may still commit; clients
                 // retry them (same opId) at the new leader, applied once.
                 let leader = self.node.leader();
-                for (_, (cmd, reply)) in std::mem::take(&mut self.proposals) {
+                for (_, (cmd, reply, trace)) in std::mem::take(&mut self.proposals) {
                     let r = self.not_leader(&cmd, leader);
-                    reply.send(r);
+                    send_traced(reply, r, &trace);
                 }
             }
         }
@@ -404,14 +471,8 @@ impl NodeLoop {
         if applied < self.node.snapshot_meta().index + self.snapshot_entries {
             return;
         }
-        let meta = SnapshotMeta {
-            index: applied,
-            term: self.kv.applied_term(),
-        };
-        let snapshot = Snapshot {
-            meta,
-            data: Arc::new(self.kv.snapshot()),
-        };
+        let meta = SnapshotMeta { index: applied, term: self.kv.applied_term() };
+        let snapshot = Snapshot { meta, data: Arc::new(self.kv.snapshot()) };
         self.node.compact(snapshot.clone());
         let _ = self.disk.send(DiskJob::Compact(snapshot));
     }

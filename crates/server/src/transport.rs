@@ -26,15 +26,42 @@ pub struct Transport {
     me: NodeId,
     secret: String,
     peers: HashMap<NodeId, PeerLink>,
+    tracer: kvraft_trace::Tracer,
+}
+
+/// Records a Raft message sent or received, as the prototype's trace did.
+pub fn record_peer_message(trace: &kvraft_trace::Trace, msg: &Message, received: bool) {
+    use kvraft_core::AppendResult;
+    use serde_json::json;
+    match msg {
+        Message::AppendEntries { term, leader, prev_log_index, prev_log_term, entries, leader_commit, .. } => {
+            let tag = if received { "AppendEntriesRequestRecvd" } else { "AppendEntriesRequestSent" };
+            trace.record_with(tag, || {
+                let shown: Vec<String> = entries.iter().take(8).map(|e| e.to_string()).collect();
+                json!({"Term": term, "LeaderId": leader, "PrevLogIndex": prev_log_index,
+                       "PrevLogTerm": prev_log_term, "Entries": shown, "EntryCount": entries.len(),
+                       "LeaderCommit": leader_commit})
+            });
+        }
+        Message::AppendEntriesResponse { term, from, result, .. } => {
+            let tag = if received { "AppendEntriesResponseRecvd" } else { "AppendEntriesResponseSent" };
+            let (success, match_index) = match result {
+                AppendResult::Success { match_index } => (true, Some(*match_index)),
+                _ => (false, None),
+            };
+            trace.record(tag, json!({"Term": term, "From": from, "Success": success, "MatchIndex": match_index}));
+        }
+        Message::InstallSnapshot { term, leader, snapshot, .. } => {
+            let tag = if received { "InstallSnapshotRecvd" } else { "InstallSnapshotSent" };
+            trace.record(tag, json!({"Term": term, "LeaderId": leader, "Index": snapshot.meta.index}));
+        }
+        Message::LogState(_) | Message::BecomeLeaderResponse { .. } => {}
+    }
 }
 
 impl Transport {
-    pub fn new(me: NodeId, secret: String) -> Self {
-        Transport {
-            me,
-            secret,
-            peers: HashMap::new(),
-        }
+    pub fn new(me: NodeId, secret: String, tracer: kvraft_trace::Tracer) -> Self {
+        Transport { me, secret, peers: HashMap::new(), tracer }
     }
 
     /// Points `id` at `addr` (re)starting its link if the address changed.
@@ -51,19 +78,27 @@ impl Transport {
         let Some(link) = self.peers.get(&to) else {
             return;
         };
-        for m in message_to_pb(msg) {
+        // Heartbeats (empty AppendEntries, every few ticks) are not traced:
+        // they would bury the story in noise.
+        let heartbeat = matches!(&msg, Message::AppendEntries { entries, .. } if entries.is_empty());
+        let token = if self.tracer.enabled() && !heartbeat {
+            let trace = self.tracer.create_trace();
+            record_peer_message(&trace, &msg, false);
+            trace.generate_token()
+        } else {
+            Vec::new()
+        };
+        for (i, mut m) in message_to_pb(msg).into_iter().enumerate() {
+            if i == 0 {
+                m.trace = token.clone();
+            }
             // Full queue or closed link: drop; Raft will resend.
             let _ = link.tx.try_send(m);
         }
     }
 }
 
-async fn peer_link(
-    me: NodeId,
-    addr: String,
-    secret: String,
-    mut rx: mpsc::Receiver<pb::PeerMessage>,
-) {
+async fn peer_link(me: NodeId, addr: String, secret: String, mut rx: mpsc::Receiver<pb::PeerMessage>) {
     let mut backoff = Duration::from_millis(20);
     loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
@@ -98,9 +133,7 @@ async fn peer_link(
         {
             request.metadata_mut().insert(crate::auth::SECRET_HEADER, v);
         }
-        request
-            .metadata_mut()
-            .insert("x-kvraft-from", MetadataValue::from(me));
+        request.metadata_mut().insert("x-kvraft-from", MetadataValue::from(me));
         let mut client = PeerClient::new(channel);
         let mut call = tokio::spawn(async move { client.send(request).await });
         loop {

@@ -66,13 +66,7 @@ impl SimClient {
 
     fn wake_in(&mut self, net: &mut Net, ms: u64) {
         self.timer += 1;
-        net.schedule(
-            net.now + ms,
-            Event::ClientWake {
-                id: self.id,
-                timer: self.timer,
-            },
-        );
+        net.schedule(net.now + ms, Event::ClientWake { id: self.id, timer: self.timer });
     }
 
     pub fn on_wake(&mut self, timer: u64, net: &mut Net, history: &mut Vec<lin::Operation>) {
@@ -109,20 +103,8 @@ impl SimClient {
         let value = format!("c{}.{}.{}", self.id, self.session, self.written);
         let (op, lop) = match net.rng.random_range(0..100) {
             0..30 => (Op::Get { key: key.clone() }, lin::Op::Get),
-            30..55 => (
-                Op::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                },
-                lin::Op::Put { value },
-            ),
-            55..75 => (
-                Op::Append {
-                    key: key.clone(),
-                    value: value.clone(),
-                },
-                lin::Op::Append { value },
-            ),
+            30..55 => (Op::Put { key: key.clone(), value: value.clone() }, lin::Op::Put { value }),
+            55..75 => (Op::Append { key: key.clone(), value: value.clone() }, lin::Op::Append { value }),
             75..85 => (Op::Delete { key: key.clone() }, lin::Op::Delete),
             _ => {
                 // Expect a value some client may have written, or absence.
@@ -130,23 +112,10 @@ impl SimClient {
                     None
                 } else {
                     let c = net.rng.random_range(0..=self.id + 1);
-                    Some(format!(
-                        "c{c}.1.{}",
-                        net.rng.random_range(1..=self.written.max(1))
-                    ))
+                    Some(format!("c{c}.1.{}", net.rng.random_range(1..=self.written.max(1))))
                 };
-                let op = Op::Cas {
-                    key: key.clone(),
-                    expected: expected.clone(),
-                    new: value.clone(),
-                };
-                (
-                    op,
-                    lin::Op::Cas {
-                        expected,
-                        new: value,
-                    },
-                )
+                let op = Op::Cas { key: key.clone(), expected: expected.clone(), new: value.clone() };
+                (op, lin::Op::Cas { expected, new: value })
             }
         };
         let cmd = Command {
@@ -157,46 +126,23 @@ impl SimClient {
             op,
         };
         self.next_op += 1;
-        history.push(lin::Operation {
-            client: self.id,
-            key,
-            op: lop,
-            call: net.now,
-            ret: None,
-            output: None,
-        });
-        self.pending = Some(Pending {
-            cmd,
-            history_index: history.len() - 1,
-            attempts: 0,
-            redirect: false,
-        });
+        history.push(lin::Operation { client: self.id, key, op: lop, call: net.now, ret: None, output: None });
+        self.pending = Some(Pending { cmd, history_index: history.len() - 1, attempts: 0, redirect: false });
         self.send_pending(net);
     }
 
     fn send_pending(&mut self, net: &mut Net) {
         let Some(p) = &self.pending else { return };
-        let to = self
-            .leader
-            .unwrap_or_else(|| net.rng.random_range(1..=self.servers));
-        let msg = Msg::Request {
-            cmd: p.cmd.clone(),
-            read_index: self.read_index,
-        };
+        let to = self.leader.unwrap_or_else(|| net.rng.random_range(1..=self.servers));
+        let msg = Msg::Request { cmd: p.cmd.clone(), read_index: self.read_index };
         net.send(self.me(), Proc::Server(to), msg);
         self.wake_in(net, TIMEOUT_MS);
     }
 
     pub fn on_message(&mut self, msg: Msg, net: &mut Net, history: &mut [lin::Operation]) {
         match msg {
-            Msg::LeaderAnswer {
-                leader: Some(leader),
-            } => self.leader = Some(leader),
-            Msg::Response {
-                session,
-                op_id,
-                result,
-            } => {
+            Msg::LeaderAnswer { leader: Some(leader) } => self.leader = Some(leader),
+            Msg::Response { session, op_id, result } => {
                 let Some(p) = &mut self.pending else { return };
                 if session != p.cmd.session || op_id != p.cmd.op_id {
                     return; // an answer to an earlier attempt of an earlier op
@@ -228,10 +174,7 @@ impl SimClient {
                         self.wake_in(net, 20);
                     }
                     Err(ClientError::Stale) => {
-                        let what = format!(
-                            "client {} got 'stale' for its current op {}",
-                            self.id, p.cmd.op_id
-                        );
+                        let what = format!("client {} got 'stale' for its current op {}", self.id, p.cmd.op_id);
                         // The outcome stays unknown in the history.
                         self.unexpected.push(what);
                         self.pending = None;

@@ -57,11 +57,7 @@ impl SimConfig {
             clients: rng.random_range(2..=5),
             ops_per_client: rng.random_range(10..=30),
             keys: rng.random_range(1..=4),
-            read_mode: if rng.random_bool(0.5) {
-                ReadMode::ReadIndex
-            } else {
-                ReadMode::Log
-            },
+            read_mode: if rng.random_bool(0.5) { ReadMode::ReadIndex } else { ReadMode::Log },
             drop_rate: rng.random_range(0.0..0.1),
             dup_rate: rng.random_range(0.0..0.05),
             long_delay_rate: rng.random_range(0.0..0.05),

@@ -64,20 +64,12 @@ impl CoordModel {
         let now = net.now;
         self.ping_seq += 1;
         for id in self.members() {
-            net.send(
-                Proc::Coord,
-                Proc::Server(id),
-                Msg::Ping { seq: self.ping_seq },
-            );
+            net.send(Proc::Coord, Proc::Server(id), Msg::Ping { seq: self.ping_seq });
         }
         match &mut self.phase {
             Phase::Joining => {
                 for id in self.members() {
-                    net.send(
-                        Proc::Coord,
-                        Proc::Server(id),
-                        Msg::LogStateRequest { term: 1 },
-                    );
+                    net.send(Proc::Coord, Proc::Server(id), Msg::LogStateRequest { term: 1 });
                 }
             }
             Phase::Stable => {
@@ -102,12 +94,7 @@ impl CoordModel {
         self.selections += 1;
         self.leader = None;
         let term = self.term;
-        self.phase = Phase::Selecting {
-            term,
-            started: net.now,
-            answers: BTreeMap::new(),
-            chosen: None,
-        };
+        self.phase = Phase::Selecting { term, started: net.now, answers: BTreeMap::new(), chosen: None };
         for id in self.members() {
             net.send(Proc::Coord, Proc::Server(id), Msg::LogStateRequest { term });
         }
@@ -116,13 +103,7 @@ impl CoordModel {
     pub fn on_message(&mut self, from: Proc, msg: Msg, net: &mut Net) {
         let Proc::Server(id) = from else {
             if let (Proc::Client(_), Msg::LeaderQuery) = (from, &msg) {
-                net.send(
-                    Proc::Coord,
-                    from,
-                    Msg::LeaderAnswer {
-                        leader: self.leader,
-                    },
-                );
+                net.send(Proc::Coord, from, Msg::LeaderAnswer { leader: self.leader });
             }
             return;
         };
@@ -131,19 +112,10 @@ impl CoordModel {
                 self.last_pong.insert(id, net.now);
             }
             Msg::Raft(Message::LogState(ls)) => self.on_log_state(ls, net),
-            Msg::Raft(Message::BecomeLeaderResponse {
-                term,
-                from,
-                accepted,
-                current_term,
-            }) => {
+            Msg::Raft(Message::BecomeLeaderResponse { term, from, accepted, current_term }) => {
                 self.term = self.term.max(current_term);
                 match &self.phase {
-                    Phase::Selecting {
-                        term: t,
-                        chosen: Some(c),
-                        ..
-                    } if *t == term && *c == from => {
+                    Phase::Selecting { term: t, chosen: Some(c), .. } if *t == term && *c == from => {
                         if accepted {
                             self.leader = Some(from);
                             self.last_pong.insert(from, net.now);
@@ -169,25 +141,12 @@ impl CoordModel {
                 self.joined.insert(ls.from);
                 if self.joined.len() == n {
                     self.term = self.term.max(1);
-                    self.phase = Phase::Selecting {
-                        term: 1,
-                        started: net.now,
-                        answers: BTreeMap::new(),
-                        chosen: Some(1),
-                    };
-                    net.send(
-                        Proc::Coord,
-                        Proc::Server(1),
-                        Msg::BecomeLeader { term: 1, members },
-                    );
+                    self.phase =
+                        Phase::Selecting { term: 1, started: net.now, answers: BTreeMap::new(), chosen: Some(1) };
+                    net.send(Proc::Coord, Proc::Server(1), Msg::BecomeLeader { term: 1, members });
                 }
             }
-            Phase::Selecting {
-                term,
-                answers,
-                chosen,
-                ..
-            } if *term == ls.term && chosen.is_none() => {
+            Phase::Selecting { term, answers, chosen, .. } if *term == ls.term && chosen.is_none() => {
                 if !ls.granted {
                     return; // the server is past this term; the timeout starts a newer one
                 }
@@ -196,20 +155,12 @@ impl CoordModel {
                     // Most up-to-date log; ties go to the lowest id.
                     let best = answers
                         .values()
-                        .max_by(|a, b| {
-                            a.up_to_date_key()
-                                .cmp(&b.up_to_date_key())
-                                .then(b.from.cmp(&a.from))
-                        })
+                        .max_by(|a, b| a.up_to_date_key().cmp(&b.up_to_date_key()).then(b.from.cmp(&a.from)))
                         .expect("a quorum is not empty")
                         .from;
                     *chosen = Some(best);
                     let term = *term;
-                    net.send(
-                        Proc::Coord,
-                        Proc::Server(best),
-                        Msg::BecomeLeader { term, members },
-                    );
+                    net.send(Proc::Coord, Proc::Server(best), Msg::BecomeLeader { term, members });
                 }
             }
             _ => {}

@@ -38,8 +38,7 @@ impl Invariants {
             let prev = node.log().term(e.index - 1);
             match self.entries.get(&(e.index, e.term)) {
                 None => {
-                    self.entries
-                        .insert((e.index, e.term), (e.payload.clone(), prev));
+                    self.entries.insert((e.index, e.term), (e.payload.clone(), prev));
                 }
                 Some((payload, seen_prev)) => {
                     if *payload != e.payload {
@@ -87,11 +86,7 @@ impl Invariants {
         let id = node.id();
         let (seen, durable) = self.terms.get(&id).copied().unwrap_or_default();
         if node.term() < seen.max(durable) {
-            let what = format!(
-                "term went back on server {id}: {} after {}",
-                node.term(),
-                seen.max(durable)
-            );
+            let what = format!("term went back on server {id}: {} after {}", node.term(), seen.max(durable));
             self.fail(now, what);
         }
         self.terms.insert(id, (node.term(), durable));
@@ -110,12 +105,7 @@ impl Invariants {
             }
         }
 
-        let from = self
-            .commit_seen
-            .get(&id)
-            .copied()
-            .unwrap_or(0)
-            .max(node.snapshot_meta().index);
+        let from = self.commit_seen.get(&id).copied().unwrap_or(0).max(node.snapshot_meta().index);
         for i in from + 1..=node.commit_index() {
             let Some(e) = node.log().entry(i) else {
                 continue;
@@ -125,9 +115,7 @@ impl Invariants {
                     self.committed.insert(i, (e.clone(), node.term()));
                 }
                 Some((c, _)) if c != e => {
-                    let what = format!(
-                        "servers committed different entries at index {i}: {c:?} vs {e:?} on {id}"
-                    );
+                    let what = format!("servers committed different entries at index {i}: {c:?} vs {e:?} on {id}");
                     self.fail(now, what);
                 }
                 Some(_) => {}
@@ -144,9 +132,7 @@ impl Invariants {
         let missing: Vec<Index> = self
             .committed
             .range(snap + 1..)
-            .filter(|(i, (c, in_term))| {
-                *in_term < node.term() && node.log().term(**i) != Some(c.term)
-            })
+            .filter(|(i, (c, in_term))| *in_term < node.term() && node.log().term(**i) != Some(c.term))
             .map(|(i, _)| *i)
             .collect();
         if let Some(i) = missing.first() {
@@ -167,10 +153,7 @@ impl Invariants {
                 self.applied.insert(e.index, e.clone());
             }
             Some(a) if a != e => {
-                let what = format!(
-                    "servers applied different entries at index {}: {a:?} vs {e:?} on {id}",
-                    e.index
-                );
+                let what = format!("servers applied different entries at index {}: {a:?} vs {e:?} on {id}", e.index);
                 self.fail(now, what);
             }
             Some(_) => {}
@@ -181,10 +164,7 @@ impl Invariants {
     pub fn on_durable_term(&mut self, now: u64, id: NodeId, term: Term) {
         let (seen, durable) = self.terms.get(&id).copied().unwrap_or_default();
         if term < durable {
-            self.fail(
-                now,
-                format!("durable term went back on server {id}: {term} after {durable}"),
-            );
+            self.fail(now, format!("durable term went back on server {id}: {term} after {durable}"));
         }
         self.terms.insert(id, (seen, durable.max(term)));
     }

@@ -143,22 +143,14 @@ impl Net {
         if self.faulty && self.rng.random_bool(self.drop_rate) {
             return;
         }
-        let copies = if self.faulty && self.rng.random_bool(self.dup_rate) {
-            2
-        } else {
-            1
-        };
+        let copies = if self.faulty && self.rng.random_bool(self.dup_rate) { 2 } else { 1 };
         for _ in 0..copies {
             let delay = if self.faulty && self.rng.random_bool(self.long_delay_rate) {
                 self.rng.random_range(20..200)
             } else {
                 self.rng.random_range(1..=5)
             };
-            let ev = Event::Deliver {
-                from,
-                to,
-                msg: msg.clone(),
-            };
+            let ev = Event::Deliver { from, to, msg: msg.clone() };
             self.schedule(self.now + delay, ev);
         }
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use kvraft_core::kv::{Command, KvStore, Reply};
 use kvraft_core::{
-    Config, Dest, Entry, NodeId, Outbound, ProposeError, RaftNode, ReadError, ReadId, Ready,
-    Restored, Snapshot, SnapshotMeta, Term,
+    Config, Dest, Entry, NodeId, Outbound, ProposeError, RaftNode, ReadError, ReadId, Ready, Restored, Snapshot,
+    SnapshotMeta, Term,
 };
 use rand::Rng;
 
@@ -60,11 +60,7 @@ pub struct SimServer {
 }
 
 fn core_config(id: NodeId, sim: &SimConfig) -> Config {
-    Config {
-        max_entries_per_msg: sim.max_entries_per_msg,
-        max_inflight_msgs: sim.max_inflight_msgs,
-        ..Config::new(id)
-    }
+    Config { max_entries_per_msg: sim.max_entries_per_msg, max_inflight_msgs: sim.max_inflight_msgs, ..Config::new(id) }
 }
 
 impl SimServer {
@@ -103,11 +99,8 @@ impl SimServer {
     pub fn restart(&mut self, net: &mut Net, inv: &mut Invariants) {
         self.alive = true;
         self.incarnation += 1;
-        let restored = Restored {
-            term: self.disk.term,
-            snapshot: self.disk.snapshot.clone(),
-            entries: self.disk.entries.clone(),
-        };
+        let restored =
+            Restored { term: self.disk.term, snapshot: self.disk.snapshot.clone(), entries: self.disk.entries.clone() };
         self.kv = match &self.disk.snapshot {
             Some(s) => KvStore::restore(&s.data).expect("the simulation writes valid snapshots"),
             None => KvStore::new(),
@@ -120,10 +113,7 @@ impl SimServer {
     }
 
     pub fn schedule_tick(&self, net: &mut Net) {
-        let ev = Event::ServerTick {
-            id: self.id,
-            incarnation: self.incarnation,
-        };
+        let ev = Event::ServerTick { id: self.id, incarnation: self.incarnation };
         net.schedule(net.now + TICK_MS, ev);
     }
 
@@ -160,13 +150,7 @@ impl SimServer {
                 self.pending_writes.insert(index, (from, cmd));
             }
             Err(ProposeError::NotLeader { leader }) => {
-                reply(
-                    net,
-                    self.id,
-                    from,
-                    &cmd,
-                    Err(ClientError::NotLeader(leader)),
-                );
+                reply(net, self.id, from, &cmd, Err(ClientError::NotLeader(leader)));
             }
         }
     }
@@ -197,10 +181,7 @@ impl SimServer {
                 then_send: rd.persisted_messages,
             });
             self.write_done_at = self.write_done_at.max(net.now) + net.rng.random_range(0..=3);
-            let ev = Event::PersistDone {
-                id: self.id,
-                incarnation: self.incarnation,
-            };
+            let ev = Event::PersistDone { id: self.id, incarnation: self.incarnation };
             net.schedule(self.write_done_at, ev);
         }
         if let Some(s) = &rd.snapshot {
@@ -245,13 +226,7 @@ impl SimServer {
             // them (same opId) wherever the leader now is.
             let leader = self.node.leader();
             for (_, (client, cmd)) in std::mem::take(&mut self.pending_writes) {
-                reply(
-                    net,
-                    self.id,
-                    client,
-                    &cmd,
-                    Err(ClientError::NotLeader(leader)),
-                );
+                reply(net, self.id, client, &cmd, Err(ClientError::NotLeader(leader)));
             }
         }
         self.maybe_snapshot();
@@ -261,17 +236,9 @@ impl SimServer {
     /// for queued writes, so the disk's log and snapshot never interleave.
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied_index();
-        if self.writes.is_empty()
-            && applied >= self.node.snapshot_meta().index + self.snapshot_every
-        {
-            let meta = SnapshotMeta {
-                index: applied,
-                term: self.kv.applied_term(),
-            };
-            let snap = Snapshot {
-                meta,
-                data: Arc::new(self.kv.snapshot()),
-            };
+        if self.writes.is_empty() && applied >= self.node.snapshot_meta().index + self.snapshot_every {
+            let meta = SnapshotMeta { index: applied, term: self.kv.applied_term() };
+            let snap = Snapshot { meta, data: Arc::new(self.kv.snapshot()) };
             self.node.compact(snap.clone());
             // A real shell writes the snapshot file, then trims the log.
             self.disk.entries.retain(|e| e.index > meta.index);
@@ -315,10 +282,7 @@ impl SimServer {
 
     /// The key-value state, for the end-of-run convergence check.
     pub fn state(&self) -> Vec<(String, String)> {
-        self.kv
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
+        self.kv.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
     }
 }
 
@@ -330,17 +294,7 @@ fn send_out(net: &mut Net, me: Proc, out: Outbound) {
     net.send(me, to, Msg::Raft(out.msg));
 }
 
-fn reply(
-    net: &mut Net,
-    me: NodeId,
-    client: Proc,
-    cmd: &Command,
-    result: Result<Reply, ClientError>,
-) {
-    let msg = Msg::Response {
-        session: cmd.session,
-        op_id: cmd.op_id,
-        result,
-    };
+fn reply(net: &mut Net, me: NodeId, client: Proc, cmd: &Command, result: Result<Reply, ClientError>) {
+    let msg = Msg::Response { session: cmd.session, op_id: cmd.op_id, result };
     net.send(Proc::Server(me), client, msg);
 }

@@ -46,9 +46,8 @@ pub fn run_seed(seed: u64, nodes: Option<u64>) -> SeedReport {
     let net = Net::new(rng, cfg.drop_rate, cfg.dup_rate, cfg.long_delay_rate);
     let servers = (1..=cfg.nodes).map(|id| SimServer::new(id, &cfg)).collect();
     let read_index = cfg.read_mode == ReadMode::ReadIndex;
-    let clients = (1..=cfg.clients)
-        .map(|id| SimClient::new(id, cfg.ops_per_client, cfg.keys, cfg.nodes, read_index))
-        .collect();
+    let clients =
+        (1..=cfg.clients).map(|id| SimClient::new(id, cfg.ops_per_client, cfg.keys, cfg.nodes, read_index)).collect();
     let mut w = World {
         coord: CoordModel::new(cfg.nodes),
         cfg,
@@ -71,8 +70,7 @@ impl World {
         self.net.schedule(0, Event::CoordTick);
         for c in &self.clients {
             // Clients start once the cluster had time to form.
-            self.net
-                .schedule(50 + c.id, Event::ClientWake { id: c.id, timer: 0 });
+            self.net.schedule(50 + c.id, Event::ClientWake { id: c.id, timer: 0 });
         }
         self.net.schedule(self.cfg.nemesis_every_ms, Event::Nemesis);
         let deadline = self.cfg.faults_until_ms + self.cfg.settle_ms;
@@ -88,12 +86,7 @@ impl World {
             self.handle(ev);
         }
         if !self.clients.iter().all(SimClient::done) {
-            let stuck: Vec<u64> = self
-                .clients
-                .iter()
-                .filter(|c| !c.done())
-                .map(|c| c.id)
-                .collect();
+            let stuck: Vec<u64> = self.clients.iter().filter(|c| !c.done()).map(|c| c.id).collect();
             self.inv.violations.push(format!(
                 "liveness: clients {stuck:?} did not finish within {} ms after faults stopped",
                 self.cfg.settle_ms
@@ -130,21 +123,13 @@ impl World {
                                 s.crash_after_next_write = true;
                             } else {
                                 let at = net.now + net.rng.random_range(1..40);
-                                net.schedule(
-                                    at,
-                                    Event::Crash {
-                                        id,
-                                        incarnation: s.incarnation,
-                                    },
-                                );
+                                net.schedule(at, Event::Crash { id, incarnation: s.incarnation });
                             }
                         }
                     }
                 }
                 Proc::Coord => self.coord.on_message(from, msg, net),
-                Proc::Client(id) => {
-                    self.clients[id as usize - 1].on_message(msg, net, &mut self.history)
-                }
+                Proc::Client(id) => self.clients[id as usize - 1].on_message(msg, net, &mut self.history),
             },
             Event::ServerTick { id, incarnation } => {
                 let s = &mut self.servers[id as usize - 1];
@@ -156,8 +141,8 @@ impl World {
                 let s = &mut self.servers[id as usize - 1];
                 if s.alive && s.incarnation == incarnation {
                     let armed = std::mem::take(&mut s.crash_after_next_write);
-                    let random = net.now < self.cfg.faults_until_ms
-                        && net.rng.random_bool(self.cfg.crash_at_write_rate);
+                    let random =
+                        net.now < self.cfg.faults_until_ms && net.rng.random_bool(self.cfg.crash_at_write_rate);
                     let failpoint = armed || random;
                     if random && !armed && net.rng.random_bool(0.5) {
                         s.crash(); // before the write lands
@@ -177,9 +162,7 @@ impl World {
                     self.crashes += 1;
                 }
             }
-            Event::ClientWake { id, timer } => {
-                self.clients[id as usize - 1].on_wake(timer, net, &mut self.history)
-            }
+            Event::ClientWake { id, timer } => self.clients[id as usize - 1].on_wake(timer, net, &mut self.history),
             Event::Nemesis => {
                 if net.now < self.cfg.faults_until_ms {
                     self.nemesis();
@@ -216,27 +199,18 @@ impl World {
             0..15 => self.net.heal(),
             15..27 => {
                 // Any subset of processes, coord and clients included, both ways.
-                let side: Vec<Proc> = all
-                    .iter()
-                    .copied()
-                    .filter(|_| rng.random_bool(0.4))
-                    .collect();
+                let side: Vec<Proc> = all.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
                 self.net.partition(&side, &all, true);
             }
             27..33 => {
-                let side: Vec<Proc> = all
-                    .iter()
-                    .copied()
-                    .filter(|_| rng.random_bool(0.4))
-                    .collect();
+                let side: Vec<Proc> = all.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
                 self.net.partition(&side, &all, false);
             }
             33..41 => {
                 // The leader loses the coord but keeps its followers: the
                 // coord replaces it, and the new term must fence it.
                 if let Some(l) = leader {
-                    self.net
-                        .partition(&[Proc::Server(l)], &[Proc::Server(l), Proc::Coord], true);
+                    self.net.partition(&[Proc::Server(l)], &[Proc::Server(l), Proc::Coord], true);
                 }
             }
             41..54 => {
@@ -245,11 +219,7 @@ impl World {
                 // leader must either keep or overwrite, never both.
                 if let Some(l) = leader {
                     let mut side = vec![Proc::Server(l)];
-                    side.extend(
-                        all.iter()
-                            .copied()
-                            .filter(|p| matches!(p, Proc::Client(_)) && rng.random_bool(0.5)),
-                    );
+                    side.extend(all.iter().copied().filter(|p| matches!(p, Proc::Client(_)) && rng.random_bool(0.5)));
                     self.net.heal();
                     self.net.partition(&side, &all, true);
                 }
@@ -273,12 +243,7 @@ impl World {
                 }
             }
             80..95 => {
-                let down: Vec<u64> = self
-                    .servers
-                    .iter()
-                    .filter(|s| !s.alive)
-                    .map(|s| s.id)
-                    .collect();
+                let down: Vec<u64> = self.servers.iter().filter(|s| !s.alive).map(|s| s.id).collect();
                 if let Some(&id) = down.choose(rng) {
                     self.servers[id as usize - 1].restart(&mut self.net, &mut self.inv);
                 }
@@ -304,12 +269,7 @@ impl World {
     /// Every server that applied as far as the most advanced one holds the
     /// same key-value state.
     fn check_convergence(&mut self) {
-        let max_applied = self
-            .servers
-            .iter()
-            .map(|s| s.kv.applied_index())
-            .max()
-            .unwrap_or(0);
+        let max_applied = self.servers.iter().map(|s| s.kv.applied_index()).max().unwrap_or(0);
         let mut reference: Option<(u64, Vec<(String, String)>)> = None;
         for s in &self.servers {
             if s.kv.applied_index() != max_applied {
@@ -340,9 +300,7 @@ impl World {
                 self.inv.violations.push(format!("linearizability: {v}"));
             }
             lin::Verdict::Unknown => {
-                self.inv
-                    .violations
-                    .push("linearizability: checker budget exhausted".into());
+                self.inv.violations.push("linearizability: checker budget exhausted".into());
             }
         }
         SeedReport {

@@ -18,16 +18,8 @@ fn run(nodes: u64, seeds: std::ops::Range<u64>) {
             ));
         }
     }
-    assert!(
-        ops > 10 * seeds.count(),
-        "the clients did almost nothing: {ops} ops"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} failing seeds:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(ops > 10 * seeds.count(), "the clients did almost nothing: {ops} ops");
+    assert!(failures.is_empty(), "{} failing seeds:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -50,9 +42,6 @@ fn seven_servers_2000_seeds() {
 fn a_seed_is_deterministic() {
     let a = run_seed(42, None);
     let b = run_seed(42, None);
-    assert_eq!(
-        (a.ops, a.ops_completed, a.messages, a.sim_ms),
-        (b.ops, b.ops_completed, b.messages, b.sim_ms)
-    );
+    assert_eq!((a.ops, a.ops_completed, a.messages, a.sim_ms), (b.ops, b.ops_completed, b.messages, b.sim_ms));
     assert!(a.messages > 0);
 }

@@ -31,11 +31,7 @@ struct Totals {
     elapsed: Duration,
 }
 
-static RAW: Mutex<Totals> = Mutex::new(Totals {
-    appends: 0,
-    syncs: 0,
-    elapsed: Duration::ZERO,
-});
+static RAW: Mutex<Totals> = Mutex::new(Totals { appends: 0, syncs: 0, elapsed: Duration::ZERO });
 static GROUPED: Mutex<Vec<(u64, Totals)>> = Mutex::new(Vec::new());
 
 fn bench_dir() -> tempfile::TempDir {
@@ -52,10 +48,7 @@ fn entry(index: Index) -> Entry {
             session: 1,
             op_id: index,
             first_unacked: index,
-            op: Op::Put {
-                key: "k".into(),
-                value: "v".repeat(value_len),
-            },
+            op: Op::Put { key: "k".into(), value: "v".repeat(value_len) },
         }),
     };
     let overhead = postcard::to_stdvec(&make(0)).map_or(0, |b| b.len());
@@ -67,11 +60,7 @@ fn entry(index: Index) -> Entry {
 fn raw_fdatasync(c: &mut Criterion) {
     let dir = bench_dir();
     let path = dir.path().join("raw.log");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("raw file");
+    let mut file = OpenOptions::new().create(true).append(true).open(&path).expect("raw file");
     let bytes = [0x5a_u8; 100];
     let mut group = c.benchmark_group("raw");
     group
@@ -127,10 +116,7 @@ fn group_commit(c: &mut Criterion) {
                                     let mut next = next.lock().expect("lock");
                                     let entries = vec![entry(*next)];
                                     *next += 1;
-                                    gc.submit(Job {
-                                        term: None,
-                                        entries,
-                                    })
+                                    gc.submit(Job { term: None, entries })
                                 };
                                 pending.wait().expect("durable append");
                             }
@@ -171,10 +157,7 @@ fn summary(_: &mut Criterion) {
             raw.elapsed.as_secs_f64() * 1e6 / raw.syncs as f64
         );
     }
-    println!(
-        "{:>8} {:>12} {:>11} {:>15}",
-        "writers", "appends/s", "fsyncs/s", "appends/fsync"
-    );
+    println!("{:>8} {:>12} {:>11} {:>15}", "writers", "appends/s", "fsyncs/s", "appends/fsync");
     for (writers, t) in GROUPED.lock().expect("lock").iter() {
         println!(
             "{writers:>8} {:>12.0} {:>11.0} {:>15.1}",

@@ -26,11 +26,7 @@ pub enum StorageError {
     /// A file holds bytes that cannot be the result of any crash of this
     /// code: the server must refuse to start rather than serve wrong data.
     #[error("{}: corrupt at offset {offset}: {cause}", file.display())]
-    Corrupt {
-        file: PathBuf,
-        offset: u64,
-        cause: String,
-    },
+    Corrupt { file: PathBuf, offset: u64, cause: String },
     /// Another `Storage` (in this or another process) holds the directory.
     #[error("{}: data directory is locked by another process", dir.display())]
     Locked { dir: PathBuf },
@@ -74,10 +70,6 @@ impl StorageError {
     }
 
     pub(crate) fn corrupt(file: impl Into<PathBuf>, offset: u64, cause: impl Into<String>) -> Self {
-        StorageError::Corrupt {
-            file: file.into(),
-            offset,
-            cause: cause.into(),
-        }
+        StorageError::Corrupt { file: file.into(), offset, cause: cause.into() }
     }
 }

@@ -11,8 +11,7 @@ use crate::options::FsyncPolicy;
 /// `fdatasync` under [`FsyncPolicy::Always`]; nothing otherwise.
 pub fn sync_data(file: &File, path: &Path, policy: FsyncPolicy) -> Result<(), StorageError> {
     if policy.syncs() {
-        file.sync_data()
-            .map_err(StorageError::io(path, "fdatasync"))?;
+        file.sync_data().map_err(StorageError::io(path, "fdatasync"))?;
     }
     Ok(())
 }
@@ -22,8 +21,7 @@ pub fn sync_data(file: &File, path: &Path, policy: FsyncPolicy) -> Result<(), St
 pub fn sync_dir(dir: &Path, policy: FsyncPolicy) -> Result<(), StorageError> {
     if policy.syncs() {
         let d = File::open(dir).map_err(StorageError::io(dir, "open directory"))?;
-        d.sync_all()
-            .map_err(StorageError::io(dir, "fsync directory"))?;
+        d.sync_all().map_err(StorageError::io(dir, "fsync directory"))?;
     }
     Ok(())
 }
@@ -32,12 +30,7 @@ pub fn sync_dir(dir: &Path, policy: FsyncPolicy) -> Result<(), StorageError> {
 /// spare copying a large snapshot into one buffer): temp file, fsync, rename,
 /// fsync of the directory. After a crash the file holds either the old or
 /// the new content, never a mix; on return the new content is durable.
-pub fn write_atomic(
-    dir: &Path,
-    name: &str,
-    parts: &[&[u8]],
-    policy: FsyncPolicy,
-) -> Result<(), StorageError> {
+pub fn write_atomic(dir: &Path, name: &str, parts: &[&[u8]], policy: FsyncPolicy) -> Result<(), StorageError> {
     let tmp = dir.join(format!("{name}{}", crate::names::TMP_SUFFIX));
     let dst = dir.join(name);
     let mut f = OpenOptions::new()
@@ -61,9 +54,7 @@ pub fn write_atomic(
 /// have interrupted an earlier removal after it reached the disk).
 pub fn remove(path: &Path) -> Result<(), StorageError> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(StorageError::io(path, "remove")(e))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::io(path, "remove")(e)),
         _ => Ok(()),
     }
 }

@@ -81,11 +81,7 @@ impl GroupCommit {
             .name("kvraft-wal".into())
             .spawn(move || run(storage, &requests, &c))
             .map_err(StorageError::io(dir, "spawn group-commit thread"))?;
-        Ok(GroupCommit {
-            queue: Some(queue),
-            worker: Some(worker),
-            counters,
-        })
+        Ok(GroupCommit { queue: Some(queue), worker: Some(worker), counters })
     }
 
     /// Queues a job; jobs are applied in the order they are submitted.
@@ -136,19 +132,13 @@ fn run(mut storage: Storage, requests: &Receiver<Request>, counters: &Counters) 
                 let cause = e.to_string();
                 let mut error = Some(e);
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(error.take().unwrap_or_else(|| StorageError::Poisoned {
-                        cause: cause.clone(),
-                    }));
+                    *r = Err(error.take().unwrap_or_else(|| StorageError::Poisoned { cause: cause.clone() }));
                 }
             }
         }
         let entries: usize = batch.iter().map(|r| r.job.entries.len()).sum();
-        counters
-            .entries
-            .fetch_add(entries as u64, Ordering::Relaxed);
-        counters
-            .jobs
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters.entries.fetch_add(entries as u64, Ordering::Relaxed);
+        counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
         for (request, result) in batch.into_iter().zip(results) {
             // A writer that stopped waiting is no error.
             let _ = request.done.send(result);

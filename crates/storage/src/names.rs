@@ -68,10 +68,7 @@ mod tests {
     fn names_round_trip_and_strangers_are_other() {
         assert_eq!(classify(&segment(42)), Kind::Segment(42));
         assert_eq!(classify(&snapshot(u64::MAX)), Kind::Snapshot(u64::MAX));
-        assert_eq!(
-            classify("snapshot-00000000000000000001.snap.tmp"),
-            Kind::Temp
-        );
+        assert_eq!(classify("snapshot-00000000000000000001.snap.tmp"), Kind::Temp);
         assert_eq!(classify("wal-+1.log"), Kind::Other);
         assert_eq!(classify("wal-.log"), Kind::Other);
         assert_eq!(classify(TERM), Kind::Other);

@@ -44,9 +44,6 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
 impl Default for StorageOptions {
     fn default() -> Self {
-        StorageOptions {
-            fsync: FsyncPolicy::Always,
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-        }
+        StorageOptions { fsync: FsyncPolicy::Always, segment_bytes: DEFAULT_SEGMENT_BYTES }
     }
 }

@@ -25,18 +25,12 @@ pub fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) -> Result<(), StorageError
     buf.push(TYPE_ENTRY);
     if let Err(e) = postcard::to_io(entry, &mut *buf) {
         buf.truncate(start);
-        return Err(StorageError::Encode {
-            index: entry.index,
-            cause: e.to_string(),
-        });
+        return Err(StorageError::Encode { index: entry.index, cause: e.to_string() });
     }
     let len = buf.len() - start - HEADER_LEN;
     let Ok(len32) = u32::try_from(len) else {
         buf.truncate(start);
-        return Err(StorageError::EntryTooLarge {
-            index: entry.index,
-            len,
-        });
+        return Err(StorageError::EntryTooLarge { index: entry.index, len });
     };
     let crc = crc32c::crc32c(&buf[start + 8..]);
     buf[start..start + 4].copy_from_slice(&len32.to_le_bytes());
@@ -99,10 +93,7 @@ pub fn parse(bytes: &[u8], at: usize) -> Parsed {
         return Parsed::Invalid(format!("unknown record type {kind}"));
     }
     match decode(payload) {
-        Ok(entry) => Parsed::Record {
-            entry,
-            next: at + HEADER_LEN + payload.len(),
-        },
+        Ok(entry) => Parsed::Record { entry, next: at + HEADER_LEN + payload.len() },
         Err(cause) => Parsed::Invalid(cause),
     }
 }
@@ -116,10 +107,7 @@ fn frame(rest: &[u8]) -> Result<(u8, &[u8]), Damage> {
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     let Some(payload) = body.get(..len) else {
-        return Err(Damage::ShortPayload {
-            need: HEADER_LEN.saturating_add(len),
-            have: rest.len(),
-        });
+        return Err(Damage::ShortPayload { need: HEADER_LEN.saturating_add(len), have: rest.len() });
     };
     let actual = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), payload);
     if actual != crc {
@@ -147,8 +135,7 @@ pub fn intact_record_after(bytes: &[u8], from: usize) -> Option<usize> {
     let start = from.checked_add(1)?;
     (start..bytes.len()).find(|&p| {
         let rest = &bytes[p..];
-        rest.get(8) == Some(&TYPE_ENTRY)
-            && matches!(frame(rest), Ok((_, payload)) if decode(payload).is_ok())
+        rest.get(8) == Some(&TYPE_ENTRY) && matches!(frame(rest), Ok((_, payload)) if decode(payload).is_ok())
     })
 }
 
@@ -159,11 +146,7 @@ mod tests {
     use super::*;
 
     fn noop(index: u64) -> Entry {
-        Entry {
-            term: 3,
-            index,
-            payload: Payload::Noop,
-        }
+        Entry { term: 3, index, payload: Payload::Noop }
     }
 
     #[test]
@@ -179,14 +162,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(parse(&buf, whole), Parsed::End));
-        assert!(matches!(
-            parse(&buf[..4], 0),
-            Parsed::Damaged(Damage::ShortHeader { have: 4 })
-        ));
-        assert!(matches!(
-            parse(&buf[..whole - 1], 0),
-            Parsed::Damaged(Damage::ShortPayload { .. })
-        ));
+        assert!(matches!(parse(&buf[..4], 0), Parsed::Damaged(Damage::ShortHeader { have: 4 })));
+        assert!(matches!(parse(&buf[..whole - 1], 0), Parsed::Damaged(Damage::ShortPayload { .. })));
         buf[whole - 1] ^= 0x40;
         assert!(matches!(parse(&buf, 0), Parsed::Damaged(Damage::Checksum)));
     }

@@ -111,33 +111,15 @@ pub(crate) fn recover(dir: &Path, policy: FsyncPolicy) -> Result<Recovery, Stora
     let meta = snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
     let log = read_log(&listing.segments, meta.index, policy)?;
 
-    let conflict = log
-        .entries
-        .iter()
-        .find(|e| e.index == meta.index && meta.index > 0)
-        .is_some_and(|e| e.term != meta.term);
-    let entries: Vec<Entry> = if conflict {
-        Vec::new()
-    } else {
-        log.entries
-            .into_iter()
-            .filter(|e| e.index > meta.index)
-            .collect()
-    };
+    let conflict =
+        log.entries.iter().find(|e| e.index == meta.index && meta.index > 0).is_some_and(|e| e.term != meta.term);
+    let entries: Vec<Entry> =
+        if conflict { Vec::new() } else { log.entries.into_iter().filter(|e| e.index > meta.index).collect() };
     let (segments, active, changed) = settle(dir, log.segments, &entries, meta, policy)?;
     if dir_changed || changed {
         fsio::sync_dir(dir, policy)?;
     }
-    Ok(Recovery {
-        recovered: Recovered {
-            term,
-            snapshot,
-            entries,
-            torn_tail: log.torn_tail,
-        },
-        segments,
-        active,
-    })
+    Ok(Recovery { recovered: Recovered { term, snapshot, entries, torn_tail: log.torn_tail }, segments, active })
 }
 
 struct Log {
@@ -147,16 +129,8 @@ struct Log {
 }
 
 /// Reads the segments in order, checking that they chain after `snap`.
-fn read_log(
-    list: &[(Index, PathBuf)],
-    snap: Index,
-    policy: FsyncPolicy,
-) -> Result<Log, StorageError> {
-    let mut log = Log {
-        segments: Vec::with_capacity(list.len()),
-        entries: Vec::new(),
-        torn_tail: None,
-    };
+fn read_log(list: &[(Index, PathBuf)], snap: Index, policy: FsyncPolicy) -> Result<Log, StorageError> {
+    let mut log = Log { segments: Vec::with_capacity(list.len()), entries: Vec::new(), torn_tail: None };
     for (k, (first, path)) in list.iter().enumerate() {
         let first = *first;
         if let Some(cause) = chain_error(log.segments.last(), first, snap) {
@@ -185,19 +159,15 @@ fn read_log(
 /// can). A gap is harmless only when the snapshot covers every missing index.
 fn chain_error(prev: Option<&Segment>, first: Index, snap: Index) -> Option<String> {
     match prev {
-        None if first > snap + 1 => Some(format!(
-            "the log starts at index {first} but the snapshot ends at index {snap}"
-        )),
+        None if first > snap + 1 => {
+            Some(format!("the log starts at index {first} but the snapshot ends at index {snap}"))
+        }
         None => None,
         Some(prev) => {
             let next = prev.next_index();
             let covered_gap = first > next && first <= snap + 1;
-            (first != next && !covered_gap).then(|| {
-                format!(
-                    "segment starts at index {first} but the previous one ends at index {}",
-                    next - 1
-                )
-            })
+            (first != next && !covered_gap)
+                .then(|| format!("segment starts at index {first} but the previous one ends at index {}", next - 1))
         }
     }
 }
@@ -206,12 +176,8 @@ fn chain_error(prev: Option<&Segment>, first: Index, snap: Index) -> Option<Stri
 /// it (otherwise new records would follow garbage, which reads as
 /// corruption).
 fn cut(path: &Path, offset: u64, policy: FsyncPolicy) -> Result<(), StorageError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(StorageError::io(path, "open"))?;
-    file.set_len(offset)
-        .map_err(StorageError::io(path, "truncate"))?;
+    let file = OpenOptions::new().write(true).open(path).map_err(StorageError::io(path, "open"))?;
+    file.set_len(offset).map_err(StorageError::io(path, "truncate"))?;
     fsio::sync_data(&file, path, policy)
 }
 
@@ -226,9 +192,7 @@ fn settle(
     policy: FsyncPolicy,
 ) -> Result<(Vec<Segment>, fs::File, bool), StorageError> {
     let next = meta.index + 1;
-    let fresh_exists = segments
-        .last()
-        .is_some_and(|l| l.offsets.is_empty() && l.first == next);
+    let fresh_exists = segments.last().is_some_and(|l| l.offsets.is_empty() && l.first == next);
     if kept.is_empty() && !fresh_exists {
         // Newest first: a crash part-way leaves a prefix of the old log,
         // which the conflict check above still recognises.
@@ -243,10 +207,7 @@ fn settle(
     }
     // Oldest first, so a crash part-way leaves the segments still chained.
     let last = segments.len().saturating_sub(1);
-    let covered = segments[..last]
-        .iter()
-        .take_while(|seg| seg.next_index() <= next)
-        .count();
+    let covered = segments[..last].iter().take_while(|seg| seg.next_index() <= next).count();
     for seg in segments.drain(..covered) {
         fsio::remove(&seg.path)?;
     }

@@ -24,12 +24,7 @@ pub struct Segment {
 
 impl Segment {
     pub fn empty(first: Index, path: PathBuf) -> Self {
-        Segment {
-            first,
-            path,
-            offsets: Vec::new(),
-            len: 0,
-        }
+        Segment { first, path, offsets: Vec::new(), len: 0 }
     }
 
     /// The index the next appended entry must have.
@@ -43,10 +38,7 @@ impl Segment {
         let Some(i) = index.checked_sub(self.first) else {
             return 0;
         };
-        usize::try_from(i)
-            .ok()
-            .and_then(|i| self.offsets.get(i).copied())
-            .unwrap_or(self.len)
+        usize::try_from(i).ok().and_then(|i| self.offsets.get(i).copied()).unwrap_or(self.len)
     }
 }
 
@@ -77,8 +69,7 @@ pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
             Parsed::Record { entry, next } => {
                 let expected = segment.next_index();
                 if entry.index != expected {
-                    let cause =
-                        format!("entry index {} where {expected} was expected", entry.index);
+                    let cause = format!("entry index {} where {expected} was expected", entry.index);
                     return Err(StorageError::corrupt(path, at as u64, cause));
                 }
                 segment.offsets.push(at as u64);
@@ -96,12 +87,7 @@ pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
         }
     };
     segment.len = at as u64;
-    Ok(Scanned {
-        segment,
-        entries,
-        torn,
-        file_len: bytes.len() as u64,
-    })
+    Ok(Scanned { segment, entries, torn, file_len: bytes.len() as u64 })
 }
 
 /// Creates the empty segment file for `first` (it must not exist: every
@@ -118,8 +104,5 @@ pub fn create(dir: &Path, first: Index) -> Result<(std::fs::File, Segment), Stor
 
 /// Opens an existing segment for appending at its end.
 pub fn open_append(path: &Path) -> Result<std::fs::File, StorageError> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(StorageError::io(path, "open"))
+    std::fs::OpenOptions::new().append(true).open(path).map_err(StorageError::io(path, "open"))
 }

@@ -29,12 +29,7 @@ pub fn write(dir: &Path, snapshot: &Snapshot, policy: FsyncPolicy) -> Result<(),
     header[24..32].copy_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header), &snapshot.data);
     let name = names::snapshot(snapshot.meta.index);
-    fsio::write_atomic(
-        dir,
-        &name,
-        &[&header, &snapshot.data, &crc.to_le_bytes()],
-        policy,
-    )
+    fsio::write_atomic(dir, &name, &[&header, &snapshot.data, &crc.to_le_bytes()], policy)
 }
 
 /// Reads and verifies the snapshot at `path`, whose name says it ends at
@@ -43,10 +38,7 @@ pub fn read(path: &Path, index: Index) -> Result<Snapshot, StorageError> {
     let bytes = fsio::read(path)?;
     let corrupt = |offset: usize, cause: String| StorageError::corrupt(path, offset as u64, cause);
     if bytes.len() < HEADER_LEN + TRAILER_LEN {
-        return Err(corrupt(
-            0,
-            format!("snapshot file too short ({} bytes)", bytes.len()),
-        ));
+        return Err(corrupt(0, format!("snapshot file too short ({} bytes)", bytes.len())));
     }
     let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
     let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
@@ -62,25 +54,16 @@ pub fn read(path: &Path, index: Index) -> Result<Snapshot, StorageError> {
     if &header[..8] != MAGIC {
         return Err(corrupt(0, "not a snapshot file (bad magic)".into()));
     }
-    let meta = SnapshotMeta {
-        index: word(8),
-        term: word(16),
-    };
+    let meta = SnapshotMeta { index: word(8), term: word(16) };
     if word(24) != data.len() as u64 {
         let cause = format!("data length {} but {} bytes present", word(24), data.len());
         return Err(corrupt(24, cause));
     }
     if meta.index != index {
-        let cause = format!(
-            "file name says index {index} but it holds index {}",
-            meta.index
-        );
+        let cause = format!("file name says index {index} but it holds index {}", meta.index);
         return Err(corrupt(8, cause));
     }
-    Ok(Snapshot {
-        meta,
-        data: Arc::new(data.to_vec()),
-    })
+    Ok(Snapshot { meta, data: Arc::new(data.to_vec()) })
 }
 
 #[cfg(test)]
@@ -90,10 +73,7 @@ mod tests {
     #[test]
     fn a_snapshot_round_trips_and_any_flipped_byte_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let snap = Snapshot {
-            meta: SnapshotMeta { index: 9, term: 2 },
-            data: Arc::new(b"state".to_vec()),
-        };
+        let snap = Snapshot { meta: SnapshotMeta { index: 9, term: 2 }, data: Arc::new(b"state".to_vec()) };
         write(dir.path(), &snap, FsyncPolicy::Never).unwrap();
         let path = dir.path().join(names::snapshot(9));
         assert_eq!(read(&path, 9).unwrap(), snap);
@@ -103,10 +83,7 @@ mod tests {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
             std::fs::write(&path, &bad).unwrap();
-            assert!(
-                matches!(read(&path, 9), Err(StorageError::Corrupt { .. })),
-                "byte {i}"
-            );
+            assert!(matches!(read(&path, 9), Err(StorageError::Corrupt { .. })), "byte {i}");
         }
     }
 }

@@ -77,9 +77,7 @@ impl Storage {
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(StorageError::Locked {
-                    dir: dir.to_path_buf(),
-                });
+                return Err(StorageError::Locked { dir: dir.to_path_buf() });
             }
             Err(TryLockError::Error(e)) => return Err(StorageError::io(&lock_path, "lock")(e)),
         }
@@ -90,12 +88,7 @@ impl Storage {
             _lock: lock,
             term: rec.recovered.term,
             term_dirty: false,
-            snapshot: rec
-                .recovered
-                .snapshot
-                .as_ref()
-                .map(|s| s.meta)
-                .unwrap_or_default(),
+            snapshot: rec.recovered.snapshot.as_ref().map(|s| s.meta).unwrap_or_default(),
             segments: rec.segments,
             active: rec.active,
             data_dirty: false,
@@ -111,10 +104,7 @@ impl Storage {
     pub fn set_term(&mut self, term: Term) -> Result<(), StorageError> {
         self.check()?;
         if term < self.term {
-            return Err(StorageError::TermRegress {
-                new: term,
-                current: self.term,
-            });
+            return Err(StorageError::TermRegress { new: term, current: self.term });
         }
         if term > self.term {
             self.term = term;
@@ -134,17 +124,11 @@ impl Storage {
         };
         for pair in entries.windows(2) {
             if pair[0].index.checked_add(1) != Some(pair[1].index) {
-                return Err(StorageError::NotConsecutive {
-                    prev: pair[0].index,
-                    got: pair[1].index,
-                });
+                return Err(StorageError::NotConsecutive { prev: pair[0].index, got: pair[1].index });
             }
         }
         if first <= self.snapshot.index {
-            return Err(StorageError::BeforeSnapshot {
-                first,
-                snapshot: self.snapshot.index,
-            });
+            return Err(StorageError::BeforeSnapshot { first, snapshot: self.snapshot.index });
         }
         let last = self.last_index();
         if first > last + 1 {
@@ -186,20 +170,14 @@ impl Storage {
         self.check_snapshot(snapshot)?;
         let index = snapshot.meta.index;
         let result = self.save_snapshot(snapshot).and_then(|()| {
-            if index >= self.last_index() {
-                self.restart_log(index + 1)
-            } else {
-                self.remove_covered_segments(index)
-            }
+            if index >= self.last_index() { self.restart_log(index + 1) } else { self.remove_covered_segments(index) }
         });
         self.poison_on_err(result)
     }
 
     /// The index of the last entry (the snapshot's when the log is empty).
     pub fn last_index(&self) -> Index {
-        self.segments
-            .last()
-            .map_or(self.snapshot.index, |s| s.next_index() - 1)
+        self.segments.last().map_or(self.snapshot.index, |s| s.next_index() - 1)
     }
 
     /// The current term, as last set (durable only after a sync).
@@ -222,9 +200,7 @@ impl Storage {
         let io = |op| StorageError::io(&self.dir, op);
         let mut total = 0;
         for entry in fs::read_dir(&self.dir).map_err(io("list directory"))? {
-            let meta = entry
-                .and_then(|e| e.metadata())
-                .map_err(io("stat directory entry"))?;
+            let meta = entry.and_then(|e| e.metadata()).map_err(io("stat directory entry"))?;
             if meta.is_file() {
                 total += meta.len();
             }
@@ -234,9 +210,7 @@ impl Storage {
 
     fn check(&self) -> Result<(), StorageError> {
         match &self.poisoned {
-            Some(cause) => Err(StorageError::Poisoned {
-                cause: cause.clone(),
-            }),
+            Some(cause) => Err(StorageError::Poisoned { cause: cause.clone() }),
             None => Ok(()),
         }
     }
@@ -250,18 +224,13 @@ impl Storage {
 
     fn check_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
         if snapshot.meta.index < self.snapshot.index {
-            return Err(StorageError::SnapshotRegress {
-                new: snapshot.meta.index,
-                current: self.snapshot.index,
-            });
+            return Err(StorageError::SnapshotRegress { new: snapshot.meta.index, current: self.snapshot.index });
         }
         Ok(())
     }
 
     fn active_segment(&mut self) -> &mut Segment {
-        self.segments
-            .last_mut()
-            .expect("invariant: `segments` is never empty")
+        self.segments.last_mut().expect("invariant: `segments` is never empty")
     }
 
     /// Drops every stored entry at or after `index` (nothing when `index`
@@ -285,13 +254,10 @@ impl Storage {
         let seg = self.active_segment();
         let offset = seg.offset_of(index);
         let kept = index.saturating_sub(seg.first);
-        seg.offsets
-            .truncate(usize::try_from(kept).unwrap_or(usize::MAX));
+        seg.offsets.truncate(usize::try_from(kept).unwrap_or(usize::MAX));
         seg.len = offset;
         let path = seg.path.clone();
-        self.active
-            .set_len(offset)
-            .map_err(StorageError::io(&path, "truncate"))?;
+        self.active.set_len(offset).map_err(StorageError::io(&path, "truncate"))?;
         fsio::sync_data(&self.active, &path, policy)?;
         self.data_dirty = false;
         Ok(())
@@ -328,9 +294,7 @@ impl Storage {
             return Ok(());
         }
         let path = self.active_segment().path.clone();
-        self.active
-            .write_all(buf)
-            .map_err(StorageError::io(&path, "write"))?;
+        self.active.write_all(buf).map_err(StorageError::io(&path, "write"))?;
         self.active_segment().len += buf.len() as u64;
         buf.clear();
         self.data_dirty = true;
@@ -413,10 +377,7 @@ impl Storage {
     /// entries are all at or below `index`.
     fn remove_covered_segments(&mut self, index: Index) -> Result<(), StorageError> {
         let last = self.segments.len().saturating_sub(1);
-        let covered = self.segments[..last]
-            .iter()
-            .take_while(|s| s.next_index() <= index + 1)
-            .count();
+        let covered = self.segments[..last].iter().take_while(|s| s.next_index() <= index + 1).count();
         for seg in self.segments.drain(..covered) {
             fsio::remove(&seg.path)?;
             self.dir_dirty = true;

@@ -27,9 +27,8 @@ pub fn read(dir: &Path) -> Result<Term, StorageError> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(StorageError::io(&path, "read")(e)),
     };
-    let Some((term, crc)) = bytes
-        .split_first_chunk::<8>()
-        .and_then(|(t, rest)| Some((t, <[u8; 4]>::try_from(rest).ok()?)))
+    let Some((term, crc)) =
+        bytes.split_first_chunk::<8>().and_then(|(t, rest)| Some((t, <[u8; 4]>::try_from(rest).ok()?)))
     else {
         let cause = format!("term file has {} bytes, expected {LEN}", bytes.len());
         return Err(StorageError::corrupt(path, 0, cause));
@@ -62,14 +61,8 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[0] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        assert!(matches!(
-            read(dir.path()),
-            Err(StorageError::Corrupt { offset: 8, .. })
-        ));
+        assert!(matches!(read(dir.path()), Err(StorageError::Corrupt { offset: 8, .. })));
         fs::write(&path, &bytes[..5]).unwrap();
-        assert!(matches!(
-            read(dir.path()),
-            Err(StorageError::Corrupt { offset: 0, .. })
-        ));
+        assert!(matches!(read(dir.path()), Err(StorageError::Corrupt { offset: 0, .. })));
     }
 }

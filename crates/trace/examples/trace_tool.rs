@@ -30,11 +30,7 @@ fn main() -> ExitCode {
             let strict = flag.is_some_and(|f| f == "--strict");
             let report = kvraft_trace::check(&records, strict);
             println!("{report}");
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         ("view", Some(out)) => match std::fs::write(out, kvraft_trace::render_html(&records)) {
             Ok(()) => {

@@ -226,10 +226,7 @@ mod tests {
     #[test]
     fn serializes_sorted_like_the_reference() {
         let c = vc(&[("server1", 4), ("coord", 3)]);
-        assert_eq!(
-            serde_json::to_string(&c).unwrap(),
-            r#"{"coord":3,"server1":4}"#
-        );
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"coord":3,"server1":4}"#);
         assert_eq!(c.to_shiviz(), r#"{"coord":3, "server1":4}"#);
         assert_eq!(VectorClock::new().to_shiviz(), "{}");
     }

@@ -52,8 +52,7 @@ pub use check::{CheckReport, Finding, Severity, check};
 pub use clock::{Causality, VectorClock};
 pub use record::{ParseError, Record, parse_trace, parse_trace_file};
 pub use server::{
-    StatsHandle, TracingServer, TracingServerConfig, TracingServerError, TracingServerStats,
-    run_tracing_server,
+    StatsHandle, TracingServer, TracingServerConfig, TracingServerError, TracingServerStats, run_tracing_server,
 };
 pub use token::{Token, TokenError};
 pub use tracer::{Trace, Tracer, TracerConfig, TracerError, TracerOptions, TracerStats};

@@ -69,10 +69,7 @@ impl Record {
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("line {line}: not a trace record: {message}")]
     Line { line: usize, message: String },
 }
@@ -81,10 +78,7 @@ pub enum ParseError {
 /// is not a record is an error naming the line.
 pub fn parse_trace_file(path: impl AsRef<Path>) -> Result<Vec<Record>, ParseError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ParseError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ParseError::Io { path: path.to_owned(), source })?;
     parse_trace(&text)
 }
 
@@ -95,10 +89,8 @@ pub fn parse_trace(text: &str) -> Result<Vec<Record>, ParseError> {
         if line.trim().is_empty() {
             continue;
         }
-        let mut r: Record = serde_json::from_str(line).map_err(|e| ParseError::Line {
-            line: i + 1,
-            message: e.to_string(),
-        })?;
+        let mut r: Record =
+            serde_json::from_str(line).map_err(|e| ParseError::Line { line: i + 1, message: e.to_string() })?;
         r.line = i + 1;
         records.push(r);
     }
@@ -173,14 +165,7 @@ mod tests {
 
         let mut out = String::new();
         let body = serde_json::to_string(&r.body).unwrap();
-        push_trace_line(
-            &mut out,
-            "coord",
-            r.trace_id,
-            &r.tag,
-            &body,
-            &r.vector_clock,
-        );
+        push_trace_line(&mut out, "coord", r.trace_id, &r.tag, &body, &r.vector_clock);
         assert_eq!(out, format!("{LINE}\n"));
     }
 

@@ -22,14 +22,7 @@ pub fn header() -> String {
 
 /// Appends one event's two lines. `body_json` must be single-line JSON; a
 /// tag's control characters (which would split the event line) become `?`.
-pub(crate) fn push_event(
-    out: &mut String,
-    host: &str,
-    clock: &VectorClock,
-    trace_id: u64,
-    tag: &str,
-    body_json: &str,
-) {
+pub(crate) fn push_event(out: &mut String, host: &str, clock: &VectorClock, trace_id: u64, tag: &str, body_json: &str) {
     out.push_str(host);
     out.push(' ');
     clock.write_shiviz(out);
@@ -48,8 +41,7 @@ mod tests {
 
     #[test]
     fn matches_the_reference_layout() {
-        let reference =
-            include_str!("../tests/data/3Server2ClientNormalOperation/shiviz_output.log");
+        let reference = include_str!("../tests/data/3Server2ClientNormalOperation/shiviz_output.log");
         let mut out = header();
         let clock: VectorClock = [("coord", 3), ("server3", 4)].into_iter().collect();
         push_event(

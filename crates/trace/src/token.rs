@@ -32,11 +32,7 @@ pub enum TokenError {
     #[error("token truncated at byte {0}")]
     Truncated(usize),
     #[error("unexpected byte 0x{byte:02x} at offset {at} in token (expected {expected})")]
-    Unexpected {
-        at: usize,
-        byte: u8,
-        expected: &'static str,
-    },
+    Unexpected { at: usize, byte: u8, expected: &'static str },
     #[error("token string at offset {0} is not UTF-8")]
     Utf8(usize),
     #[error("token clock has {0} entries (at most {MAX_ENTRIES})")]
@@ -74,11 +70,7 @@ impl Token {
         if r.pos != bytes.len() {
             return Err(TokenError::Trailing(bytes.len() - r.pos));
         }
-        Ok(Token {
-            sender,
-            trace_id,
-            clock: entries.into_iter().collect(),
-        })
+        Ok(Token { sender, trace_id, clock: entries.into_iter().collect() })
     }
 }
 
@@ -159,18 +151,11 @@ impl<'a> Reader<'a> {
     }
 
     fn be(&mut self, n: usize) -> Result<u64, TokenError> {
-        Ok(self
-            .take(n)?
-            .iter()
-            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+        Ok(self.take(n)?.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
     }
 
     fn unexpected(&self, byte: u8, expected: &'static str) -> TokenError {
-        TokenError::Unexpected {
-            at: self.pos - 1,
-            byte,
-            expected,
-        }
+        TokenError::Unexpected { at: self.pos - 1, byte, expected }
     }
 
     fn str(&mut self) -> Result<&'a str, TokenError> {
@@ -200,11 +185,7 @@ impl<'a> Reader<'a> {
                 let n = 1usize << (b - 0xd0);
                 let raw = self.be(n)?;
                 let sign_bit = 1u64 << (8 * n - 1);
-                if raw & sign_bit != 0 {
-                    Err(self.unexpected(b, "a non-negative integer"))
-                } else {
-                    Ok(raw)
-                }
+                if raw & sign_bit != 0 { Err(self.unexpected(b, "a non-negative integer")) } else { Ok(raw) }
             }
             _ => Err(self.unexpected(b, "an unsigned integer")),
         }
@@ -244,25 +225,14 @@ mod tests {
 
     #[test]
     fn roundtrips_wide_values() {
-        let clock: VectorClock = (0..40)
-            .map(|i| (format!("host-with-a-long-identity-{i:04}"), 1u64 << i))
-            .collect();
-        let t = Token {
-            sender: "x".repeat(300),
-            trace_id: u64::MAX,
-            clock,
-        };
+        let clock: VectorClock = (0..40).map(|i| (format!("host-with-a-long-identity-{i:04}"), 1u64 << i)).collect();
+        let t = Token { sender: "x".repeat(300), trace_id: u64::MAX, clock };
         assert_eq!(Token::decode(&t.encode()).unwrap(), t);
     }
 
     #[test]
     fn rejects_malformed_tokens() {
-        let good = Token {
-            sender: "a".into(),
-            trace_id: 7,
-            clock: [("a", 300)].into_iter().collect(),
-        }
-        .encode();
+        let good = Token { sender: "a".into(), trace_id: 7, clock: [("a", 300)].into_iter().collect() }.encode();
         assert_eq!(Token::decode(&[]), Err(TokenError::Empty));
         for cut in 1..good.len() {
             assert!(Token::decode(&good[..cut]).is_err(), "prefix {cut}");
@@ -270,17 +240,11 @@ mod tests {
         let mut long = good.clone();
         long.push(0);
         assert_eq!(Token::decode(&long), Err(TokenError::Trailing(1)));
-        assert!(matches!(
-            Token::decode(&[0xc0]),
-            Err(TokenError::Unexpected { at: 0, .. })
-        ));
+        assert!(matches!(Token::decode(&[0xc0]), Err(TokenError::Unexpected { at: 0, .. })));
         // A huge declared map is refused before any allocation.
         let mut huge = vec![0xa1, b'a', 0xcf, 0, 0, 0, 0, 0, 0, 0, 1, 0xdf];
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(
-            Token::decode(&huge),
-            Err(TokenError::TooManyEntries(u32::MAX as usize))
-        );
+        assert_eq!(Token::decode(&huge), Err(TokenError::TooManyEntries(u32::MAX as usize)));
     }
 
     #[test]

@@ -88,11 +88,7 @@ pub enum WireError {
 }
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    kind: u8,
-    payload: &[u8],
-) -> Result<(), WireError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, payload: &[u8]) -> Result<(), WireError> {
     let len = payload.len() + 1;
     if len > MAX_FRAME {
         return Err(WireError::FrameSize(len));
@@ -107,9 +103,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 
 /// Reads one frame: `Ok(None)` on a clean end of stream between frames.
 /// Not cancel-safe: call it from one task, not inside a `select!` branch.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<Option<(u8, Vec<u8>)>, WireError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(u8, Vec<u8>)>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -194,12 +188,7 @@ mod tests {
         for (i, tag) in ["Put", "Get"].iter().enumerate() {
             append_record(
                 &mut body,
-                &WireRecordRef {
-                    trace_id: i as u64,
-                    tag,
-                    body: "{\"Key\":\"k\"}",
-                    clock: &clock,
-                },
+                &WireRecordRef { trace_id: i as u64, tag, body: "{\"Key\":\"k\"}", clock: &clock },
             );
         }
         let (count, recs) = decode_batch(&body).unwrap();
@@ -218,14 +207,8 @@ mod tests {
     #[tokio::test]
     async fn frames_roundtrip_and_limits_hold() {
         let mut buf = Vec::new();
-        let hello = Hello {
-            version: WIRE_VERSION,
-            identity: "coord".into(),
-            secret: "s".into(),
-        };
-        write_frame(&mut buf, KIND_HELLO, &encode(&hello))
-            .await
-            .unwrap();
+        let hello = Hello { version: WIRE_VERSION, identity: "coord".into(), secret: "s".into() };
+        write_frame(&mut buf, KIND_HELLO, &encode(&hello)).await.unwrap();
         let mut r = &buf[..];
         let (kind, payload) = read_frame(&mut r).await.unwrap().unwrap();
         assert_eq!(kind, KIND_HELLO);
@@ -233,14 +216,8 @@ mod tests {
         assert!(read_frame(&mut r).await.unwrap().is_none());
 
         let huge = ((MAX_FRAME + 1) as u32).to_le_bytes();
-        assert!(matches!(
-            read_frame(&mut &huge[..]).await,
-            Err(WireError::FrameSize(_))
-        ));
-        assert!(matches!(
-            read_frame(&mut &[0u8, 0, 0, 0][..]).await,
-            Err(WireError::FrameSize(0))
-        ));
+        assert!(matches!(read_frame(&mut &huge[..]).await, Err(WireError::FrameSize(_))));
+        assert!(matches!(read_frame(&mut &[0u8, 0, 0, 0][..]).await, Err(WireError::FrameSize(0))));
         assert!(decode::<Hello>(&[0xff, 0xff]).is_err());
     }
 }

@@ -6,16 +6,10 @@ use std::path::PathBuf;
 use kvraft_trace::{Record, Severity, VectorClock, check, parse_trace, parse_trace_file};
 
 fn reference(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-        .join("trace_output.log")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name).join("trace_output.log")
 }
 
-const REFERENCES: [&str; 2] = [
-    "3Server2ClientNormalOperation",
-    "3Server2ClientLeaderFailure",
-];
+const REFERENCES: [&str; 2] = ["3Server2ClientNormalOperation", "3Server2ClientLeaderFailure"];
 
 #[test]
 fn reference_traces_are_safe() {
@@ -37,10 +31,7 @@ fn tampered(name: &str, line: usize, edit: impl FnOnce(&mut Record)) -> Vec<Reco
     let r = records.iter_mut().find(|r| r.line == line).unwrap();
     edit(r);
     // Through the file format, as a tampered file would be read.
-    let text: String = records
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap() + "\n")
-        .collect();
+    let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
     parse_trace(&text).unwrap()
 }
 
@@ -54,18 +45,12 @@ fn a_decreased_entry_fails_and_names_the_record() {
     });
     let report = check(&records, false);
     assert!(!report.passed(), "{report}");
-    let f = report
-        .of("clock-monotonic")
-        .next()
-        .unwrap_or_else(|| panic!("{report}"));
+    let f = report.of("clock-monotonic").next().unwrap_or_else(|| panic!("{report}"));
     assert_eq!(f.severity, Severity::Error);
     assert_eq!(f.records[0].line, 8);
     assert_eq!(f.records[0].tag, "ServerJoiningRecvd");
     let text = report.to_string();
-    assert!(
-        text.contains("error[clock-monotonic] line 8 (coord ServerJoiningRecvd)"),
-        "{text}"
-    );
+    assert!(text.contains("error[clock-monotonic] line 8 (coord ServerJoiningRecvd)"), "{text}");
     assert!(text.ends_with("FAIL"), "{text}");
 }
 
@@ -78,11 +63,7 @@ fn an_own_entry_that_does_not_grow_fails() {
         r.vector_clock.set("coord", own - 1);
     });
     let report = check(&records, false);
-    assert!(
-        report
-            .of("clock-monotonic")
-            .any(|f| f.records[0].line == 19)
-    );
+    assert!(report.of("clock-monotonic").any(|f| f.records[0].line == 19));
     // The generate's token no longer matches its record either.
     assert!(report.of("token-content").any(|f| f.records[0].line == 19));
 }
@@ -96,10 +77,7 @@ fn a_receive_before_its_generate_fails() {
         r.vector_clock.set("server1", 3);
     });
     let report = check(&records, false);
-    let f = report
-        .of("token-order")
-        .next()
-        .expect("token-order finding");
+    let f = report.of("token-order").next().expect("token-order finding");
     assert_eq!(f.records[0].line, 7);
     assert_eq!(f.records[1].line, 6);
 }
@@ -112,10 +90,7 @@ fn a_failover_without_a_fail_fails() {
         r.tag = "Renamed".into();
     });
     let report = check(&records, false);
-    let f = report
-        .of("failover-after-fail")
-        .next()
-        .unwrap_or_else(|| panic!("{report}"));
+    let f = report.of("failover-after-fail").next().unwrap_or_else(|| panic!("{report}"));
     assert_eq!(f.records[0].tag, "LeaderFailOver");
     assert_eq!(f.severity, Severity::Error);
 }
@@ -124,18 +99,10 @@ fn a_failover_without_a_fail_fails() {
 fn all_joined_before_a_join_fails() {
     let mut records = parse_trace_file(reference("3Server2ClientNormalOperation")).unwrap();
     // Drop the coord's receipt of one join.
-    let i = records
-        .iter()
-        .position(|r| r.tag == "ServerJoiningRecvd")
-        .unwrap();
+    let i = records.iter().position(|r| r.tag == "ServerJoiningRecvd").unwrap();
     records[i].tag = "Dropped".into();
     let report = check(&records, false);
-    assert!(
-        report
-            .of("all-joined")
-            .any(|f| f.records[0].tag == "AllServersJoined"),
-        "{report}"
-    );
+    assert!(report.of("all-joined").any(|f| f.records[0].tag == "AllServersJoined"), "{report}");
 }
 
 // ---- hand-made traces ----
@@ -173,38 +140,18 @@ impl Sim {
 }
 
 fn put(sim: &mut Sim, client: &str, op: u64, key: &str, value: &str) {
-    sim.ev(
-        client,
-        "Put",
-        serde_json::json!({"ClientId": client, "OpId": op, "Key": key, "Value": value}),
-    );
+    sim.ev(client, "Put", serde_json::json!({"ClientId": client, "OpId": op, "Key": key, "Value": value}));
     sim.msg(client, "server1");
-    sim.ev(
-        "server1",
-        "PutCommitted",
-        serde_json::json!({"ClientId": client, "OpId": op, "Key": key, "Value": value}),
-    );
+    sim.ev("server1", "PutCommitted", serde_json::json!({"ClientId": client, "OpId": op, "Key": key, "Value": value}));
     sim.msg("server1", client);
-    sim.ev(
-        client,
-        "PutResultRecvd",
-        serde_json::json!({"OpId": op, "Key": key}),
-    );
+    sim.ev(client, "PutResultRecvd", serde_json::json!({"OpId": op, "Key": key}));
 }
 
 fn get(sim: &mut Sim, client: &str, op: u64, key: &str, value: &str) {
-    sim.ev(
-        client,
-        "Get",
-        serde_json::json!({"ClientId": client, "OpId": op, "Key": key}),
-    );
+    sim.ev(client, "Get", serde_json::json!({"ClientId": client, "OpId": op, "Key": key}));
     sim.msg(client, "server1");
     sim.msg("server1", client);
-    sim.ev(
-        client,
-        "GetResultRecvd",
-        serde_json::json!({"OpId": op, "Key": key, "Value": value}),
-    );
+    sim.ev(client, "GetResultRecvd", serde_json::json!({"OpId": op, "Key": key, "Value": value}));
 }
 
 #[test]
@@ -229,10 +176,7 @@ fn a_stale_read_fails() {
     get(&mut sim, "client2", 1, "other", "");
     get(&mut sim, "client2", 2, "k", "a");
     let report = check(&sim.records, false);
-    let f = report
-        .of("stale-read")
-        .next()
-        .unwrap_or_else(|| panic!("{report}"));
+    let f = report.of("stale-read").next().unwrap_or_else(|| panic!("{report}"));
     assert_eq!(f.records[0].tag, "GetResultRecvd");
     assert!(f.message.contains("k=\"a\""), "{}", f.message);
     // Reading the initial value after a completed put is stale too.
@@ -268,16 +212,8 @@ fn a_put_not_causally_before_the_get_may_be_missed() {
 fn concurrent_puts_may_be_read_either_way() {
     // Two puts whose results are concurrent with the get's start.
     let mut sim = Sim::default();
-    sim.ev(
-        "client1",
-        "Put",
-        serde_json::json!({"ClientId": "1", "OpId": 1, "Key": "k", "Value": "a"}),
-    );
-    sim.ev(
-        "client2",
-        "Put",
-        serde_json::json!({"ClientId": "2", "OpId": 1, "Key": "k", "Value": "b"}),
-    );
+    sim.ev("client1", "Put", serde_json::json!({"ClientId": "1", "OpId": 1, "Key": "k", "Value": "a"}));
+    sim.ev("client2", "Put", serde_json::json!({"ClientId": "2", "OpId": 1, "Key": "k", "Value": "b"}));
     get(&mut sim, "client3", 1, "k", "a");
     get(&mut sim, "client3", 2, "k", "b");
     let report = check(&sim.records, false);
@@ -291,21 +227,9 @@ fn concurrent_puts_may_be_read_either_way() {
 #[test]
 fn two_leaders_in_one_term_fail() {
     let mut sim = Sim::default();
-    sim.ev(
-        "server1",
-        "BecameLeader",
-        serde_json::json!({"ServerId": 1, "Term": 3}),
-    );
-    sim.ev(
-        "server2",
-        "BecameLeader",
-        serde_json::json!({"ServerId": 2, "Term": 3}),
-    );
-    sim.ev(
-        "server2",
-        "BecameLeader",
-        serde_json::json!({"ServerId": 2, "Term": 4}),
-    );
+    sim.ev("server1", "BecameLeader", serde_json::json!({"ServerId": 1, "Term": 3}));
+    sim.ev("server2", "BecameLeader", serde_json::json!({"ServerId": 2, "Term": 3}));
+    sim.ev("server2", "BecameLeader", serde_json::json!({"ServerId": 2, "Term": 4}));
     let report = check(&sim.records, false);
     let f: Vec<_> = report.of("one-leader-per-term").collect();
     assert_eq!(f.len(), 1, "{report}");
@@ -318,16 +242,8 @@ fn uncommitted_requests_warn_unless_the_server_failed() {
     let mut sim = Sim::default();
     for s in ["server1", "server2"] {
         let id = &s[6..];
-        sim.ev(
-            s,
-            "ServerStart",
-            serde_json::json!({"ServerId": id.parse::<u64>().unwrap()}),
-        );
-        sim.ev(
-            s,
-            "PutRecvd",
-            serde_json::json!({"ClientId": "1", "OpId": 1, "Key": "k", "Value": "v"}),
-        );
+        sim.ev(s, "ServerStart", serde_json::json!({"ServerId": id.parse::<u64>().unwrap()}));
+        sim.ev(s, "PutRecvd", serde_json::json!({"ClientId": "1", "OpId": 1, "Key": "k", "Value": "v"}));
     }
     sim.ev("coord", "ServerFail", serde_json::json!({"ServerId": 1}));
     let report = check(&sim.records, false);
@@ -363,9 +279,6 @@ fn a_tampered_read_value_fails() {
         r.body["Value"] = "val7".into();
     });
     let report = check(&records, false);
-    let f = report
-        .of("read-unwritten")
-        .next()
-        .unwrap_or_else(|| panic!("{report}"));
+    let f = report.of("read-unwritten").next().unwrap_or_else(|| panic!("{report}"));
     assert_eq!(f.records[0].line, 113);
 }

@@ -49,10 +49,7 @@ async fn two_tracers_exchange_tokens_end_to_end() {
         // and the puts check out.
         let report = check(&records, true);
         assert!(report.passed(), "{report}");
-        let gens = records
-            .iter()
-            .filter(|r| r.tag == "GenerateTokenTrace")
-            .count();
+        let gens = records.iter().filter(|r| r.tag == "GenerateTokenTrace").count();
         assert_eq!(gens, 100);
     })
     .await;
@@ -116,9 +113,7 @@ async fn tracer_reconnects_after_a_server_restart() {
 async fn killed_server_leaves_whole_lines() {
     bounded(LIMIT, async {
         let server = TestServer::start("").await;
-        let tracers: Vec<_> = (1..=3)
-            .map(|i| server.tracer(&format!("server{i}"), ""))
-            .collect();
+        let tracers: Vec<_> = (1..=3).map(|i| server.tracer(&format!("server{i}"), "")).collect();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writers = Vec::new();
         for t in tracers.clone() {
@@ -153,8 +148,7 @@ async fn killed_server_leaves_whole_lines() {
         // The writer thread drains what it was given; wait until the files
         // stop growing.
         let size = || {
-            std::fs::metadata(&server.trace_path).unwrap().len()
-                + std::fs::metadata(&server.shiviz_path).unwrap().len()
+            std::fs::metadata(&server.trace_path).unwrap().len() + std::fs::metadata(&server.shiviz_path).unwrap().len()
         };
         let mut last = size();
         loop {
@@ -184,26 +178,20 @@ async fn hostile_connections_do_not_disturb_tracers() {
     bounded(LIMIT, async {
         let mut server = TestServer::start("").await;
         // Junk instead of a hello; an absurd frame length; a hello-less batch.
-        for junk in [
-            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
-            u32::MAX.to_le_bytes().to_vec(),
-            vec![6, 0, 0, 0, 3, 1, 0, 0, 0, 0],
-        ] {
+        for junk in
+            [b"GET / HTTP/1.1\r\n\r\n".to_vec(), u32::MAX.to_le_bytes().to_vec(), vec![6, 0, 0, 0, 3, 1, 0, 0, 0, 0]]
+        {
             let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
             s.write_all(&junk).await.unwrap();
             let _ = s.shutdown().await;
         }
         let t = server.tracer("client2", "");
-        t.create_trace()
-            .record("KvslibStart", serde_json::json!({"ClientId": "2"}));
+        t.create_trace().record("KvslibStart", serde_json::json!({"ClientId": "2"}));
         assert!(t.flush(Duration::from_secs(5)).await);
         until(|| server.stats.snapshot().bad_connections >= 3).await;
         let stats = server.stop().await;
         assert_eq!(stats.records, 2);
-        assert_eq!(
-            read_outputs(&server.trace_path, &server.shiviz_path).len(),
-            2
-        );
+        assert_eq!(read_outputs(&server.trace_path, &server.shiviz_path).len(), 2);
     })
     .await;
 }
@@ -245,15 +233,10 @@ async fn throughput_from_four_tracers() {
     const PER_TRACER: u64 = 50_000;
     bounded(Duration::from_secs(120), async {
         let mut server = TestServer::start("").await;
-        let opts = TracerOptions {
-            queue_records: 2 * PER_TRACER as usize,
-            queue_bytes: 15 << 20,
-            ..TracerOptions::default()
-        };
+        let opts =
+            TracerOptions { queue_records: 2 * PER_TRACER as usize, queue_bytes: 15 << 20, ..TracerOptions::default() };
         let addr = server.addr.to_string();
-        let tracers: Vec<_> = (1..=4)
-            .map(|i| tracer_at(&addr, &format!("server{i}"), "", opts.clone()))
-            .collect();
+        let tracers: Vec<_> = (1..=4).map(|i| tracer_at(&addr, &format!("server{i}"), "", opts.clone())).collect();
         let start = Instant::now();
         let producers: Vec<_> = tracers
             .iter()

@@ -28,11 +28,7 @@ async fn tokens_carry_clocks_between_tracers() {
         ta.record("Put", serde_json::json!({"Key": "k", "Value": "v"}));
         let token = ta.generate_token();
         let at_send = a.clock();
-        assert_eq!(
-            at_send.get("client1"),
-            3,
-            "create, record, generate each tick"
-        );
+        assert_eq!(at_send.get("client1"), 3, "create, record, generate each tick");
 
         // The token is the prototype's layout and carries the sender's clock.
         let decoded = Token::decode(&token).unwrap();
@@ -41,11 +37,7 @@ async fn tokens_carry_clocks_between_tracers() {
         assert_eq!(decoded.clock, at_send);
 
         let tb = b.receive_token(&token).unwrap();
-        assert_eq!(
-            tb.id(),
-            ta.id(),
-            "the receiver continues the sender's trace"
-        );
+        assert_eq!(tb.id(), ta.id(), "the receiver continues the sender's trace");
         let at_recv = b.clock();
         assert!(at_send.happened_before(&at_recv), "{at_send} !< {at_recv}");
         assert_eq!(at_recv.get("server1"), 1);
@@ -76,10 +68,7 @@ async fn tokens_carry_clocks_between_tracers() {
 async fn bad_tokens_are_typed_errors() {
     let a = tracer_at(&dead_addr().await, "a", "", TracerOptions::default());
     assert_eq!(a.receive_token(&[]).unwrap_err(), TokenError::Empty);
-    assert!(matches!(
-        a.receive_token(&[0xa1, b'x', 0xcf, 1]),
-        Err(TokenError::Truncated(_))
-    ));
+    assert!(matches!(a.receive_token(&[0xa1, b'x', 0xcf, 1]), Err(TokenError::Truncated(_))));
     let err = a.receive_token(&[0xc1]).unwrap_err().to_string();
     assert!(!err.contains('\n') && err.contains("0xc1"), "{err}");
     // Failed receives record nothing and leave the clock alone.
@@ -89,20 +78,15 @@ async fn bad_tokens_are_typed_errors() {
 
 #[tokio::test]
 async fn disabled_tracing_does_nothing() {
-    let off = Tracer::new(TracerConfig {
-        identity: "server1".into(),
-        server_addr: String::new(),
-        secret: String::new(),
-    })
-    .unwrap();
+    let off =
+        Tracer::new(TracerConfig { identity: "server1".into(), server_addr: String::new(), secret: String::new() })
+            .unwrap();
     for t in [off, Tracer::disabled()] {
         assert!(!t.enabled());
         let trace = t.create_trace();
         assert_eq!(trace.id(), 0);
         assert!(!trace.enabled());
-        trace.record_with("Never", || -> serde_json::Value {
-            panic!("body built with tracing off")
-        });
+        trace.record_with("Never", || -> serde_json::Value { panic!("body built with tracing off") });
         trace.record("Put", serde_json::json!({}));
         assert!(trace.generate_token().is_empty());
         assert_eq!(t.receive_token(b"garbage").unwrap().id(), 0);
@@ -121,16 +105,10 @@ fn config_errors_are_typed() {
     };
     // No runtime here: tracing on needs one for its sender.
     assert_eq!(Tracer::new(cfg("a")).unwrap_err(), TracerError::NoRuntime);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         for bad in ["", "two words", "tab\there"] {
-            assert!(matches!(
-                Tracer::new(cfg(bad)),
-                Err(TracerError::BadIdentity(_))
-            ));
+            assert!(matches!(Tracer::new(cfg(bad)), Err(TracerError::BadIdentity(_))));
         }
         assert!(Tracer::new(cfg("server1")).unwrap().enabled());
     });
@@ -139,10 +117,7 @@ fn config_errors_are_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_down_recording_goes_on_and_counts_drops() {
     bounded(LIMIT, async {
-        let opts = TracerOptions {
-            queue_records: 100,
-            ..TracerOptions::default()
-        };
+        let opts = TracerOptions { queue_records: 100, ..TracerOptions::default() };
         let t = tracer_at(&dead_addr().await, "server1", "", opts);
         let trace = t.create_trace();
         let start = Instant::now();

@@ -8,10 +8,7 @@ use std::time::Instant;
 use kvraft_trace::{Record, VectorClock, parse_trace_file, render_html};
 
 fn reference(name: &str) -> Vec<Record> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-        .join("trace_output.log");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name).join("trace_output.log");
     parse_trace_file(path).unwrap()
 }
 
@@ -42,17 +39,11 @@ fn assert_page(html: &str, records: &[Record]) -> usize {
 
 #[test]
 fn reference_traces_render() {
-    for name in [
-        "3Server2ClientNormalOperation",
-        "3Server2ClientLeaderFailure",
-    ] {
+    for name in ["3Server2ClientNormalOperation", "3Server2ClientLeaderFailure"] {
         let records = reference(name);
         let html = render_html(&records);
         let arrows = assert_page(&html, &records);
-        let receives = records
-            .iter()
-            .filter(|r| r.tag == "ReceiveTokenTrace")
-            .count();
+        let receives = records.iter().filter(|r| r.tag == "ReceiveTokenTrace").count();
         // Every receive in the references has its generate.
         assert_eq!(arrows, receives, "{name}");
         assert!(html.len() < 1_000_000, "{name}: {} bytes", html.len());
@@ -86,21 +77,18 @@ fn synthetic(events: usize, hosts: usize) -> Vec<Record> {
         seed ^= seed << 17;
         seed
     };
-    let push = |records: &mut Vec<Record>,
-                h: usize,
-                tag: &str,
-                body: serde_json::Value,
-                clocks: &mut Vec<VectorClock>| {
-        clocks[h].tick(&names[h]);
-        records.push(Record {
-            tracer_identity: names[h].clone(),
-            trace_id: 42,
-            tag: tag.into(),
-            body,
-            vector_clock: clocks[h].clone(),
-            line: 0,
-        });
-    };
+    let push =
+        |records: &mut Vec<Record>, h: usize, tag: &str, body: serde_json::Value, clocks: &mut Vec<VectorClock>| {
+            clocks[h].tick(&names[h]);
+            records.push(Record {
+                tracer_identity: names[h].clone(),
+                trace_id: 42,
+                tag: tag.into(),
+                body,
+                vector_clock: clocks[h].clone(),
+                line: 0,
+            });
+        };
     let mut n = 0u64;
     while records.len() < events {
         let h = (rnd() % hosts as u64) as usize;
@@ -108,22 +96,10 @@ fn synthetic(events: usize, hosts: usize) -> Vec<Record> {
             let to = (h + 1 + (rnd() % (hosts as u64 - 1)) as usize) % hosts;
             n += 1;
             let token = format!("tok{n}");
-            push(
-                &mut records,
-                h,
-                "GenerateTokenTrace",
-                serde_json::json!({"Token": token}),
-                &mut clocks,
-            );
+            push(&mut records, h, "GenerateTokenTrace", serde_json::json!({"Token": token}), &mut clocks);
             let sent = clocks[h].clone();
             clocks[to].merge(&sent);
-            push(
-                &mut records,
-                to,
-                "ReceiveTokenTrace",
-                serde_json::json!({"Token": token}),
-                &mut clocks,
-            );
+            push(&mut records, to, "ReceiveTokenTrace", serde_json::json!({"Token": token}), &mut clocks);
         } else {
             push(
                 &mut records,
@@ -144,16 +120,10 @@ fn ten_thousand_events_stay_small_and_quick() {
     let html = render_html(&records);
     let took = start.elapsed();
     let arrows = assert_page(&html, &records);
-    let receives = records
-        .iter()
-        .filter(|r| r.tag == "ReceiveTokenTrace")
-        .count();
+    let receives = records.iter().filter(|r| r.tag == "ReceiveTokenTrace").count();
     assert_eq!(arrows, receives);
     assert!(arrows > 3_000);
-    println!(
-        "10,000 events: {:.2} MB page in {took:?}",
-        html.len() as f64 / 1e6
-    );
+    println!("10,000 events: {:.2} MB page in {took:?}", html.len() as f64 / 1e6);
     assert!(html.len() < 5_000_000, "page is {} bytes", html.len());
     // Long bodies are cut for the tooltip data.
     assert!(html.contains("…"));

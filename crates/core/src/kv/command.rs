@@ -51,9 +51,7 @@ impl Op {
         match self {
             Op::Get { key } | Op::Delete { key } => key.len(),
             Op::Put { key, value } | Op::Append { key, value } => key.len() + value.len(),
-            Op::Cas { key, expected, new } => {
-                key.len() + expected.as_ref().map_or(0, String::len) + new.len()
-            }
+            Op::Cas { key, expected, new } => key.len() + expected.as_ref().map_or(0, String::len) + new.len(),
         }
     }
 }
@@ -113,9 +111,7 @@ pub enum Reply {
 pub enum ApplyError {
     /// The opId is older than what the client has acknowledged, or belongs to
     /// an older session of the client: a late duplicate, never applied.
-    #[error(
-        "stale request: op {op_id} of session {session} is older than the client's current state"
-    )]
+    #[error("stale request: op {op_id} of session {session} is older than the client's current state")]
     Stale { session: u64, op_id: u64 },
 }
 

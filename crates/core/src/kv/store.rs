@@ -81,17 +81,11 @@ impl KvStore {
     fn apply_command(&mut self, cmd: &Command) -> Outcome {
         let s = self.sessions.entry(cmd.client_id.clone()).or_default();
         if cmd.session < s.session {
-            return Err(ApplyError::Stale {
-                session: cmd.session,
-                op_id: cmd.op_id,
-            });
+            return Err(ApplyError::Stale { session: cmd.session, op_id: cmd.op_id });
         }
         if cmd.session > s.session {
             // A new incarnation of the client: its numbering starts afresh.
-            *s = Session {
-                session: cmd.session,
-                ..Session::default()
-            };
+            *s = Session { session: cmd.session, ..Session::default() };
         }
         if cmd.first_unacked > s.first_unacked {
             s.first_unacked = cmd.first_unacked;
@@ -101,10 +95,7 @@ impl KvStore {
             return saved.clone();
         }
         if cmd.op_id < s.first_unacked {
-            return Err(ApplyError::Stale {
-                session: cmd.session,
-                op_id: cmd.op_id,
-            });
+            return Err(ApplyError::Stale { session: cmd.session, op_id: cmd.op_id });
         }
         let outcome = Ok(execute(&mut self.data, &cmd.op));
         s.results.insert(cmd.op_id, outcome.clone());
@@ -156,46 +147,24 @@ fn execute(data: &mut BTreeMap<String, String>, op: &Op) -> Reply {
 mod tests {
     use super::*;
 
-    fn entry(
-        index: Index,
-        client: &str,
-        session: u64,
-        op_id: u64,
-        first_unacked: u64,
-        op: Op,
-    ) -> Entry {
+    fn entry(index: Index, client: &str, session: u64, op_id: u64, first_unacked: u64, op: Op) -> Entry {
         Entry {
             term: 1,
             index,
-            payload: Payload::Command(Command {
-                client_id: client.into(),
-                session,
-                op_id,
-                first_unacked,
-                op,
-            }),
+            payload: Payload::Command(Command { client_id: client.into(), session, op_id, first_unacked, op }),
         }
     }
 
     fn append(v: &str) -> Op {
-        Op::Append {
-            key: "k".into(),
-            value: v.into(),
-        }
+        Op::Append { key: "k".into(), value: v.into() }
     }
 
     #[test]
     fn retried_op_is_applied_once_and_returns_first_result() {
         let mut kv = KvStore::new();
-        assert_eq!(
-            kv.apply(&entry(1, "c", 1, 1, 1, append("a"))),
-            Some(Ok(Reply::Done))
-        );
+        assert_eq!(kv.apply(&entry(1, "c", 1, 1, 1, append("a"))), Some(Ok(Reply::Done)));
         // The same opId again (a retry after failover) at a later index.
-        assert_eq!(
-            kv.apply(&entry(2, "c", 1, 1, 1, append("a"))),
-            Some(Ok(Reply::Done))
-        );
+        assert_eq!(kv.apply(&entry(2, "c", 1, 1, 1, append("a"))), Some(Ok(Reply::Done)));
         assert_eq!(kv.get("k"), Some("a"));
     }
 
@@ -218,13 +187,7 @@ mod tests {
         kv.apply(&entry(1, "c", 1, 1, 1, append("1")));
         kv.apply(&entry(2, "c", 1, 2, 2, append("2")));
         let late = kv.apply(&entry(3, "c", 1, 1, 1, append("1")));
-        assert_eq!(
-            late,
-            Some(Err(ApplyError::Stale {
-                session: 1,
-                op_id: 1
-            }))
-        );
+        assert_eq!(late, Some(Err(ApplyError::Stale { session: 1, op_id: 1 })));
         assert_eq!(kv.get("k"), Some("12"));
     }
 
@@ -235,15 +198,9 @@ mod tests {
             kv.apply(&entry(i, "c", 1, i, i, append("a")));
         }
         // Restart: numbering starts again at 1 in a larger session.
-        assert_eq!(
-            kv.apply(&entry(6, "c", 2, 1, 1, append("b"))),
-            Some(Ok(Reply::Done))
-        );
+        assert_eq!(kv.apply(&entry(6, "c", 2, 1, 1, append("b"))), Some(Ok(Reply::Done)));
         // A late duplicate from the old session is refused, not applied.
-        assert!(matches!(
-            kv.apply(&entry(7, "c", 1, 5, 5, append("a"))),
-            Some(Err(ApplyError::Stale { .. }))
-        ));
+        assert!(matches!(kv.apply(&entry(7, "c", 1, 5, 5, append("a"))), Some(Err(ApplyError::Stale { .. }))));
         assert_eq!(kv.get("k"), Some("aaaaab"));
     }
 
@@ -255,34 +212,12 @@ mod tests {
             expected: expected.map(Into::into),
             new: new.into(),
         };
-        assert_eq!(
-            kv.apply(&entry(1, "c", 1, 1, 1, cas(None, "a"))),
-            Some(Ok(Reply::Cas { swapped: true }))
-        );
-        assert_eq!(
-            kv.apply(&entry(2, "c", 1, 2, 2, cas(None, "b"))),
-            Some(Ok(Reply::Cas { swapped: false }))
-        );
-        assert_eq!(
-            kv.apply(&entry(3, "c", 1, 3, 3, cas(Some("a"), "b"))),
-            Some(Ok(Reply::Cas { swapped: true }))
-        );
+        assert_eq!(kv.apply(&entry(1, "c", 1, 1, 1, cas(None, "a"))), Some(Ok(Reply::Cas { swapped: true })));
+        assert_eq!(kv.apply(&entry(2, "c", 1, 2, 2, cas(None, "b"))), Some(Ok(Reply::Cas { swapped: false })));
+        assert_eq!(kv.apply(&entry(3, "c", 1, 3, 3, cas(Some("a"), "b"))), Some(Ok(Reply::Cas { swapped: true })));
         kv.apply(&entry(4, "c", 1, 4, 4, Op::Delete { key: "k".into() }));
-        assert_eq!(
-            kv.apply(&entry(5, "c", 1, 5, 5, Op::Get { key: "k".into() })),
-            Some(Ok(Reply::Value(None)))
-        );
-        kv.apply(&entry(
-            6,
-            "c",
-            1,
-            6,
-            6,
-            Op::Put {
-                key: "k".into(),
-                value: "v".into(),
-            },
-        ));
+        assert_eq!(kv.apply(&entry(5, "c", 1, 5, 5, Op::Get { key: "k".into() })), Some(Ok(Reply::Value(None))));
+        kv.apply(&entry(6, "c", 1, 6, 6, Op::Put { key: "k".into(), value: "v".into() }));
         assert_eq!(kv.get("k"), Some("v"));
     }
 

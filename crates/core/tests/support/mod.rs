@@ -7,9 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use kvraft_core::kv::{Command, KvStore, Op, Outcome};
-use kvraft_core::{
-    Config, Dest, Entry, Message, NodeId, Payload, RaftNode, ReadId, Restored, Term,
-};
+use kvraft_core::{Config, Dest, Entry, Message, NodeId, Payload, RaftNode, ReadId, Restored, Term};
 
 type Filter = Box<dyn FnMut(NodeId, NodeId, &mut Message) -> bool>;
 
@@ -58,23 +56,9 @@ impl Cluster {
             queue: VecDeque::new(),
         };
         for (id, terms) in (1..).zip(logs) {
-            let entries = terms
-                .iter()
-                .zip(1..)
-                .map(|(&term, index)| Entry {
-                    term,
-                    index,
-                    payload: Payload::Noop,
-                })
-                .collect();
-            c.disk.insert(
-                id,
-                Restored {
-                    term,
-                    snapshot: None,
-                    entries,
-                },
-            );
+            let entries =
+                terms.iter().zip(1..).map(|(&term, index)| Entry { term, index, payload: Payload::Noop }).collect();
+            c.disk.insert(id, Restored { term, snapshot: None, entries });
             c.start(id);
         }
         c
@@ -107,11 +91,7 @@ impl Cluster {
     /// What the coord does: log-state requests for `term` to every live node,
     /// then the designation of `leader`.
     pub fn designate(&mut self, leader: NodeId, term: Term) {
-        let ids: Vec<NodeId> = self
-            .ids()
-            .into_iter()
-            .filter(|id| !self.down.contains(id))
-            .collect();
+        let ids: Vec<NodeId> = self.ids().into_iter().filter(|id| !self.down.contains(id)).collect();
         for &id in &ids {
             self.node_mut(id).log_state_request(term);
         }
@@ -122,13 +102,7 @@ impl Cluster {
     }
 
     pub fn propose(&mut self, at: NodeId, client: &str, op_id: u64, op: Op) -> Option<u64> {
-        let cmd = Command {
-            client_id: client.into(),
-            session: 1,
-            op_id,
-            first_unacked: op_id,
-            op,
-        };
+        let cmd = Command { client_id: client.into(), session: 1, op_id, first_unacked: op_id, op };
         self.node_mut(at).propose(cmd).ok()
     }
 
@@ -195,16 +169,11 @@ impl Cluster {
         let kv = self.kv.get_mut(&id).expect("kv");
         for e in &rd.committed_entries {
             if let Some(outcome) = kv.apply(e) {
-                self.outcomes
-                    .entry(id)
-                    .or_default()
-                    .insert(e.index, outcome);
+                self.outcomes.entry(id).or_default().insert(e.index, outcome);
             }
         }
-        self.reads_served
-            .extend(rd.reads.into_iter().map(|r| (id, r)));
-        self.reads_failed
-            .extend(rd.failed_reads.into_iter().map(|(r, _)| (id, r)));
+        self.reads_served.extend(rd.reads.into_iter().map(|r| (id, r)));
+        self.reads_failed.extend(rd.failed_reads.into_iter().map(|(r, _)| (id, r)));
     }
 
     /// `(term)` of every entry of a node's log, in order.

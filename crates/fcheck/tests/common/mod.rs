@@ -12,8 +12,7 @@ use kvraft_fcheck::{Event, Monitor, MonitorConfig, Responder, ResponderStats, Se
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
-pub const LOOPBACK: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// A responder running on the test's runtime.
 pub struct TestServer {
@@ -61,26 +60,19 @@ pub async fn wait_until<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>
 
 /// Waits until server `id` has an RTT estimate, and returns its health.
 pub async fn warmed_up(monitor: &Monitor, id: u64) -> ServerHealth {
-    wait_until(Duration::from_secs(2), || {
-        monitor.health(id).filter(|h| h.srtt.is_some())
-    })
-    .await
-    .unwrap_or_else(|| panic!("server {id} has no RTT estimate after 2 s"))
+    wait_until(Duration::from_secs(2), || monitor.health(id).filter(|h| h.srtt.is_some()))
+        .await
+        .unwrap_or_else(|| panic!("server {id} has no RTT estimate after 2 s"))
 }
 
 /// The next event within `limit`, or `None`.
 pub async fn next_event(events: &mut UnboundedReceiver<Event>, limit: Duration) -> Option<Event> {
-    tokio::time::timeout(limit, events.recv())
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(limit, events.recv()).await.ok().flatten()
 }
 
 /// Runs `fut` with a hard time limit, so a hung test fails instead of hanging.
 pub async fn bounded<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, fut)
-        .await
-        .unwrap_or_else(|_| panic!("test exceeded {limit:?}"))
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| panic!("test exceeded {limit:?}"))
 }
 
 /// A monitor with the default config, as the coord would run it.

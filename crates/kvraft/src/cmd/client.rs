@@ -63,30 +63,22 @@ fn one() -> usize {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("config/client_config{}.json", args.id)));
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
-    let cfg: ClientConfig = serde_json::from_str(&text)
-        .with_context(|| format!("invalid config {}", path.display()))?;
+    let path = args.config.clone().unwrap_or_else(|| PathBuf::from(format!("config/client_config{}.json", args.id)));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let cfg: ClientConfig =
+        serde_json::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
     if cfg.local_coord_ip_port.is_some() || cfg.local_leader_server_ip_port.is_some() {
         eprintln!(
             "kvraft client: LocalCoordIPPort and LocalLeaderServerIPPort are ignored (the client needs no listener)"
         );
     }
-    let _ = (&cfg.tracing_server_addr, &cfg.tracing_identity);
     if args.mix.is_some_and(|m| m > 100) {
         bail!("--mix is a percentage of puts, 0 to 100");
     }
     if args.keys == 0 {
         bail!("--keys must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(workload(args, cfg))
 }
 
@@ -96,14 +88,9 @@ fn ops(args: &Args, client: &str) -> Vec<Op> {
             .map(|n| {
                 let i = n.div_ceil(2);
                 if n % 2 == 1 {
-                    Op::Put {
-                        key: format!("k{i}"),
-                        value: format!("val{i}"),
-                    }
+                    Op::Put { key: format!("k{i}"), value: format!("val{i}") }
                 } else {
-                    Op::Get {
-                        key: format!("k{i}"),
-                    }
+                    Op::Get { key: format!("k{i}") }
                 }
             })
             .collect(),
@@ -120,10 +107,7 @@ fn ops(args: &Args, client: &str) -> Vec<Op> {
                 .map(|n| {
                     let key = format!("k{}", next() % args.keys);
                     if next() % 100 < mix as u64 {
-                        Op::Put {
-                            key,
-                            value: format!("{client}-{n}"),
-                        }
+                        Op::Put { key, value: format!("{client}-{n}") }
                     } else {
                         Op::Get { key }
                     }
@@ -136,6 +120,19 @@ fn ops(args: &Args, client: &str) -> Vec<Op> {
 async fn workload(args: Args, cfg: ClientConfig) -> anyhow::Result<ExitCode> {
     let mut kc = Config::new(cfg.client_id.clone(), cfg.coord_ip_port.clone());
     kc.secret = cfg.secret.clone();
+    if !cfg.tracing_server_addr.is_empty() {
+        let identity = if cfg.tracing_identity.is_empty() {
+            format!("client{}", cfg.client_id)
+        } else {
+            cfg.tracing_identity.clone()
+        };
+        kc.tracer = kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
+            identity,
+            server_addr: cfg.tracing_server_addr.clone(),
+            secret: cfg.secret.clone(),
+        })
+        .map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
+    }
     kc.ch_capacity = cfg.ch_capacity.max(args.window);
     kc.window = args.window;
     let (client, mut results) = KvClient::start(kc).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -173,11 +170,7 @@ async fn workload(args: Args, cfg: ClientConfig) -> anyhow::Result<ExitCode> {
                 }
                 if !args.quiet || !ok {
                     let shown = v.as_deref().unwrap_or("<absent>");
-                    let mark = if ok {
-                        ""
-                    } else {
-                        "   WRONG: expected another value"
-                    };
+                    let mark = if ok { "" } else { "   WRONG: expected another value" };
                     println!("{}. {} -> {shown}{mark}", r.op_id, r.op);
                 }
             }
@@ -200,9 +193,5 @@ async fn workload(args: Args, cfg: ClientConfig) -> anyhow::Result<ExitCode> {
         secs,
         done as f64 / secs.max(1e-9)
     );
-    Ok(if wrong == 0 && failed == 0 && done == total {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if wrong == 0 && failed == 0 && done == total { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

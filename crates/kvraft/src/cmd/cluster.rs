@@ -42,9 +42,7 @@ fn pids_file(dir: &Path) -> PathBuf {
 /// `cluster up` that started them, and not every init reaps).
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -73,39 +71,26 @@ fn up(dir: &Path, n: u64, config: &Path) -> anyhow::Result<ExitCode> {
         bail!("--servers must be 1, 3, 5 or 7, not {n}");
     }
     if read_pids(dir).iter().any(|(_, p)| alive(*p)) {
-        bail!(
-            "a cluster is already running in {} (kvraft cluster down --dir {0})",
-            dir.display()
-        );
+        bail!("a cluster is already running in {} (kvraft cluster down --dir {0})", dir.display());
     }
-    let layout = if dir.join("coord_config.json").exists() {
-        Layout::open(dir)?
-    } else {
-        Layout::create(dir, n, config)?
-    };
+    let layout =
+        if dir.join("coord_config.json").exists() { Layout::open(dir)? } else { Layout::create(dir, n, config)? };
     let mut pids = vec![("coord".to_string(), layout.start_coord(true)?.id())];
     for id in 1..=layout.n {
         pids.push((format!("server{id}"), layout.start_server(id, true)?.id()));
     }
     let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
     std::fs::write(pids_file(dir), text).context("writing the pids file")?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let info = rt.block_on(local::leader(&layout.coord_client, Duration::from_secs(20)))?;
     if info.leader_id == 0 {
         for name in pids.iter().map(|(n, _)| n) {
-            let log = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log")))
-                .unwrap_or_default();
+            let log = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log"))).unwrap_or_default();
             if let Some(last) = log.lines().last() {
                 eprintln!("{name}: {last}");
             }
         }
-        bail!(
-            "started, but no leader yet: {} (logs in {}/logs)",
-            info.status,
-            dir.display()
-        );
+        bail!("started, but no leader yet: {} (logs in {}/logs)", info.status, dir.display());
     }
     println!(
         "cluster of {} servers up in {}; server {} leads term {}",
@@ -115,10 +100,7 @@ fn up(dir: &Path, n: u64, config: &Path) -> anyhow::Result<ExitCode> {
         info.term
     );
     println!("coord for clients: {}", layout.coord_client);
-    println!(
-        "try: kvraft ctl --coord {} --secret '' status",
-        layout.coord_client
-    );
+    println!("try: kvraft ctl --coord {} --secret '' status", layout.coord_client);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -145,11 +127,7 @@ fn down(dir: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = std::fs::remove_file(pids_file(dir));
-    println!(
-        "cluster in {} stopped ({} processes); data kept",
-        dir.display(),
-        pids.len()
-    );
+    println!("cluster in {} stopped ({} processes); data kept", dir.display(), pids.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -160,19 +138,10 @@ fn status(dir: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     for (name, pid) in &pids {
-        println!(
-            "{name:<8} pid {pid:<8} {}",
-            if alive(*pid) {
-                "running"
-            } else {
-                "NOT RUNNING"
-            }
-        );
+        println!("{name:<8} pid {pid:<8} {}", if alive(*pid) { "running" } else { "NOT RUNNING" });
     }
     let layout = Layout::open(dir)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         for s in &layout.servers {
             match local::server_status(&s.client).await {

@@ -22,10 +22,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cfg.data_dir = Some(d);
     }
     crate::cmd::init_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         eprintln!(
             "kvraft coord: {} servers, servers join on {}, clients on {}, state in {}",

@@ -51,76 +51,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let cfg = kvraft_coord::CoordConfig::load(&args.coord_config)
                 .map_err(|e| anyhow!("{e} (or give --coord and --secret)"))?;
             (
-                args.coord
-                    .clone()
-                    .unwrap_or_else(|| cfg.client_api_listen_addr.to_string()),
+                args.coord.clone().unwrap_or_else(|| cfg.client_api_listen_addr.to_string()),
                 args.secret.clone().unwrap_or(cfg.secret),
             )
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let timeout = Duration::from_millis(args.timeout_ms);
         match &args.what {
-            What::Get { key } => {
-                one_shot(
-                    &coord,
-                    &secret,
-                    timeout,
-                    Op::Get { key: key.clone() },
-                    args.json,
-                )
-                .await
-            }
+            What::Get { key } => one_shot(&coord, &secret, timeout, Op::Get { key: key.clone() }, args.json).await,
             What::Put { key, value } => {
-                one_shot(
-                    &coord,
-                    &secret,
-                    timeout,
-                    Op::Put {
-                        key: key.clone(),
-                        value: value.clone(),
-                    },
-                    args.json,
-                )
-                .await
+                one_shot(&coord, &secret, timeout, Op::Put { key: key.clone(), value: value.clone() }, args.json).await
             }
-            What::Del { key } => {
-                one_shot(
-                    &coord,
-                    &secret,
-                    timeout,
-                    Op::Delete { key: key.clone() },
-                    args.json,
-                )
-                .await
-            }
+            What::Del { key } => one_shot(&coord, &secret, timeout, Op::Delete { key: key.clone() }, args.json).await,
             What::Status => status(&coord, &secret, args.json).await,
             What::Log { server_id } => log(&coord, &secret, *server_id, args.json).await,
         }
     })
 }
 
-async fn one_shot(
-    coord: &str,
-    secret: &str,
-    timeout: Duration,
-    op: Op,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+async fn one_shot(coord: &str, secret: &str, timeout: Duration, op: Op, json: bool) -> anyhow::Result<ExitCode> {
     if op.key().len() > 4096 {
         bail!("key of {} bytes is over the limit of 4096", op.key().len());
     }
     if let Op::Put { value, .. } = &op
         && value.len() > 1 << 20
     {
-        bail!(
-            "value of {} bytes is over the limit of 1048576",
-            value.len()
-        );
+        bail!("value of {} bytes is over the limit of 1048576", value.len());
     }
     let mut cfg = Config::new(format!("ctl-{}", std::process::id()), coord);
     cfg.secret = secret.to_owned();
@@ -155,12 +113,8 @@ async fn one_shot(
 }
 
 async fn connect(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
-    let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| anyhow!("{addr}: {e}"))?;
-    e.connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| anyhow!("cannot reach {addr}: {e}"))
+    let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| anyhow!("{addr}: {e}"))?;
+    e.connect_timeout(Duration::from_secs(2)).connect().await.map_err(|e| anyhow!("cannot reach {addr}: {e}"))
 }
 
 fn req<T>(msg: T, secret: &str) -> tonic::Request<T> {
@@ -192,10 +146,7 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
     }
     for s in &view.servers {
         let st = match connect(&s.client_addr).await {
-            Ok(ch) => pb::admin_client::AdminClient::new(ch)
-                .status(req(pb::StatusRequest {}, secret))
-                .await
-                .ok(),
+            Ok(ch) => pb::admin_client::AdminClient::new(ch).status(req(pb::StatusRequest {}, secret)).await.ok(),
             Err(_) => None,
         }
         .map(|r| r.into_inner());
@@ -220,14 +171,10 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
                 s.id,
                 st.as_ref().map_or("unreach.".into(), |x| x.role.clone()),
                 st.as_ref().map_or_else(dash, |x| x.term.to_string()),
-                st.as_ref()
-                    .map_or_else(dash, |x| x.commit_index.to_string()),
-                st.as_ref()
-                    .map_or_else(dash, |x| x.applied_index.to_string()),
-                st.as_ref()
-                    .map_or_else(dash, |x| x.last_log_index.to_string()),
-                st.as_ref()
-                    .map_or_else(dash, |x| x.snapshot_index.to_string()),
+                st.as_ref().map_or_else(dash, |x| x.commit_index.to_string()),
+                st.as_ref().map_or_else(dash, |x| x.applied_index.to_string()),
+                st.as_ref().map_or_else(dash, |x| x.last_log_index.to_string()),
+                st.as_ref().map_or_else(dash, |x| x.snapshot_index.to_string()),
                 if s.alive { "yes" } else { "no" },
                 if view.leader_id == s.id { "*" } else { "" },
                 s.client_addr
@@ -235,21 +182,13 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
         }
     }
     if !json {
-        let leader = if view.leader_id == 0 {
-            "none".to_string()
-        } else {
-            view.leader_id.to_string()
-        };
+        let leader = if view.leader_id == 0 { "none".to_string() } else { view.leader_id.to_string() };
         let mut line = format!("term {}, leader {leader}", view.term);
         if view.quorum_impossible {
             line.push_str(", QUORUM IMPOSSIBLE");
         }
         if !view.join_complete {
-            line.push_str(&format!(
-                ", {} of {} servers joined",
-                view.servers.len(),
-                view.num_servers
-            ));
+            line.push_str(&format!(", {} of {} servers joined", view.servers.len(), view.num_servers));
         }
         println!("{line}");
     }
@@ -258,23 +197,13 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
 
 async fn log(coord: &str, secret: &str, id: u64, json: bool) -> anyhow::Result<ExitCode> {
     let view = cluster(coord, secret).await?;
-    let s = view
-        .servers
-        .iter()
-        .find(|s| s.id == id)
-        .ok_or_else(|| anyhow!("no server {id} in the cluster"))?;
+    let s = view.servers.iter().find(|s| s.id == id).ok_or_else(|| anyhow!("no server {id} in the cluster"))?;
     let mut admin = pb::admin_client::AdminClient::new(connect(&s.client_addr).await?);
     let mut from = 0;
     let mut first = true;
     loop {
         let r = admin
-            .log(req(
-                pb::LogRequest {
-                    from,
-                    limit: 10_000,
-                },
-                secret,
-            ))
+            .log(req(pb::LogRequest { from, limit: 10_000 }, secret))
             .await
             .map_err(|st| anyhow!("server {id}: {}", st.message()))?
             .into_inner();
@@ -287,10 +216,7 @@ async fn log(coord: &str, secret: &str, id: u64, json: bool) -> anyhow::Result<E
         };
         for l in &r.lines {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"index": l.index, "term": l.term, "entry": l.entry})
-                );
+                println!("{}", serde_json::json!({"index": l.index, "term": l.term, "entry": l.entry}));
             } else {
                 println!("{}. {}", l.index, l.entry);
             }

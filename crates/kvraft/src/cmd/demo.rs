@@ -54,6 +54,28 @@ pub struct Args {
 struct Children(Vec<(String, Option<Child>)>);
 
 impl Children {
+    /// SIGTERM to those named, a moment to flush (traces), then SIGKILL.
+    fn stop_gracefully(&mut self, which: impl Fn(&str) -> bool) {
+        let mut stopping: Vec<Child> = Vec::new();
+        for (n, c) in &mut self.0 {
+            if which(n)
+                && let Some(child) = c.take()
+            {
+                // SAFETY: plain signal delivery to our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                stopping.push(child);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for mut child in stopping {
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn kill(&mut self, name: &str) -> bool {
         for (n, c) in &mut self.0 {
             if n == name
@@ -83,11 +105,7 @@ struct Clock(Instant);
 
 impl Clock {
     fn say(&self, what: impl AsRef<str>) {
-        println!(
-            "[{:>6.2}s] {}",
-            self.0.elapsed().as_secs_f64(),
-            what.as_ref()
-        );
+        println!("[{:>6.2}s] {}", self.0.elapsed().as_secs_f64(), what.as_ref());
     }
 }
 
@@ -102,11 +120,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--ops must be at least 4");
     }
     let _ = std::fs::remove_dir_all(&args.dir);
-    let layout = Arc::new(Layout::create(&args.dir, args.servers, &args.config)?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let layout = Arc::new(Layout::create_traced(&args.dir, args.servers, &args.config, true)?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         tokio::select! {
             r = demo(args, layout) => r,
@@ -121,31 +136,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     let clock = Arc::new(Clock(Instant::now()));
     let mut children = Children(Vec::new());
-    children
-        .0
-        .push(("coord".into(), Some(layout.start_coord(false)?)));
+    children.0.push(("tracing-server".into(), Some(layout.start_tracing_server()?)));
+    children.0.push(("coord".into(), Some(layout.start_coord(false)?)));
     for id in 1..=layout.n {
-        children
-            .0
-            .push((format!("server{id}"), Some(layout.start_server(id, false)?)));
+        children.0.push((format!("server{id}"), Some(layout.start_server(id, false)?)));
     }
     clock.say(format!(
-        "started the coord and {} servers (configs, data and logs in {})",
+        "started the tracing server, the coord and {} servers (configs, data and logs in {})",
         layout.n,
         layout.dir.display()
     ));
     let info = local::leader(&layout.coord_client, Duration::from_secs(20)).await?;
     if info.leader_id == 0 {
-        bail!(
-            "no leader after 20 s: {} (see {}/logs)",
-            info.status,
-            layout.dir.display()
-        );
+        bail!("no leader after 20 s: {} (see {}/logs)", info.status, layout.dir.display());
     }
-    clock.say(format!(
-        "coord: all {} servers joined; server {} leads term {}",
-        layout.n, info.leader_id, info.term
-    ));
+    clock.say(format!("coord: all {} servers joined; server {} leads term {}", layout.n, info.leader_id, info.term));
 
     // Watch the coord and report every change as it happens.
     let watcher = {
@@ -162,10 +167,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
                     if l.leader_id == 0 {
                         clock.say(format!("coord: no leader ({})", l.status));
                     } else {
-                        clock.say(format!(
-                            "coord: server {} is the new leader, term {}",
-                            l.leader_id, l.term
-                        ));
+                        clock.say(format!("coord: server {} is the new leader, term {}", l.leader_id, l.term));
                     }
                     last = now;
                 }
@@ -180,15 +182,17 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     for c in 1..=2u64 {
         let mut cfg = Config::new(c.to_string(), layout.coord_client.clone());
         cfg.window = 1;
+        if let Some(addr) = &layout.tracing {
+            cfg.tracer = kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
+                identity: format!("client{c}"),
+                server_addr: addr.clone(),
+                secret: String::new(),
+            })
+            .map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
+        }
         let (client, _results) = KvClient::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (clock, injected, children, fail) =
-            (clock.clone(), injected.clone(), children.clone(), args.fail);
-        let (coord, layout2, ops, pace) = (
-            layout.coord_client.clone(),
-            layout.clone(),
-            args.ops,
-            args.pace_ms,
-        );
+        let (clock, injected, children, fail) = (clock.clone(), injected.clone(), children.clone(), args.fail);
+        let (coord, layout2, ops, pace) = (layout.coord_client.clone(), layout.clone(), args.ops, args.pace_ms);
         clients.push(tokio::spawn(async move {
             let mut wrong = 0u64;
             let mut worst = Duration::ZERO;
@@ -202,14 +206,9 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
                 }
                 let i = n.div_ceil(2);
                 let op = if n % 2 == 1 {
-                    Op::Put {
-                        key: format!("k{i}"),
-                        value: format!("val{i}"),
-                    }
+                    Op::Put { key: format!("k{i}"), value: format!("val{i}") }
                 } else {
-                    Op::Get {
-                        key: format!("k{i}"),
-                    }
+                    Op::Get { key: format!("k{i}") }
                 };
                 tokio::time::sleep(Duration::from_millis(pace)).await;
                 let start = Instant::now();
@@ -217,9 +216,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
                 worst = worst.max(start.elapsed());
                 let ok = match (&op, &r) {
                     (Op::Put { .. }, Ok(Value::Done)) => true,
-                    (Op::Get { key }, Ok(Value::Value(Some(v)))) => {
-                        *v == format!("val{}", &key[1..])
-                    }
+                    (Op::Get { key }, Ok(Value::Value(Some(v)))) => *v == format!("val{}", &key[1..]),
                     _ => false,
                 };
                 if !ok {
@@ -237,11 +234,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
         let (w, s) = h.await.context("a client task failed")?;
         wrong += w;
         worst = worst.max(s);
-        clock.say(format!(
-            "client {}: {} operations done, {w} wrong, slowest {s:?}",
-            c + 1,
-            args.ops
-        ));
+        clock.say(format!("client {}: {} operations done, {w} wrong, slowest {s:?}", c + 1, args.ops));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     watcher.abort();
@@ -252,30 +245,32 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
         "{} operations by 2 clients, {wrong} wrong; the longest a client waited (across the failure): {worst:?}",
         2 * args.ops
     );
-    println!(
-        "logs of every running server: {}",
-        if consistent { "identical" } else { "DIFFERENT" }
-    );
+    println!("logs of every running server: {}", if consistent { "identical" } else { "DIFFERENT" });
+
+    // Stop the cluster gently so every process flushes its trace, then the
+    // tracing server, then read the trace back.
+    let mut children = Arc::try_unwrap(children).map_err(|_| anyhow::anyhow!("clients still running"))?.into_inner();
+    children.stop_gracefully(|n| n != "tracing-server");
+    children.stop_gracefully(|_| true);
+    let trace_file = layout.dir.join("trace_output.log");
+    match kvraft_trace::parse_trace_file(&trace_file) {
+        Ok(records) => {
+            let report = kvraft_trace::check(&records, false);
+            let html = layout.dir.join("trace.html");
+            std::fs::write(&html, kvraft_trace::render_html(&records)).context("writing the trace view")?;
+            let summary = report.to_string().lines().last().unwrap_or_default().to_owned();
+            println!("trace: {} records; kvraft trace check: {summary}", records.len());
+            println!("  {} (ShiViz: {})", trace_file.display(), layout.dir.join("shiviz_output.log").display());
+            println!("  {} (open it in a browser; no network needed)", html.display());
+        }
+        Err(e) => println!("trace: could not read {}: {e}", trace_file.display()),
+    }
     println!("configs, data and logs: {}", layout.dir.display());
-    drop(children);
-    Ok(if wrong == 0 && consistent {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if wrong == 0 && consistent { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn inject(
-    fail: Failure,
-    coord: &str,
-    layout: &Layout,
-    children: &mut Children,
-    clock: &Clock,
-) {
-    let leader = local::leader(coord, Duration::from_secs(2))
-        .await
-        .map(|l| l.leader_id)
-        .unwrap_or(0);
+async fn inject(fail: Failure, coord: &str, layout: &Layout, children: &mut Children, clock: &Clock) {
+    let leader = local::leader(coord, Duration::from_secs(2)).await.map(|l| l.leader_id).unwrap_or(0);
     let follower = (1..=7).find(|&i| i != leader).unwrap_or(2);
     match fail {
         Failure::None => clock.say("no failure injected"),
@@ -290,9 +285,7 @@ async fn inject(
         Failure::Two => {
             children.kill(&format!("server{leader}"));
             children.kill(&format!("server{follower}"));
-            clock.say(format!(
-                "killed the leader, server {leader}, and server {follower} (SIGKILL)"
-            ));
+            clock.say(format!("killed the leader, server {leader}, and server {follower} (SIGKILL)"));
         }
         Failure::Partition => {
             // The seed's coord test: the leader stops answering the coord's
@@ -313,13 +306,8 @@ async fn show_logs(layout: &Layout, clock: &Clock) -> anyhow::Result<bool> {
             logs.push((s.id, lines));
         }
     }
-    let Some((id, reference)) = logs.first() else {
-        bail!("no server answers")
-    };
-    let first_new_term = reference
-        .windows(2)
-        .find(|w| w[1].term != w[0].term)
-        .map(|w| w[1].index);
+    let Some((id, reference)) = logs.first() else { bail!("no server answers") };
+    let first_new_term = reference.windows(2).find(|w| w[1].term != w[0].term).map(|w| w[1].index);
     clock.say(format!("server {id}'s log ({} entries):", reference.len()));
     for l in reference {
         let near = first_new_term.is_none_or(|f| l.index + 4 >= f && l.index <= f + 4);
@@ -331,14 +319,8 @@ async fn show_logs(layout: &Layout, clock: &Clock) -> anyhow::Result<bool> {
     }
     let same = logs.iter().all(|(_, l)| {
         let n = l.len().min(reference.len());
-        l[..n]
-            .iter()
-            .zip(&reference[..n])
-            .all(|(a, b)| a.entry == b.entry)
+        l[..n].iter().zip(&reference[..n]).all(|(a, b)| a.entry == b.entry)
     });
-    clock.say(format!(
-        "{} running servers compared entry by entry",
-        logs.len()
-    ));
+    clock.say(format!("{} running servers compared entry by entry", logs.len()));
     Ok(same)
 }

@@ -9,16 +9,14 @@ pub mod demo;
 pub mod lincheck;
 pub mod server;
 pub mod sim;
+pub mod trace;
 
 /// Logs to standard error, `info` and up unless RUST_LOG says otherwise.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -19,26 +19,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = args
-        .config
-        .unwrap_or_else(|| PathBuf::from(format!("config/server_config{}.json", args.id)));
+    let path = args.config.unwrap_or_else(|| PathBuf::from(format!("config/server_config{}.json", args.id)));
     let mut cfg = ServerConfig::load(&path)?;
     if cfg.server_id != args.id {
-        anyhow::bail!(
-            "{} is the config of server {}, not {}",
-            path.display(),
-            cfg.server_id,
-            args.id
-        );
+        anyhow::bail!("{} is the config of server {}, not {}", path.display(), cfg.server_id, args.id);
     }
     if let Some(d) = args.data_dir {
         cfg.data_dir = Some(d);
     }
     crate::cmd::init_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         eprintln!(
             "kvraft server {}: peers on {}, coord on {}, clients on {}, data in {}",

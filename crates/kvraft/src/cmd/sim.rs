@@ -36,10 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let start = Instant::now();
     let next = AtomicU64::new(args.seed);
     let end = args.seed.saturating_add(args.seeds);
@@ -64,19 +61,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                     if !report.violations.is_empty() {
                         print_failure(&report, args.nodes);
-                        failed
-                            .lock()
-                            .expect("no panics hold this lock")
-                            .push(report);
+                        failed.lock().expect("no panics hold this lock").push(report);
                     }
                     let mut last = last_progress.lock().expect("no panics hold this lock");
                     if last.elapsed() > Duration::from_secs(5) {
                         *last = Instant::now();
-                        eprintln!(
-                            "[sim] {finished}/{} seeds, {:.0}s",
-                            args.seeds,
-                            start.elapsed().as_secs_f64()
-                        );
+                        eprintln!("[sim] {finished}/{} seeds, {:.0}s", args.seeds, start.elapsed().as_secs_f64());
                     }
                 }
             });
@@ -85,21 +75,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let failed = failed.into_inner().expect("no panics hold this lock");
     let violations: usize = failed.iter().map(|r| r.violations.len()).sum();
-    eprintln!(
-        "[sim] {} seeds in {:.1}s",
-        args.seeds,
-        start.elapsed().as_secs_f64()
-    );
-    println!(
-        "seeds={} ops={} violations={violations}",
-        args.seeds,
-        ops.load(Ordering::Relaxed)
-    );
-    Ok(if violations == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    eprintln!("[sim] {} seeds in {:.1}s", args.seeds, start.elapsed().as_secs_f64());
+    println!("seeds={} ops={} violations={violations}", args.seeds, ops.load(Ordering::Relaxed));
+    Ok(if violations == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn describe(r: &SeedReport) -> String {
@@ -127,9 +105,6 @@ fn print_failure(r: &SeedReport, nodes: Option<u64>) {
         out.push_str(&format!("  {v}\n"));
     }
     let nodes = nodes.map(|n| format!(" --nodes {n}")).unwrap_or_default();
-    out.push_str(&format!(
-        "  replay: kvraft sim --seed {} --seeds 1{nodes} --verbose\n",
-        r.config.seed
-    ));
+    out.push_str(&format!("  replay: kvraft sim --seed {} --seeds 1{nodes} --verbose\n", r.config.seed));
     print!("{out}");
 }

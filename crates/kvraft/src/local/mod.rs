@@ -16,13 +16,8 @@ use kvraft_proto as pb;
 pub fn free_port() -> anyhow::Result<u16> {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .context("finding a free port")?
-            .local_addr()?
-            .port();
-        let mut given = GIVEN
-            .lock()
-            .map_err(|_| anyhow!("port registry poisoned"))?;
+        let port = TcpListener::bind("127.0.0.1:0").context("finding a free port")?.local_addr()?.port();
+        let mut given = GIVEN.lock().map_err(|_| anyhow!("port registry poisoned"))?;
         if !given.contains(&port) {
             given.push(port);
             return Ok(port);
@@ -41,32 +36,46 @@ pub struct Layout {
     pub n: u64,
     pub coord_client: String,
     pub servers: Vec<ServerAddrs>,
+    /// The tracing server's address, when the layout traces.
+    pub tracing: Option<String>,
 }
 
 impl Layout {
     /// Writes configs for a coord and `n` servers on free ports, taking the
     /// other settings (LostMsgsThresh, Secret...) from `template` (config/).
     pub fn create(dir: &Path, n: u64, template: &Path) -> anyhow::Result<Layout> {
-        std::fs::create_dir_all(dir.join("logs"))
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let coord_tpl: serde_json::Value =
-            read_json(&template.join("coord_config.json")).unwrap_or_default();
-        let thresh = coord_tpl
-            .get("LostMsgsThresh")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(3);
-        let secret = coord_tpl
-            .get("Secret")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned();
+        Self::create_traced(dir, n, template, false)
+    }
+
+    /// Like [`Layout::create`]; with `traced`, also a tracing server config,
+    /// and every process records to it.
+    pub fn create_traced(dir: &Path, n: u64, template: &Path, traced: bool) -> anyhow::Result<Layout> {
+        std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
+        let coord_tpl: serde_json::Value = read_json(&template.join("coord_config.json")).unwrap_or_default();
+        let thresh = coord_tpl.get("LostMsgsThresh").and_then(|v| v.as_u64()).unwrap_or(3);
+        let secret = coord_tpl.get("Secret").and_then(|v| v.as_str()).unwrap_or("").to_owned();
         let (sapi, capi) = (free_port()?, free_port()?);
+        let tracing = if traced {
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            let cfg = serde_json::json!({
+                "ServerBind": addr,
+                "Secret": secret,
+                "OutputFile": dir.join("trace_output.log"),
+                "ShivizOutputFile": dir.join("shiviz_output.log"),
+            });
+            write_json(&dir.join("tracing_server_config.json"), &cfg)?;
+            Some(addr)
+        } else {
+            None
+        };
+        let trace_addr = tracing.clone().unwrap_or_default();
         let coord = serde_json::json!({
             "ClientAPIListenAddr": format!("127.0.0.1:{capi}"),
             "ServerAPIListenAddr": format!("127.0.0.1:{sapi}"),
             "LostMsgsThresh": thresh,
             "NumServers": n,
             "Secret": secret,
+            "TracingServerAddr": trace_addr,
             "TracingIdentity": "coord",
             "DataDir": dir.join("data/coord"),
         });
@@ -82,52 +91,29 @@ impl Layout {
                 "ServerListenAddr": format!("127.0.0.1:{}", ports[2]),
                 "ClientListenAddr": format!("127.0.0.1:{}", ports[3]),
                 "Secret": secret,
+                "TracingServerAddr": trace_addr,
                 "TracingIdentity": format!("server{id}"),
                 "DataDir": dir.join(format!("data/server{id}")),
             });
             write_json(&dir.join(format!("server_config{id}.json")), &cfg)?;
-            servers.push(ServerAddrs {
-                id,
-                client: format!("127.0.0.1:{}", ports[3]),
-            });
+            servers.push(ServerAddrs { id, client: format!("127.0.0.1:{}", ports[3]) });
         }
-        Ok(Layout {
-            dir: dir.into(),
-            n,
-            coord_client: format!("127.0.0.1:{capi}"),
-            servers,
-        })
+        Ok(Layout { dir: dir.into(), n, coord_client: format!("127.0.0.1:{capi}"), servers, tracing })
     }
 
     /// Reads back a folder made by [`Layout::create`].
     pub fn open(dir: &Path) -> anyhow::Result<Layout> {
         let coord = read_json(&dir.join("coord_config.json"))
             .map_err(|e| anyhow!("{} is not a cluster folder: {e}", dir.display()))?;
-        let n = coord
-            .get("NumServers")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| anyhow!("NumServers missing"))?;
-        let capi = coord
-            .get("ClientAPIListenAddr")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let n = coord.get("NumServers").and_then(|v| v.as_u64()).ok_or_else(|| anyhow!("NumServers missing"))?;
+        let capi = coord.get("ClientAPIListenAddr").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let mut servers = Vec::new();
         for id in 1..=n {
             let s = read_json(&dir.join(format!("server_config{id}.json")))?;
-            let client = s
-                .get("ClientListenAddr")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned();
+            let client = s.get("ClientListenAddr").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
             servers.push(ServerAddrs { id, client });
         }
-        Ok(Layout {
-            dir: dir.into(),
-            n,
-            coord_client: capi,
-            servers,
-        })
+        Ok(Layout { dir: dir.into(), n, coord_client: capi, servers, tracing: None })
     }
 
     fn spawn(&self, name: &str, args: &[String], detach: bool) -> anyhow::Result<Child> {
@@ -138,22 +124,20 @@ impl Layout {
             .open(self.dir.join("logs").join(format!("{name}.log")))
             .context("opening a log file")?;
         let mut cmd = Command::new(exe);
-        if let Some(id) = name
-            .strip_prefix("server")
-            .and_then(|i| i.parse::<u64>().ok())
-        {
+        if let Some(id) = name.strip_prefix("server").and_then(|i| i.parse::<u64>().ok()) {
             cmd.env("KVRAFT_TEST_FCHECK_MUTE_FILE", self.mute_file(id));
         }
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .env("NO_COLOR", "1");
+        cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).env("NO_COLOR", "1");
         if detach {
             // Its own process group: Ctrl-C in this terminal does not reach it.
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         }
         cmd.spawn().with_context(|| format!("starting {name}"))
+    }
+
+    pub fn start_tracing_server(&self) -> anyhow::Result<Child> {
+        let cfg = self.dir.join("tracing_server_config.json").display().to_string();
+        self.spawn("tracing-server", &["tracing-server".into(), "--config".into(), cfg], false)
     }
 
     pub fn start_coord(&self, detach: bool) -> anyhow::Result<Child> {
@@ -162,16 +146,8 @@ impl Layout {
     }
 
     pub fn start_server(&self, id: u64, detach: bool) -> anyhow::Result<Child> {
-        let cfg = self
-            .dir
-            .join(format!("server_config{id}.json"))
-            .display()
-            .to_string();
-        self.spawn(
-            &format!("server{id}"),
-            &["server".into(), id.to_string(), "--config".into(), cfg],
-            detach,
-        )
+        let cfg = self.dir.join(format!("server_config{id}.json")).display().to_string();
+        self.spawn(&format!("server{id}"), &["server".into(), id.to_string(), "--config".into(), cfg], detach)
     }
 
     /// The file whose presence silences server `id`'s heartbeat responder
@@ -182,30 +158,22 @@ impl Layout {
 }
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> anyhow::Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 /// A channel to `addr`, or an error after `within`.
 pub async fn connect(addr: &str, within: Duration) -> anyhow::Result<tonic::transport::Channel> {
     let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
-    e.connect_timeout(within)
-        .connect()
-        .await
-        .map_err(|e| anyhow!("cannot reach {addr}: {e}"))
+    e.connect_timeout(within).connect().await.map_err(|e| anyhow!("cannot reach {addr}: {e}"))
 }
 
 /// Connects, retrying for up to `within` while the process starts.
-pub async fn connect_retry(
-    addr: &str,
-    within: Duration,
-) -> anyhow::Result<tonic::transport::Channel> {
+pub async fn connect_retry(addr: &str, within: Duration) -> anyhow::Result<tonic::transport::Channel> {
     let start = std::time::Instant::now();
     loop {
         match connect(addr, Duration::from_millis(500)).await {
@@ -220,34 +188,18 @@ pub async fn connect_retry(
 pub async fn leader(coord: &str, wait: Duration) -> anyhow::Result<pb::LeaderInfo> {
     let ch = connect_retry(coord, wait.max(Duration::from_secs(1))).await?;
     let mut c = pb::coord_client_client::CoordClientClient::new(ch);
-    let req = pb::LeaderRequest {
-        wait_ms: wait.as_millis() as u32,
-        trace: vec![],
-    };
-    Ok(c.get_leader(req)
-        .await
-        .map_err(|s| anyhow!("coord: {}", s.message()))?
-        .into_inner())
+    let req = pb::LeaderRequest { wait_ms: wait.as_millis() as u32, trace: vec![] };
+    Ok(c.get_leader(req).await.map_err(|s| anyhow!("coord: {}", s.message()))?.into_inner())
 }
 
 /// A server's log lines, in the prototype's form.
 pub async fn server_log(addr: &str) -> anyhow::Result<Vec<pb::LogLine>> {
     let mut a = pb::admin_client::AdminClient::new(connect(addr, Duration::from_secs(2)).await?);
-    let r = a
-        .log(pb::LogRequest {
-            from: 0,
-            limit: 100_000,
-        })
-        .await
-        .map_err(|s| anyhow!("{}", s.message()))?;
+    let r = a.log(pb::LogRequest { from: 0, limit: 100_000 }).await.map_err(|s| anyhow!("{}", s.message()))?;
     Ok(r.into_inner().lines)
 }
 
 pub async fn server_status(addr: &str) -> anyhow::Result<pb::StatusReply> {
-    let mut a =
-        pb::admin_client::AdminClient::new(connect(addr, Duration::from_millis(500)).await?);
-    Ok(a.status(pb::StatusRequest {})
-        .await
-        .map_err(|s| anyhow!("{}", s.message()))?
-        .into_inner())
+    let mut a = pb::admin_client::AdminClient::new(connect(addr, Duration::from_millis(500)).await?);
+    Ok(a.status(pb::StatusRequest {}).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner())
 }

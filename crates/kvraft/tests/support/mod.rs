@@ -20,11 +20,7 @@ use tonic::transport::Channel;
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind an ephemeral port")
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port();
         let mut given = GIVEN.lock().unwrap();
         if !given.contains(&port) {
             given.push(port);
@@ -141,21 +137,12 @@ impl TestCluster {
                 }
             })
             .collect();
-        TestCluster {
-            dir,
-            servers,
-            term: 0,
-            coord: None,
-        }
+        TestCluster { dir, servers, term: 0, coord: None }
     }
 
     pub fn start_coord(&mut self) {
         let c = self.coord.as_mut().expect("a cluster with a coord");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&c.log)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&c.log).expect("log file");
         let child = Command::new(kvraft_bin())
             .args(["coord", "--config"])
             .arg(&c.config)
@@ -175,25 +162,15 @@ impl TestCluster {
         }
     }
 
-    pub async fn coord_client(
-        &self,
-    ) -> kvraft_proto::coord_client_client::CoordClientClient<Channel> {
+    pub async fn coord_client(&self) -> kvraft_proto::coord_client_client::CoordClientClient<Channel> {
         let addr = &self.coord.as_ref().expect("a coord").client_api;
         kvraft_proto::coord_client_client::CoordClientClient::new(connect(addr).await)
     }
 
     /// The coord's leader, waiting up to `wait` for one.
     pub async fn coord_leader(&self, wait: Duration) -> pb::LeaderInfo {
-        let req = pb::LeaderRequest {
-            wait_ms: wait.as_millis() as u32,
-            trace: vec![],
-        };
-        self.coord_client()
-            .await
-            .get_leader(req)
-            .await
-            .expect("get leader")
-            .into_inner()
+        let req = pb::LeaderRequest { wait_ms: wait.as_millis() as u32, trace: vec![] };
+        self.coord_client().await.get_leader(req).await.expect("get leader").into_inner()
     }
 
     pub fn server(&mut self, id: u64) -> &mut ServerProc {
@@ -202,11 +179,7 @@ impl TestCluster {
 
     pub fn start(&mut self, id: u64) {
         let s = self.server(id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&s.log)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&s.log).expect("log file");
         let mute = s.data_dir.with_extension("mute");
         let child = Command::new(kvraft_bin())
             .args(["server", &id.to_string(), "--config"])
@@ -239,20 +212,12 @@ impl TestCluster {
     pub fn members(&self) -> Vec<pb::Member> {
         self.servers
             .iter()
-            .map(|s| pb::Member {
-                id: s.id,
-                peer_addr: s.peer_addr.clone(),
-                client_addr: s.client_addr.clone(),
-            })
+            .map(|s| pb::Member { id: s.id, peer_addr: s.peer_addr.clone(), client_addr: s.client_addr.clone() })
             .collect()
     }
 
     pub fn alive(&self) -> Vec<u64> {
-        self.servers
-            .iter()
-            .filter(|s| s.child.is_some())
-            .map(|s| s.id)
-            .collect()
+        self.servers.iter().filter(|s| s.child.is_some()).map(|s| s.id).collect()
     }
 
     pub async fn control(&self, id: u64) -> ServerControlClient<Channel> {
@@ -271,14 +236,7 @@ impl TestCluster {
     pub async fn configure(&self) {
         for id in self.alive() {
             let members = self.members();
-            self.control(id)
-                .await
-                .configure(pb::Membership {
-                    members,
-                    trace: vec![],
-                })
-                .await
-                .expect("configure");
+            self.control(id).await.configure(pb::Membership { members, trace: vec![] }).await.expect("configure");
         }
     }
 
@@ -290,20 +248,9 @@ impl TestCluster {
         let term = self.term;
         let mut best: Option<(u64, u64, u64)> = None;
         for id in self.alive() {
-            let r = self
-                .control(id)
-                .await
-                .log_state(pb::LogStateRequest {
-                    term,
-                    trace: vec![],
-                })
-                .await;
+            let r = self.control(id).await.log_state(pb::LogStateRequest { term, trace: vec![] }).await;
             let r = r.expect("log state").into_inner();
-            assert!(
-                r.granted,
-                "server {id} refused term {term}: it is at {}",
-                r.current_term
-            );
+            assert!(r.granted, "server {id} refused term {term}: it is at {}", r.current_term);
             let key = (r.last_log_term, r.last_log_index, u64::MAX - id);
             if best.is_none_or(|b| key > b) {
                 best = Some(key);
@@ -311,26 +258,14 @@ impl TestCluster {
         }
         let leader = u64::MAX - best.expect("a live server").2;
         let members = self.members();
-        let r = self
-            .control(leader)
-            .await
-            .become_leader(pb::BecomeLeaderRequest {
-                term,
-                members,
-                trace: vec![],
-            })
-            .await;
+        let r =
+            self.control(leader).await.become_leader(pb::BecomeLeaderRequest { term, members, trace: vec![] }).await;
         assert!(r.expect("become leader").into_inner().accepted);
         leader
     }
 
     pub async fn status(&self, id: u64) -> pb::StatusReply {
-        self.admin(id)
-            .await
-            .status(pb::StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner()
+        self.admin(id).await.status(pb::StatusRequest {}).await.expect("status").into_inner()
     }
 
     pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut f: F)
@@ -340,10 +275,7 @@ impl TestCluster {
     {
         let start = Instant::now();
         while !f().await {
-            assert!(
-                start.elapsed() < timeout,
-                "timed out after {timeout:?} waiting until {what}"
-            );
+            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -353,17 +285,10 @@ impl TestCluster {
 pub async fn connect(addr: &str) -> Channel {
     let start = Instant::now();
     loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
+        match tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await {
             Ok(c) => return c,
             Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "cannot connect to {addr}: {e}"
-                );
+                assert!(start.elapsed() < Duration::from_secs(10), "cannot connect to {addr}: {e}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -376,10 +301,7 @@ pub fn put(client: &str, op_id: u64, key: &str, value: &str) -> pb::Command {
         session: 1,
         op_id,
         first_unacked: op_id,
-        op: Some(pb::command::Op::Put(pb::PutOp {
-            key: key.into(),
-            value: value.into(),
-        })),
+        op: Some(pb::command::Op::Put(pb::PutOp { key: key.into(), value: value.into() })),
         trace: vec![],
     }
 }
@@ -406,8 +328,6 @@ pub fn value_of(r: &pb::Reply) -> Option<Option<String>> {
 pub fn is_ok(r: &pb::Reply) -> bool {
     matches!(
         r.result,
-        Some(pb::reply::Result::Done(_))
-            | Some(pb::reply::Result::Value(_))
-            | Some(pb::reply::Result::Cas(_))
+        Some(pb::reply::Result::Done(_)) | Some(pb::reply::Result::Value(_)) | Some(pb::reply::Result::Cas(_))
     )
 }

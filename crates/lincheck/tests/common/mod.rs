@@ -7,50 +7,27 @@ use kvraft_lincheck::{Op, Operation, Output};
 use rand::Rng;
 
 pub fn done(client: u64, key: &str, op: Op, call: u64, ret: u64, output: Output) -> Operation {
-    Operation {
-        client,
-        key: key.to_owned(),
-        op,
-        call,
-        ret: Some(ret),
-        output: Some(output),
-    }
+    Operation { client, key: key.to_owned(), op, call, ret: Some(ret), output: Some(output) }
 }
 
 pub fn pending(client: u64, key: &str, op: Op, call: u64) -> Operation {
-    Operation {
-        client,
-        key: key.to_owned(),
-        op,
-        call,
-        ret: None,
-        output: None,
-    }
+    Operation { client, key: key.to_owned(), op, call, ret: None, output: None }
 }
 
 pub fn put_op(v: &str) -> Op {
-    Op::Put {
-        value: v.to_owned(),
-    }
+    Op::Put { value: v.to_owned() }
 }
 
 pub fn append_op(v: &str) -> Op {
-    Op::Append {
-        value: v.to_owned(),
-    }
+    Op::Append { value: v.to_owned() }
 }
 
 pub fn cas_op(expected: Option<&str>, new: &str) -> Op {
-    Op::Cas {
-        expected: expected.map(str::to_owned),
-        new: new.to_owned(),
-    }
+    Op::Cas { expected: expected.map(str::to_owned), new: new.to_owned() }
 }
 
 pub fn value(v: Option<&str>) -> Output {
-    Output::Value {
-        value: v.map(str::to_owned),
-    }
+    Output::Value { value: v.map(str::to_owned) }
 }
 
 pub fn put(client: u64, key: &str, v: &str, call: u64, ret: u64) -> Operation {
@@ -69,23 +46,8 @@ pub fn get(client: u64, key: &str, v: Option<&str>, call: u64, ret: u64) -> Oper
     done(client, key, Op::Get, call, ret, value(v))
 }
 
-pub fn cas(
-    client: u64,
-    key: &str,
-    expected: Option<&str>,
-    new: &str,
-    swapped: bool,
-    call: u64,
-    ret: u64,
-) -> Operation {
-    done(
-        client,
-        key,
-        cas_op(expected, new),
-        call,
-        ret,
-        Output::Cas { swapped },
-    )
+pub fn cas(client: u64, key: &str, expected: Option<&str>, new: &str, swapped: bool, call: u64, ret: u64) -> Operation {
+    done(client, key, cas_op(expected, new), call, ret, Output::Cas { swapped })
 }
 
 /// Which values the simulated clients write.
@@ -129,9 +91,7 @@ pub fn simulate(rng: &mut impl Rng, sim: &Sim) -> Vec<Operation> {
     let mut points: Vec<(u64, usize)> = Vec::new();
     let mut last_put: Vec<Option<String>> = vec![None; sim.keys.len()];
     for i in 0..sim.ops {
-        let client = (0..sim.clients as usize)
-            .min_by_key(|&c| (free_at[c], c))
-            .unwrap_or(0);
+        let client = (0..sim.clients as usize).min_by_key(|&c| (free_at[c], c)).unwrap_or(0);
         let call = free_at[client] + rng.random_range(0..=sim.max_gap);
         let ret = call + rng.random_range(1..=sim.max_duration);
         free_at[client] = ret;
@@ -149,9 +109,7 @@ pub fn simulate(rng: &mut impl Rng, sim: &Sim) -> Vec<Operation> {
                 last_put[k] = Some(v.clone());
                 Op::Put { value: v }
             }
-            60..70 => Op::Append {
-                value: pick(rng, "+"),
-            },
+            60..70 => Op::Append { value: pick(rng, "+") },
             70..78 => Op::Delete,
             _ => {
                 let expected = match sim.values {
@@ -187,9 +145,7 @@ pub fn simulate(rng: &mut impl Rng, sim: &Sim) -> Vec<Operation> {
         let k = sim.keys.iter().position(|k| *k == ops[i].key).unwrap_or(0);
         let current = &mut register[k];
         let output = match &ops[i].op {
-            Op::Get => Output::Value {
-                value: current.clone(),
-            },
+            Op::Get => Output::Value { value: current.clone() },
             Op::Put { value } => {
                 *current = Some(value.clone());
                 Output::Ok

@@ -13,32 +13,17 @@ pub struct AdminApi {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminApi {
-    async fn status(
-        &self,
-        _: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusReply>, Status> {
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Status(tx))?;
-        Ok(Response::new(rx.await.map_err(|_| {
-            Status::unavailable("server is shutting down")
-        })?))
+        Ok(Response::new(rx.await.map_err(|_| Status::unavailable("server is shutting down"))?))
     }
 
     async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogReply>, Status> {
         let r = req.into_inner();
-        let limit = if r.limit == 0 {
-            10_000
-        } else {
-            r.limit.min(100_000)
-        } as usize;
+        let limit = if r.limit == 0 { 10_000 } else { r.limit.min(100_000) } as usize;
         let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::Log {
-            from: r.from,
-            limit,
-            reply: tx,
-        })?;
-        Ok(Response::new(rx.await.map_err(|_| {
-            Status::unavailable("server is shutting down")
-        })?))
+        self.inputs.send(Input::Log { from: r.from, limit, reply: tx })?;
+        Ok(Response::new(rx.await.map_err(|_| Status::unavailable("server is shutting down"))?))
     }
 }

@@ -39,23 +39,15 @@ impl ClientApi {
     ) -> Result<Response<pb::Reply>, Status> {
         let c = req.into_inner();
         if !c.op.as_ref().is_some_and(expect) {
-            return Ok(Response::new(bad_request(
-                &c,
-                "the operation does not match the call".into(),
-            )));
+            return Ok(Response::new(bad_request(&c, "the operation does not match the call".into())));
         }
         let cmd = match command_from_pb(c.clone()) {
             Ok(cmd) => cmd,
             Err(e) => return Ok(Response::new(bad_request(&c, e.to_string()))),
         };
         let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::Client {
-            cmd,
-            reply: ReplyTo::Once(tx),
-        })?;
-        let reply = rx
-            .await
-            .map_err(|_| Status::unavailable("server is shutting down"))?;
+        self.inputs.send(Input::Client { cmd, reply: ReplyTo::Once(tx), token: c.trace })?;
+        let reply = rx.await.map_err(|_| Status::unavailable("server is shutting down"))?;
         Ok(Response::new(reply))
     }
 }
@@ -65,35 +57,24 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::Reply, Status>> + Send>>
 #[tonic::async_trait]
 impl pb::kv_client_server::KvClient for ClientApi {
     async fn get(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
-        self.unary(req, |op| matches!(op, pb::command::Op::Get(_)))
-            .await
+        self.unary(req, |op| matches!(op, pb::command::Op::Get(_))).await
     }
     async fn put(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
-        self.unary(req, |op| matches!(op, pb::command::Op::Put(_)))
-            .await
+        self.unary(req, |op| matches!(op, pb::command::Op::Put(_))).await
     }
     async fn delete(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
-        self.unary(req, |op| matches!(op, pb::command::Op::Delete(_)))
-            .await
+        self.unary(req, |op| matches!(op, pb::command::Op::Delete(_))).await
     }
     async fn append(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
-        self.unary(req, |op| matches!(op, pb::command::Op::Append(_)))
-            .await
+        self.unary(req, |op| matches!(op, pb::command::Op::Append(_))).await
     }
-    async fn compare_and_swap(
-        &self,
-        req: Request<pb::Command>,
-    ) -> Result<Response<pb::Reply>, Status> {
-        self.unary(req, |op| matches!(op, pb::command::Op::Cas(_)))
-            .await
+    async fn compare_and_swap(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
+        self.unary(req, |op| matches!(op, pb::command::Op::Cas(_))).await
     }
 
     type SessionStream = ReplyStream;
 
-    async fn session(
-        &self,
-        req: Request<Streaming<pb::Command>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(&self, req: Request<Streaming<pb::Command>>) -> Result<Response<Self::SessionStream>, Status> {
         let mut commands = req.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
         let inputs = self.inputs.clone();
@@ -101,13 +82,8 @@ impl pb::kv_client_server::KvClient for ClientApi {
             while let Ok(Some(c)) = commands.message().await {
                 match command_from_pb(c.clone()) {
                     Ok(cmd) => {
-                        if inputs
-                            .send(Input::Client {
-                                cmd,
-                                reply: ReplyTo::Stream(tx.clone()),
-                            })
-                            .is_err()
-                        {
+                        let input = Input::Client { cmd, reply: ReplyTo::Stream(tx.clone()), token: c.trace };
+                        if inputs.send(input).is_err() {
                             return;
                         }
                     }

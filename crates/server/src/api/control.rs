@@ -19,14 +19,11 @@ fn gone() -> Status {
 impl pb::server_control_server::ServerControl for ControlApi {
     /// Answered only once the term is durable (the core holds the answer
     /// until the disk thread reports it).
-    async fn log_state(
-        &self,
-        req: Request<pb::LogStateRequest>,
-    ) -> Result<Response<pb::LogStateReply>, Status> {
-        let term = req.into_inner().term;
+    async fn log_state(&self, req: Request<pb::LogStateRequest>) -> Result<Response<pb::LogStateReply>, Status> {
+        let r = req.into_inner();
         let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::LogState { term, reply: tx })?;
-        let ls = rx.await.map_err(|_| gone())?;
+        self.inputs.send(Input::LogState { term: r.term, reply: tx, token: r.trace })?;
+        let (ls, token) = rx.await.map_err(|_| gone())?;
         Ok(Response::new(pb::LogStateReply {
             server_id: ls.from,
             term: ls.term,
@@ -34,7 +31,7 @@ impl pb::server_control_server::ServerControl for ControlApi {
             current_term: ls.current_term,
             last_log_term: ls.last_log_term,
             last_log_index: ls.last_log_index,
-            trace: Vec::new(),
+            trace: token,
         }))
     }
 
@@ -47,11 +44,7 @@ impl pb::server_control_server::ServerControl for ControlApi {
             return Err(Status::invalid_argument("members must list 1 to 7 servers"));
         }
         let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::BecomeLeader {
-            term: r.term,
-            members: r.members,
-            reply: tx,
-        })?;
+        self.inputs.send(Input::BecomeLeader { term: r.term, members: r.members, reply: tx, token: r.trace })?;
         Ok(Response::new(rx.await.map_err(|_| gone())?))
     }
 
@@ -66,10 +59,7 @@ impl pb::server_control_server::ServerControl for ControlApi {
 
     async fn notify(&self, req: Request<pb::ClusterNotice>) -> Result<Response<pb::Empty>, Status> {
         let n = req.into_inner();
-        self.inputs.send(Input::Notice {
-            leader: n.leader_id,
-            term: n.term,
-        })?;
+        self.inputs.send(Input::Notice { leader: n.leader_id, term: n.term, failed: n.failed, token: n.trace })?;
         Ok(Response::new(pb::Empty {}))
     }
 }

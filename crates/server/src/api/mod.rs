@@ -17,8 +17,6 @@ pub struct LoopHandle(pub UnboundedSender<Input>);
 
 impl LoopHandle {
     pub fn send(&self, input: Input) -> Result<(), Status> {
-        self.0
-            .send(input)
-            .map_err(|_| Status::unavailable("server is shutting down"))
+        self.0.send(input).map_err(|_| Status::unavailable("server is shutting down"))
     }
 }

@@ -18,9 +18,7 @@ fn disk_use_stays_bounded_with_regular_compaction() {
     let mut peak = 0;
     for batch in 0..ENTRIES / 100 {
         let first = batch * 100 + 1;
-        let batch: Vec<_> = (first..first + 100)
-            .map(|i| entry_sized(i, 1, 100))
-            .collect();
+        let batch: Vec<_> = (first..first + 100).map(|i| entry_sized(i, 1, 100)).collect();
         s.append(&batch).unwrap();
         s.sync().unwrap();
         peak = peak.max(s.disk_usage().unwrap());

@@ -12,20 +12,14 @@ use crate::support::*;
 fn assert_corrupt(dir: &Path, opts: StorageOptions, file: &Path) {
     match Storage::open(dir, opts) {
         Err(e @ StorageError::Corrupt { .. }) => {
-            let StorageError::Corrupt { file: f, .. } = &e else {
-                unreachable!()
-            };
+            let StorageError::Corrupt { file: f, .. } = &e else { unreachable!() };
             assert_eq!(f, file);
             let msg = e.to_string();
             let name = file.file_name().unwrap().to_str().unwrap();
             assert!(msg.contains(name) && !msg.contains('\n'), "{msg}");
         }
         Err(e) => panic!("expected Corrupt about {}, got {e}", file.display()),
-        Ok((_, rec)) => panic!(
-            "expected Corrupt about {}, recovered {} entries",
-            file.display(),
-            rec.entries.len()
-        ),
+        Ok((_, rec)) => panic!("expected Corrupt about {}, recovered {} entries", file.display(), rec.entries.len()),
     }
 }
 
@@ -101,10 +95,7 @@ fn a_corrupt_term_file_is_corruption() {
 #[test]
 fn an_impossible_index_in_a_file_name_is_corruption() {
     let opts = options(FsyncPolicy::Never, 1 << 20);
-    for name in [
-        "wal-00000000000000000000.log",
-        "snapshot-18446744073709551615.snap",
-    ] {
+    for name in ["wal-00000000000000000000.log", "snapshot-18446744073709551615.snap"] {
         let dir = tempdir();
         let path = dir.path().join(name);
         fs::write(&path, b"").unwrap();

@@ -27,10 +27,7 @@ fn concurrent_writers_all_complete_with_fewer_syncs_than_jobs() {
                 let pending: Vec<_> = (0..JOBS_PER_WRITER)
                     .map(|_| {
                         let mut next = next.lock().unwrap();
-                        let job = Job {
-                            term: Some(1),
-                            entries: vec![entry(*next, 1)],
-                        };
+                        let job = Job { term: Some(1), entries: vec![entry(*next, 1)] };
                         *next += 1;
                         gc.submit(job)
                     })
@@ -57,19 +54,10 @@ fn a_bad_job_fails_alone_and_a_stopped_group_commit_says_so() {
     let dir = tempdir();
     let (storage, _) = open(dir.path(), StorageOptions::default());
     let gc = Arc::new(GroupCommit::new(storage).unwrap());
-    let good = gc.submit(Job {
-        term: None,
-        entries: entries(1..=2, 1),
-    });
-    let gap = gc.submit(Job {
-        term: None,
-        entries: entries(9..=9, 1),
-    });
+    let good = gc.submit(Job { term: None, entries: entries(1..=2, 1) });
+    let gap = gc.submit(Job { term: None, entries: entries(9..=9, 1) });
     good.wait().unwrap();
-    assert!(matches!(
-        gap.wait(),
-        Err(StorageError::Gap { first: 9, last: 2 })
-    ));
+    assert!(matches!(gap.wait(), Err(StorageError::Gap { first: 9, last: 2 })));
     gc.submit(Job::default()).wait().unwrap();
 
     let gc = Arc::into_inner(gc).unwrap();

@@ -53,9 +53,7 @@ struct Model {
 
 impl Model {
     fn snap(&self) -> (Index, Term) {
-        self.snapshot
-            .as_ref()
-            .map_or((0, 0), |s| (s.meta.index, s.meta.term))
+        self.snapshot.as_ref().map_or((0, 0), |s| (s.meta.index, s.meta.term))
     }
 
     fn last(&self) -> Index {
@@ -79,9 +77,7 @@ fn run(segment_bytes: u64, steps: Vec<Step>) -> Result<(), TestCaseError> {
         match step {
             Step::Append { back, count, size } => {
                 let first = (m.last() + 1).saturating_sub(back).max(m.snap().0 + 1);
-                let new: Vec<_> = (first..first + count)
-                    .map(|i| entry_sized(i, m.term, size))
-                    .collect();
+                let new: Vec<_> = (first..first + count).map(|i| entry_sized(i, m.term, size)).collect();
                 s.append(&new).unwrap();
                 m.entries.retain(|e| e.index < first);
                 m.entries.extend(new);

@@ -58,20 +58,11 @@ fn contract_violations_are_refused_and_change_nothing() {
     let (mut s, _) = open(dir.path(), options(FsyncPolicy::Never, 1 << 20));
     s.set_term(2).unwrap();
     s.append(&entries(1..=3, 2)).unwrap();
-    assert!(matches!(
-        s.append(&entries(5..=6, 2)),
-        Err(StorageError::Gap { first: 5, last: 3 })
-    ));
+    assert!(matches!(s.append(&entries(5..=6, 2)), Err(StorageError::Gap { first: 5, last: 3 })));
     let mut holey = entries(4..=5, 2);
     holey.push(entry(7, 2));
-    assert!(matches!(
-        s.append(&holey),
-        Err(StorageError::NotConsecutive { prev: 5, got: 7 })
-    ));
-    assert!(matches!(
-        s.set_term(1),
-        Err(StorageError::TermRegress { new: 1, current: 2 })
-    ));
+    assert!(matches!(s.append(&holey), Err(StorageError::NotConsecutive { prev: 5, got: 7 })));
+    assert!(matches!(s.set_term(1), Err(StorageError::TermRegress { new: 1, current: 2 })));
     // None of that poisoned the storage.
     s.append(&entries(4..=4, 2)).unwrap();
     s.sync().unwrap();

@@ -24,22 +24,13 @@ fn install_snapshot_replaces_the_whole_log() {
     let (mut s, rec) = open(dir.path(), opts);
     assert_eq!(rec.snapshot, Some(snapshot(30, 2)));
     assert_eq!(rec.entries, entries(31..=33, 2));
-    assert!(matches!(
-        s.append(&entries(30..=30, 2)),
-        Err(StorageError::BeforeSnapshot {
-            first: 30,
-            snapshot: 30
-        })
-    ));
+    assert!(matches!(s.append(&entries(30..=30, 2)), Err(StorageError::BeforeSnapshot { first: 30, snapshot: 30 })));
     // A snapshot beyond the log works too.
     s.install_snapshot(&snapshot(100, 3)).unwrap();
     assert_eq!(s.last_index(), 100);
     assert!(matches!(
         s.install_snapshot(&snapshot(99, 3)),
-        Err(StorageError::SnapshotRegress {
-            new: 99,
-            current: 100
-        })
+        Err(StorageError::SnapshotRegress { new: 99, current: 100 })
     ));
     s.append(&entries(101..=101, 3)).unwrap();
     s.sync().unwrap();
@@ -118,11 +109,7 @@ fn leftovers_of_an_interrupted_snapshot_write_are_cleaned_up() {
     let old = snapshot_files(dir.path()).pop().unwrap();
     let older = dir.path().join("snapshot-00000000000000000003.snap");
     fs::copy(&old, &older).unwrap(); // its content does not matter: not newest
-    fs::write(
-        dir.path().join("snapshot-00000000000000000009.snap.tmp"),
-        b"half",
-    )
-    .unwrap();
+    fs::write(dir.path().join("snapshot-00000000000000000009.snap.tmp"), b"half").unwrap();
     let (_, rec) = open(dir.path(), opts);
     assert_eq!(rec.snapshot.unwrap().meta.index, 5);
     assert_eq!(snapshot_files(dir.path()), vec![old]);

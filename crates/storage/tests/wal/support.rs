@@ -25,10 +25,7 @@ pub fn entry_sized(index: Index, term: Term, size: usize) -> Entry {
             session: 1,
             op_id: index,
             first_unacked: index,
-            op: Op::Put {
-                key: format!("k{index}"),
-                value: std::iter::repeat_n(fill, size).collect(),
-            },
+            op: Op::Put { key: format!("k{index}"), value: std::iter::repeat_n(fill, size).collect() },
         }),
     }
 }
@@ -42,17 +39,11 @@ pub fn entries(indexes: std::ops::RangeInclusive<Index>, term: Term) -> Vec<Entr
 }
 
 pub fn snapshot(index: Index, term: Term) -> Snapshot {
-    Snapshot {
-        meta: SnapshotMeta { index, term },
-        data: Arc::new(format!("state up to {index}").into_bytes()),
-    }
+    Snapshot { meta: SnapshotMeta { index, term }, data: Arc::new(format!("state up to {index}").into_bytes()) }
 }
 
 pub fn options(fsync: FsyncPolicy, segment_bytes: u64) -> StorageOptions {
-    StorageOptions {
-        fsync,
-        segment_bytes,
-    }
+    StorageOptions { fsync, segment_bytes }
 }
 
 pub fn open(dir: &Path, opts: StorageOptions) -> (Storage, Recovered) {

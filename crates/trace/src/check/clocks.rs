@@ -24,10 +24,7 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             ctx.error(
                 "clock-own-entry",
                 &[i],
-                format!(
-                    "clock {} has no entry for its own host {host}",
-                    r.vector_clock
-                ),
+                format!("clock {} has no entry for its own host {host}", r.vector_clock),
             );
             continue;
         }
@@ -36,10 +33,7 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
                 ctx.warning(
                     "records-missing",
                     &[i],
-                    format!(
-                        "first record of {host} has own entry {own}: {} earlier records missing",
-                        own - 1
-                    ),
+                    format!("first record of {host} has own entry {own}: {} earlier records missing", own - 1),
                 );
             }
             last.insert(host, i);
@@ -49,19 +43,11 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
         let prev = &records[p].vector_clock;
         let prev_own = prev.get(host);
         if own == 1 && r.vector_clock.len() == 1 && prev_own > 1 {
-            ctx.warning(
-                "host-restart",
-                &[i, p],
-                format!("{host}'s clock starts again at 1: the process restarted"),
-            );
+            ctx.warning("host-restart", &[i, p], format!("{host}'s clock starts again at 1: the process restarted"));
             continue;
         }
         if own <= prev_own {
-            ctx.error(
-                "clock-monotonic",
-                &[i, p],
-                format!("own entry {host:?} did not grow: {prev_own} then {own}"),
-            );
+            ctx.error("clock-monotonic", &[i, p], format!("own entry {host:?} did not grow: {prev_own} then {own}"));
         } else if own > prev_own + 1 {
             ctx.warning(
                 "records-missing",
@@ -75,11 +61,7 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
         for (id, v) in prev.iter() {
             let now = r.vector_clock.get(id);
             if id != host && now < v {
-                ctx.error(
-                    "clock-monotonic",
-                    &[i, p],
-                    format!("entry {id:?} decreased from {v} to {now}"),
-                );
+                ctx.error("clock-monotonic", &[i, p], format!("entry {id:?} decreased from {v} to {now}"));
             }
         }
     }

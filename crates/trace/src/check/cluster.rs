@@ -45,11 +45,7 @@ fn one_leader_per_term(ctx: &mut Ctx<'_>) {
                         ),
                     );
                 } else {
-                    ctx.warning(
-                        "one-leader-per-term",
-                        &[i, j],
-                        format!("server became leader of term {term} twice"),
-                    );
+                    ctx.warning("one-leader-per-term", &[i, j], format!("server became leader of term {term} twice"));
                 }
             }
         }
@@ -77,17 +73,11 @@ fn all_joined_after_joins(ctx: &mut Ctx<'_>) {
     let alls: Vec<usize> = ctx.tagged("AllServersJoined").collect();
     for a in alls {
         for m in &members {
-            let seen = joins
-                .get(m)
-                .is_some_and(|js| js.iter().any(|&j| ctx.hb(j, a)));
+            let seen = joins.get(m).is_some_and(|js| js.iter().any(|&j| ctx.hb(j, a)));
             if !seen {
                 let mut at = vec![a];
                 at.extend(joins.get(m).into_iter().flatten().copied());
-                ctx.error(
-                    "all-joined",
-                    &at,
-                    format!("AllServersJoined before the coord received server {m}'s join"),
-                );
+                ctx.error("all-joined", &at, format!("AllServersJoined before the coord received server {m}'s join"));
             }
         }
     }
@@ -103,10 +93,8 @@ fn failover_after_fail(ctx: &mut Ctx<'_>) {
         .iter()
         .enumerate()
         .filter(|(_, r)| {
-            matches!(
-                r.tag.as_str(),
-                "BecameLeader" | "LeaderRes" | "LeaderFailOver" | "LeaderReconfigDone"
-            ) && r.field("ServerId").is_some()
+            matches!(r.tag.as_str(), "BecameLeader" | "LeaderRes" | "LeaderFailOver" | "LeaderReconfigDone")
+                && r.field("ServerId").is_some()
         })
         .map(|(i, _)| i)
         .collect();
@@ -139,9 +127,7 @@ fn failover_after_fail(ctx: &mut Ctx<'_>) {
                 format!("failover replaces server {named}, but the leader known before it was server {id}"),
             );
         }
-        let failed_before = fails
-            .get(&previous)
-            .is_some_and(|fs| fs.iter().any(|&s| ctx.hb(s, f)));
+        let failed_before = fails.get(&previous).is_some_and(|fs| fs.iter().any(|&s| ctx.hb(s, f)));
         if !failed_before {
             ctx.error(
                 "failover-after-fail",

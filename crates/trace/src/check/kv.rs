@@ -87,10 +87,7 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             ctx.warning(
                 "put-no-result",
                 &[i],
-                format!(
-                    "Put op {} never got a result",
-                    r.field("OpId").unwrap_or_default()
-                ),
+                format!("Put op {} never got a result", r.field("OpId").unwrap_or_default()),
             );
         }
         if let Some(key) = r.field("Key") {
@@ -98,11 +95,7 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             if let (Some(c), Some(op)) = (r.field("ClientId"), r.field("OpId")) {
                 ends.extend(commits.get(&(c, op)).into_iter().flatten());
             }
-            puts.entry(key).or_default().push(Put {
-                inv: i,
-                ends,
-                value: value(r),
-            });
+            puts.entry(key).or_default().push(Put { inv: i, ends, value: value(r) });
         }
     }
     for i in ctx.tagged("Get").collect::<Vec<_>>() {
@@ -111,10 +104,7 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             ctx.warning(
                 "get-no-result",
                 &[i],
-                format!(
-                    "Get op {} never got a result",
-                    r.field("OpId").unwrap_or_default()
-                ),
+                format!("Get op {} never got a result", r.field("OpId").unwrap_or_default()),
             );
         }
     }
@@ -134,31 +124,21 @@ fn check_read(ctx: &mut Ctx<'_>, puts: &HashMap<String, Vec<Put>>, r: usize, inv
     let none = Vec::new();
     let on_key = puts.get(&key).unwrap_or(&none);
     // Candidates (None: the initial empty value).
-    let mut candidates: Vec<Option<&Put>> = on_key
-        .iter()
-        .filter(|p| p.value == v && !ctx.hb(r, p.inv))
-        .map(Some)
-        .collect();
+    let mut candidates: Vec<Option<&Put>> =
+        on_key.iter().filter(|p| p.value == v && !ctx.hb(r, p.inv)).map(Some).collect();
     if v.is_none() {
         candidates.push(None);
     }
     let shown = v.as_deref().unwrap_or("");
     if candidates.is_empty() {
-        ctx.error(
-            "read-unwritten",
-            &[r],
-            format!("read {key}={shown:?}, a value no Put wrote before the read"),
-        );
+        ctx.error("read-unwritten", &[r], format!("read {key}={shown:?}, a value no Put wrote before the read"));
         return;
     }
     // Without the get's invocation we cannot tell when the read began.
     let Some(g) = inv else {
         return;
     };
-    let overwrites: Vec<&Put> = on_key
-        .iter()
-        .filter(|w| w.value != v && w.completed_before(ctx, g))
-        .collect();
+    let overwrites: Vec<&Put> = on_key.iter().filter(|w| w.value != v && w.completed_before(ctx, g)).collect();
     let mut witness = None;
     for c in &candidates {
         let over = overwrites.iter().find(|w| match c {
@@ -196,39 +176,22 @@ fn unfinished_requests(ctx: &mut Ctx<'_>) {
             server_id.insert(r.tracer_identity.as_str(), id);
         }
     }
-    let failed: HashSet<String> = ctx
-        .tagged("ServerFail")
-        .filter_map(|i| records[i].field("ServerId"))
-        .collect();
+    let failed: HashSet<String> = ctx.tagged("ServerFail").filter_map(|i| records[i].field("ServerId")).collect();
     for (recvd, committed) in [("PutRecvd", "PutCommitted"), ("GetRecvd", "GetCommitted")] {
-        let key = |r: &Record| {
-            Some((
-                r.tracer_identity.clone(),
-                r.field("ClientId")?,
-                r.field("OpId")?,
-            ))
-        };
-        let done: HashSet<_> = ctx
-            .tagged(committed)
-            .filter_map(|i| key(&records[i]))
-            .collect();
+        let key = |r: &Record| Some((r.tracer_identity.clone(), r.field("ClientId")?, r.field("OpId")?));
+        let done: HashSet<_> = ctx.tagged(committed).filter_map(|i| key(&records[i])).collect();
         let mut reported = HashSet::new();
         for i in ctx.tagged(recvd).collect::<Vec<_>>() {
             let r = &records[i];
             let Some(k) = key(r) else { continue };
-            let host_failed = server_id
-                .get(r.tracer_identity.as_str())
-                .is_some_and(|id| failed.contains(id));
+            let host_failed = server_id.get(r.tracer_identity.as_str()).is_some_and(|id| failed.contains(id));
             if host_failed || done.contains(&k) || !reported.insert(k.clone()) {
                 continue;
             }
             ctx.warning(
                 "request-uncommitted",
                 &[i],
-                format!(
-                    "{recvd} of client {} op {} has no {committed} on {}, which did not fail",
-                    k.1, k.2, k.0
-                ),
+                format!("{recvd} of client {} op {} has no {committed} on {}, which did not fail", k.1, k.2, k.0),
             );
         }
     }

@@ -124,10 +124,7 @@ impl CheckReport {
     }
 
     fn count(&self, severity: Severity) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == severity)
-            .count()
+        self.findings.iter().filter(|f| f.severity == severity).count()
     }
 }
 
@@ -153,10 +150,7 @@ impl fmt::Display for CheckReport {
 /// Checks a trace (records in file order). With `strict`, warnings fail
 /// the report too.
 pub fn check(records: &[Record], strict: bool) -> CheckReport {
-    let mut ctx = Ctx {
-        records,
-        findings: Vec::new(),
-    };
+    let mut ctx = Ctx { records, findings: Vec::new() };
     clocks::check(&mut ctx);
     tokens::check(&mut ctx);
     cluster::check(&mut ctx);
@@ -165,12 +159,7 @@ pub fn check(records: &[Record], strict: bool) -> CheckReport {
     // Stable: errors first, then by the offending record's line.
     findings.sort_by_key(|f| (f.severity, f.records.first().map_or(0, |r| r.line)));
     let hosts: BTreeSet<&str> = records.iter().map(|r| r.tracer_identity.as_str()).collect();
-    CheckReport {
-        findings,
-        records: records.len(),
-        hosts: hosts.len(),
-        strict,
-    }
+    CheckReport { findings, records: records.len(), hosts: hosts.len(), strict }
 }
 
 /// What the individual checks share.
@@ -182,18 +171,12 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// `records[a]` happened before `records[b]` (by their clocks).
     pub fn hb(&self, a: usize, b: usize) -> bool {
-        self.records[a]
-            .vector_clock
-            .happened_before(&self.records[b].vector_clock)
+        self.records[a].vector_clock.happened_before(&self.records[b].vector_clock)
     }
 
     /// Indices of the records with `tag`, in file order.
     pub fn tagged<'s>(&'s self, tag: &'s str) -> impl Iterator<Item = usize> + 's {
-        self.records
-            .iter()
-            .enumerate()
-            .filter(move |(_, r)| r.tag == tag)
-            .map(|(i, _)| i)
+        self.records.iter().enumerate().filter(move |(_, r)| r.tag == tag).map(|(i, _)| i)
     }
 
     pub fn error(&mut self, check: &'static str, at: &[usize], message: String) {
@@ -209,18 +192,9 @@ impl Ctx<'_> {
             .iter()
             .map(|&i| {
                 let r = &self.records[i];
-                RecordRef {
-                    line: r.line_or(i),
-                    host: r.tracer_identity.clone(),
-                    tag: r.tag.clone(),
-                }
+                RecordRef { line: r.line_or(i), host: r.tracer_identity.clone(), tag: r.tag.clone() }
             })
             .collect();
-        self.findings.push(Finding {
-            severity,
-            check,
-            message,
-            records,
-        });
+        self.findings.push(Finding { severity, check, message, records });
     }
 }

@@ -79,21 +79,14 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
                 }
             }
             None => {
-                ctx.warning(
-                    "token-unmatched",
-                    &[i],
-                    "no GenerateTokenTrace for this token (record lost?)".into(),
-                );
+                ctx.warning("token-unmatched", &[i], "no GenerateTokenTrace for this token (record lost?)".into());
                 if let Some(tok) = decode(text)
                     && !tok.clock.happened_before(&r.vector_clock)
                 {
                     ctx.error(
                         "token-order",
                         &[i],
-                        format!(
-                            "receive clock {} is not after the token's clock {}",
-                            r.vector_clock, tok.clock
-                        ),
+                        format!("receive clock {} is not after the token's clock {}", r.vector_clock, tok.clock),
                     );
                 }
             }
@@ -104,27 +97,15 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
 fn check_generate(ctx: &mut Ctx<'_>, i: usize, text: &str) {
     let r = &ctx.records[i];
     match decode(text) {
-        None => ctx.warning(
-            "token-format",
-            &[i],
-            "token is not base64 of a known token layout".into(),
-        ),
+        None => ctx.warning("token-format", &[i], "token is not base64 of a known token layout".into()),
         Some(tok) => {
-            if tok.sender != r.tracer_identity
-                || tok.trace_id != r.trace_id
-                || tok.clock != r.vector_clock
-            {
+            if tok.sender != r.tracer_identity || tok.trace_id != r.trace_id || tok.clock != r.vector_clock {
                 ctx.error(
                     "token-content",
                     &[i],
                     format!(
                         "token carries ({}, trace {}, {}) but the record is ({}, trace {}, {})",
-                        tok.sender,
-                        tok.trace_id,
-                        tok.clock,
-                        r.tracer_identity,
-                        r.trace_id,
-                        r.vector_clock
+                        tok.sender, tok.trace_id, tok.clock, r.tracer_identity, r.trace_id, r.vector_clock
                     ),
                 );
             }

@@ -29,29 +29,17 @@ pub struct TracingServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read tracing server config {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("invalid tracing server config {path}: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
 }
 
 impl TracingServerConfig {
     /// Reads the config from a JSON file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| ConfigError::Json {
-            path: path.to_owned(),
-            source,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        serde_json::from_str(&text).map_err(|source| ConfigError::Json { path: path.to_owned(), source })
     }
 }
 
@@ -79,9 +67,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.json");
         std::fs::write(&path, "{\"ServerBind\": 3}").unwrap();
-        let err = TracingServerConfig::from_file(&path)
-            .unwrap_err()
-            .to_string();
+        let err = TracingServerConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("bad.json"), "{err}");
         assert!(!err.contains('\n'));
         let err = TracingServerConfig::from_file(dir.path().join("none.json")).unwrap_err();

@@ -18,9 +18,7 @@ use super::writer::Chunk;
 use crate::record::push_trace_line;
 use crate::shiviz;
 use crate::tracer::valid_identity;
-use crate::wire::{
-    self, Ack, Hello, HelloReply, KIND_ACK, KIND_BATCH, KIND_HELLO, KIND_HELLO_REPLY, WireRecord,
-};
+use crate::wire::{self, Ack, Hello, HelloReply, KIND_ACK, KIND_BATCH, KIND_HELLO, KIND_HELLO_REPLY, WireRecord};
 
 /// A tracer must say hello this soon after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,21 +54,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if chunk.records > 0 && tx.send(chunk).await.is_err() {
             return;
         }
-        if wire::write_frame(&mut stream, KIND_ACK, &wire::encode(&ack))
-            .await
-            .is_err()
-        {
+        if wire::write_frame(&mut stream, KIND_ACK, &wire::encode(&ack)).await.is_err() {
             return;
         }
     }
 }
 
 /// Reads and answers the hello; the tracer's identity if accepted.
-async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    secret: &str,
-    stats: &StatsHandle,
-) -> Option<String> {
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, secret: &str, stats: &StatsHandle) -> Option<String> {
     let frame = tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(stream)).await;
     let hello = match frame {
         Ok(Ok(Some((KIND_HELLO, payload)))) => wire::decode::<Hello>(&payload).ok(),
@@ -81,16 +72,9 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
         return None;
     };
     let refusal = if hello.version != wire::WIRE_VERSION {
-        Some(format!(
-            "wire version {} not supported (server speaks {})",
-            hello.version,
-            wire::WIRE_VERSION
-        ))
+        Some(format!("wire version {} not supported (server speaks {})", hello.version, wire::WIRE_VERSION))
     } else if !valid_identity(&hello.identity) {
-        Some(format!(
-            "identity {:?} must be non-empty, without whitespace",
-            hello.identity
-        ))
+        Some(format!("identity {:?} must be non-empty, without whitespace", hello.identity))
     } else if !same_secret(hello.secret.as_bytes(), secret.as_bytes()) {
         Some("wrong secret".to_owned())
     } else {
@@ -131,13 +115,7 @@ fn format_batch(identity: &str, payload: &[u8]) -> (Chunk, Ack) {
     let (claimed, records) = match wire::decode_batch(payload) {
         Ok(batch) => batch,
         Err(_) => {
-            return (
-                chunk,
-                Ack {
-                    accepted: 0,
-                    rejected: 0,
-                },
-            );
+            return (chunk, Ack { accepted: 0, rejected: 0 });
         }
     };
     let mut accepted = 0u32;
@@ -145,22 +123,8 @@ fn format_batch(identity: &str, payload: &[u8]) -> (Chunk, Ack) {
     for rec in records {
         match rec {
             Ok(rec) if valid_record(&rec) => {
-                push_trace_line(
-                    &mut chunk.trace,
-                    identity,
-                    rec.trace_id,
-                    &rec.tag,
-                    &rec.body,
-                    &rec.clock,
-                );
-                shiviz::push_event(
-                    &mut chunk.shiviz,
-                    identity,
-                    &rec.clock,
-                    rec.trace_id,
-                    &rec.tag,
-                    &rec.body,
-                );
+                push_trace_line(&mut chunk.trace, identity, rec.trace_id, &rec.tag, &rec.body, &rec.clock);
+                shiviz::push_event(&mut chunk.shiviz, identity, &rec.clock, rec.trace_id, &rec.tag, &rec.body);
                 accepted += 1;
             }
             _ => rejected += 1,
@@ -192,49 +156,24 @@ mod tests {
         let clock: VectorClock = [("c", 1)].into_iter().collect();
         let mut out = (records.len() as u32).to_le_bytes().to_vec();
         for (tag, body) in records {
-            append_record(
-                &mut out,
-                &WireRecordRef {
-                    trace_id: 9,
-                    tag,
-                    body,
-                    clock: &clock,
-                },
-            );
+            append_record(&mut out, &WireRecordRef { trace_id: 9, tag, body, clock: &clock });
         }
         out
     }
 
     #[test]
     fn malformed_records_are_rejected_and_counted() {
-        let payload = batch(&[
-            ("Ok", "{\"a\":1}"),
-            ("Bad\nTag", "{}"),
-            ("BadBody", "{\"a\":"),
-            ("Split", "{\n}"),
-            ("", "{}"),
-        ]);
+        let payload =
+            batch(&[("Ok", "{\"a\":1}"), ("Bad\nTag", "{}"), ("BadBody", "{\"a\":"), ("Split", "{\n}"), ("", "{}")]);
         let (chunk, ack) = format_batch("c", &payload);
-        assert_eq!(
-            ack,
-            Ack {
-                accepted: 1,
-                rejected: 4
-            }
-        );
+        assert_eq!(ack, Ack { accepted: 1, rejected: 4 });
         assert_eq!(chunk.trace.lines().count(), 1);
         assert_eq!(chunk.shiviz.lines().count(), 2);
         // A truncated batch: the cut record and the unframed ones count.
         let mut two = batch(&[("A", "{}"), ("B", "{}")]);
         two.truncate(two.len() - 2);
         let (_, ack) = format_batch("c", &two);
-        assert_eq!(
-            ack,
-            Ack {
-                accepted: 1,
-                rejected: 1
-            }
-        );
+        assert_eq!(ack, Ack { accepted: 1, rejected: 1 });
     }
 
     #[test]

@@ -34,15 +34,9 @@ const WRITER_QUEUE: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum TracingServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("cannot create output file {path}: {source}")]
-    Output {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Output { path: PathBuf, source: std::io::Error },
     #[error("cannot start the output writer thread: {0}")]
     Thread(std::io::Error),
 }
@@ -62,10 +56,7 @@ impl TracingServer {
     pub async fn bind(cfg: &TracingServerConfig) -> Result<TracingServer, TracingServerError> {
         let listener = TcpListener::bind(&cfg.server_bind)
             .await
-            .map_err(|source| TracingServerError::Bind {
-                addr: cfg.server_bind.clone(),
-                source,
-            })?;
+            .map_err(|source| TracingServerError::Bind { addr: cfg.server_bind.clone(), source })?;
         let trace = create(&cfg.output_file, "")?;
         let shiviz = create(&cfg.shiviz_output_file, &crate::shiviz::header())?;
         Ok(TracingServer {
@@ -80,9 +71,7 @@ impl TracingServer {
     /// The address tracers connect to.
     pub fn local_addr(&self) -> SocketAddr {
         // A bound listener always has an address; the fallback is unreachable.
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Live counters (records absorbed, records/s, refusals, ...).
@@ -93,17 +82,8 @@ impl TracingServer {
     /// Serves until `shutdown` completes, then closes every connection,
     /// waits for the writer to write all it received, and returns the final
     /// counters.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<TracingServerStats, TracingServerError> {
-        let TracingServer {
-            listener,
-            secret,
-            trace,
-            shiviz,
-            stats,
-        } = self;
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<TracingServerStats, TracingServerError> {
+        let TracingServer { listener, secret, trace, shiviz, stats } = self;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let writer_stats = stats.clone();
@@ -152,10 +132,7 @@ pub async fn run_tracing_server(
 }
 
 fn create(path: &Path, header: &str) -> Result<File, TracingServerError> {
-    let err = |source| TracingServerError::Output {
-        path: path.to_owned(),
-        source,
-    };
+    let err = |source| TracingServerError::Output { path: path.to_owned(), source };
     let mut file = File::create(path).map_err(err)?;
     file.write_all(header.as_bytes()).map_err(err)?;
     Ok(file)

@@ -29,12 +29,7 @@ pub(crate) struct Chunk {
 /// Writes are batched up to about this many bytes.
 const COALESCE_BYTES: usize = 1 << 20;
 
-pub(crate) fn run(
-    mut trace: File,
-    mut shiviz: File,
-    mut rx: mpsc::Receiver<Chunk>,
-    stats: Arc<StatsHandle>,
-) {
+pub(crate) fn run(mut trace: File, mut shiviz: File, mut rx: mpsc::Receiver<Chunk>, stats: Arc<StatsHandle>) {
     let mut warned = false;
     while let Some(first) = rx.blocking_recv() {
         let mut chunk = first;
@@ -48,16 +43,12 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        let written = trace
-            .write_all(chunk.trace.as_bytes())
-            .and_then(|()| shiviz.write_all(chunk.shiviz.as_bytes()));
+        let written = trace.write_all(chunk.trace.as_bytes()).and_then(|()| shiviz.write_all(chunk.shiviz.as_bytes()));
         match written {
             Ok(()) => StatsHandle::add(&stats.records, chunk.records),
             Err(e) => {
                 if !warned {
-                    tracing::error!(
-                        "tracing server cannot write its output: {e}; records are being lost"
-                    );
+                    tracing::error!("tracing server cannot write its output: {e}; records are being lost");
                     warned = true;
                 }
                 StatsHandle::add(&stats.write_errors, chunk.records);

@@ -137,14 +137,10 @@ impl Tracer {
         opts.queue_records = opts.queue_records.max(1);
         opts.batch_records = opts.batch_records.max(1);
         // Leave room for the frame header under the frame limit.
-        opts.queue_bytes = opts
-            .queue_bytes
-            .clamp(1 << 16, crate::wire::MAX_FRAME - 1024);
+        opts.queue_bytes = opts.queue_bytes.clamp(1 << 16, crate::wire::MAX_FRAME - 1024);
         let shared = Arc::new(Shared::new(cfg.identity, opts));
         rt.spawn(sender::run(shared.clone(), cfg.server_addr, cfg.secret));
-        Ok(Tracer {
-            inner: Some(Arc::new(Handle { shared })),
-        })
+        Ok(Tracer { inner: Some(Arc::new(Handle { shared })) })
     }
 
     /// A tracer that records nothing.
@@ -169,9 +165,7 @@ impl Tracer {
 
     /// A copy of the process clock (empty when disabled).
     pub fn clock(&self) -> VectorClock {
-        self.shared()
-            .map(|s| s.lock().clock().clone())
-            .unwrap_or_default()
+        self.shared().map(|s| s.lock().clock().clone()).unwrap_or_default()
     }
 
     /// Starts a new trace with a random id and records `CreateTrace`.
@@ -184,10 +178,7 @@ impl Tracer {
         locked.tick();
         locked.push(id, "CreateTrace", "{}");
         drop(locked);
-        Trace {
-            tracer: self.clone(),
-            id,
-        }
+        Trace { tracer: self.clone(), id }
     }
 
     /// Continues the trace a token carries: merges the token's clock into
@@ -208,10 +199,7 @@ impl Tracer {
         locked.tick();
         locked.push(decoded.trace_id, "ReceiveTokenTrace", &body);
         drop(locked);
-        Ok(Trace {
-            tracer: self.clone(),
-            id: decoded.trace_id,
-        })
+        Ok(Trace { tracer: self.clone(), id: decoded.trace_id })
     }
 
     /// Waits until every record made so far is sent or dropped, at most
@@ -244,11 +232,7 @@ impl fmt::Debug for Tracer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.shared() {
             None => f.write_str("Tracer(disabled)"),
-            Some(s) => f
-                .debug_struct("Tracer")
-                .field("identity", &s.identity)
-                .field("stats", &s.stats())
-                .finish(),
+            Some(s) => f.debug_struct("Tracer").field("identity", &s.identity).field("stats", &s.stats()).finish(),
         }
     }
 }
@@ -263,10 +247,7 @@ pub struct Trace {
 impl Trace {
     /// A trace that records nothing (id 0).
     pub const fn disabled() -> Trace {
-        Trace {
-            tracer: Tracer::disabled(),
-            id: 0,
-        }
+        Trace { tracer: Tracer::disabled(), id: 0 }
     }
 
     /// The trace id (0 when disabled).

@@ -69,25 +69,13 @@ impl Locked<'_> {
     pub fn push(&mut self, trace_id: u64, tag: &str, body_json: &str) {
         let shared = self.shared;
         shared.recorded.fetch_add(1, Ordering::SeqCst);
-        let State {
-            clock,
-            queue,
-            queued,
-        } = &mut *self.state;
+        let State { clock, queue, queued } = &mut *self.state;
         if *queued as usize >= shared.opts.queue_records {
             shared.dropped.fetch_add(1, Ordering::SeqCst);
             return;
         }
         let start = queue.len();
-        append_record(
-            queue,
-            &WireRecordRef {
-                trace_id,
-                tag,
-                body: body_json,
-                clock,
-            },
-        );
+        append_record(queue, &WireRecordRef { trace_id, tag, body: body_json, clock });
         if queue.len() > shared.opts.queue_bytes {
             queue.truncate(start);
             shared.dropped.fetch_add(1, Ordering::SeqCst);
@@ -105,11 +93,7 @@ impl Shared {
         Shared {
             identity,
             opts,
-            state: Mutex::new(State {
-                clock: VectorClock::new(),
-                queue: Vec::new(),
-                queued: 0,
-            }),
+            state: Mutex::new(State { clock: VectorClock::new(), queue: Vec::new(), queued: 0 }),
             recorded: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -121,10 +105,7 @@ impl Shared {
     /// Locks the clock and queue. Poisoning is ignored: nothing under the
     /// lock leaves the state half-updated.
     pub fn lock(&self) -> Locked<'_> {
-        Locked {
-            shared: self,
-            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
-        }
+        Locked { shared: self, state: self.state.lock().unwrap_or_else(|e| e.into_inner()) }
     }
 
     /// Moves the queued records into `spare` (cleared first; the queue keeps
@@ -176,10 +157,6 @@ impl Shared {
         let sent = self.sent.load(Ordering::SeqCst);
         let dropped = self.dropped.load(Ordering::SeqCst);
         let recorded = self.recorded.load(Ordering::SeqCst);
-        TracerStats {
-            recorded,
-            sent,
-            dropped,
-        }
+        TracerStats { recorded, sent, dropped }
     }
 }

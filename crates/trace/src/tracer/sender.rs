@@ -84,16 +84,9 @@ pub(crate) async fn run(shared: Arc<Shared>, addr: String, secret: String) {
 async fn connect(shared: &Shared, addr: &str, secret: &str) -> Result<TcpStream, ConnectError> {
     let io = |e: &dyn std::fmt::Display| ConnectError::Io(e.to_string());
     let t = shared.opts.connect_timeout;
-    let mut stream = timeout(t, TcpStream::connect(addr))
-        .await
-        .map_err(|e| io(&e))?
-        .map_err(|e| io(&e))?;
+    let mut stream = timeout(t, TcpStream::connect(addr)).await.map_err(|e| io(&e))?.map_err(|e| io(&e))?;
     let _ = stream.set_nodelay(true);
-    let hello = Hello {
-        version: wire::WIRE_VERSION,
-        identity: shared.identity.clone(),
-        secret: secret.to_owned(),
-    };
+    let hello = Hello { version: wire::WIRE_VERSION, identity: shared.identity.clone(), secret: secret.to_owned() };
     let exchange = async {
         wire::write_frame(&mut stream, wire::KIND_HELLO, &wire::encode(&hello)).await?;
         wire::read_frame(&mut stream).await
@@ -156,11 +149,7 @@ async fn ship(shared: &Shared, wr: &mut OwnedWriteHalf, acks: &AckState) -> Resu
             return Err(format!("no ack for {in_flight} records in {ACK_TIMEOUT:?}"));
         }
         let room = in_flight < shared.opts.queue_records as u64;
-        let count = if room {
-            shared.take_batch(&mut spare)
-        } else {
-            0
-        };
+        let count = if room { shared.take_batch(&mut spare) } else { 0 };
         if count > 0 {
             acks.in_flight.fetch_add(u64::from(count), Ordering::SeqCst);
             let len = (spare.len() + 5) as u32;
@@ -197,12 +186,8 @@ async fn read_acks(mut rd: OwnedReadHalf, shared: Arc<Shared>, acks: Arc<AckStat
         let n = u64::from(ack.accepted) + u64::from(ack.rejected);
         // Never count more than is in flight: a confused server must not
         // make `sent + dropped` exceed `recorded`.
-        let before = acks
-            .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                Some(v.saturating_sub(n))
-            })
-            .unwrap_or(0);
+        let before =
+            acks.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(n))).unwrap_or(0);
         let n = n.min(before);
         let accepted = u64::from(ack.accepted).min(n);
         acks.acked.fetch_add(n, Ordering::SeqCst);

@@ -61,11 +61,7 @@ pub fn layout(records: &[Record]) -> Layout {
             (g != i).then_some(g)
         })
         .collect();
-    let arrows: Vec<(usize, usize)> = sender
-        .iter()
-        .enumerate()
-        .filter_map(|(i, g)| g.map(|g| (g, i)))
-        .collect();
+    let arrows: Vec<(usize, usize)> = sender.iter().enumerate().filter_map(|(i, g)| g.map(|g| (g, i))).collect();
 
     let n = records.len();
     let mut row = vec![0usize; n];
@@ -78,9 +74,8 @@ pub fn layout(records: &[Record]) -> Layout {
     while done < n {
         let Some(l) = ready.pop() else {
             // A cycle: force the earliest waiting event.
-            let Some((l, i)) = (0..hosts.len())
-                .filter_map(|l| queues[l].get(next[l]).map(|&i| (l, i)))
-                .min_by_key(|&(_, i)| i)
+            let Some((l, i)) =
+                (0..hosts.len()).filter_map(|l| queues[l].get(next[l]).map(|&i| (l, i))).min_by_key(|&(_, i)| i)
             else {
                 break; // unreachable: done < n leaves an event somewhere
             };
@@ -99,35 +94,17 @@ pub fn layout(records: &[Record]) -> Layout {
                 waiting.entry(g).or_default().push(l);
                 break;
             }
-            place(
-                i,
-                dep.map(|g| row[g]),
-                &mut row,
-                &mut placed,
-                &mut last_row[l],
-            );
+            place(i, dep.map(|g| row[g]), &mut row, &mut placed, &mut last_row[l]);
             next[l] += 1;
             done += 1;
             wake(i, &mut waiting, &mut ready);
         }
     }
     let rows = row.iter().max().map_or(0, |&r| r + 1);
-    Layout {
-        hosts,
-        lane,
-        row,
-        rows,
-        arrows,
-    }
+    Layout { hosts, lane, row, rows, arrows }
 }
 
-fn place(
-    i: usize,
-    dep_row: Option<usize>,
-    row: &mut [usize],
-    placed: &mut [bool],
-    last: &mut Option<usize>,
-) {
+fn place(i: usize, dep_row: Option<usize>, row: &mut [usize], placed: &mut [bool], last: &mut Option<usize>) {
     let after_host = last.map_or(0, |r| r + 1);
     let after_dep = dep_row.map_or(0, |r| r + 1);
     row[i] = after_host.max(after_dep);

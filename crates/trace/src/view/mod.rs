@@ -99,17 +99,9 @@ pub fn render_html(records: &[Record]) -> String {
     out.push_str("</fieldset>\n<div id=\"details\"></div></div>\n");
 
     // The diagram: sticky lane heads over the SVG.
-    let _ = write!(
-        out,
-        "<div id=\"diagram\"><div id=\"lane-heads\" style=\"width:{width}px\">"
-    );
+    let _ = write!(out, "<div id=\"diagram\"><div id=\"lane-heads\" style=\"width:{width}px\">");
     for (h, host) in l.hosts.iter().enumerate() {
-        let _ = write!(
-            out,
-            "<div class=\"lane-head h{h}\" style=\"left:{}px\">{}</div>",
-            x(h),
-            esc(host)
-        );
+        let _ = write!(out, "<div class=\"lane-head h{h}\" style=\"left:{}px\">{}</div>", x(h), esc(host));
     }
     out.push_str("</div>\n");
     let _ = writeln!(

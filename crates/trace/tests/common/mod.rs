@@ -10,17 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvraft_trace::{
-    Record, StatsHandle, Tracer, TracerConfig, TracerOptions, TracingServer, TracingServerConfig,
-    TracingServerStats, parse_trace_file, shiviz,
+    Record, StatsHandle, Tracer, TracerConfig, TracerOptions, TracingServer, TracingServerConfig, TracingServerStats,
+    parse_trace_file, shiviz,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Fails the test instead of hanging it.
 pub async fn bounded<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, fut)
-        .await
-        .unwrap_or_else(|_| panic!("test did not finish within {limit:?}"))
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| panic!("test did not finish within {limit:?}"))
 }
 
 pub struct TestServer {
@@ -78,22 +76,13 @@ impl TestServer {
     }
 
     pub fn tracer(&self, identity: &str, secret: &str) -> Tracer {
-        tracer_at(
-            &self.addr.to_string(),
-            identity,
-            secret,
-            TracerOptions::default(),
-        )
+        tracer_at(&self.addr.to_string(), identity, secret, TracerOptions::default())
     }
 }
 
 pub fn tracer_at(addr: &str, identity: &str, secret: &str, opts: TracerOptions) -> Tracer {
     Tracer::with_options(
-        TracerConfig {
-            identity: identity.into(),
-            server_addr: addr.into(),
-            secret: secret.into(),
-        },
+        TracerConfig { identity: identity.into(), server_addr: addr.into(), secret: secret.into() },
         opts,
     )
     .unwrap()
@@ -102,10 +91,7 @@ pub fn tracer_at(addr: &str, identity: &str, secret: &str, opts: TracerOptions) 
 /// Asserts both output files are well-formed and agree; returns the records.
 pub fn read_outputs(trace: &PathBuf, shiviz_path: &PathBuf) -> Vec<Record> {
     let text = std::fs::read_to_string(trace).unwrap();
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "trace ends mid-line"
-    );
+    assert!(text.is_empty() || text.ends_with('\n'), "trace ends mid-line");
     let records = parse_trace_file(trace).unwrap();
     assert_eq!(records.len(), text.lines().count(), "blank lines in trace");
 
