@@ -37,14 +37,14 @@ pub struct CoordConfig {
 }
 
 // Detection takes about (LostMsgsThresh - 1) * HeartbeatMs + RttFloorMs:
-// 150 ms with the defaults. A lower floor detects faster but fails healthy
+// 200 ms with the defaults. A lower floor detects faster but fails healthy
 // servers when a loaded machine delays a process by ~100 ms.
 fn default_heartbeat_ms() -> u64 {
     25
 }
 
 fn default_rtt_floor_ms() -> u64 {
-    100
+    150
 }
 
 #[derive(Debug, thiserror::Error)]

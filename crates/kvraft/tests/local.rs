@@ -23,6 +23,7 @@ fn demo_survives_each_failure_and_shows_identical_logs() {
         assert!(out.status.success(), "{fail}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("0 wrong"), "{fail}: {stdout}");
         assert!(stdout.contains("logs of every running server: identical"), "{fail}: {stdout}");
+        assert!(stdout.contains("kvraft trace check: checked") && stdout.contains(" 0 errors"), "{fail}: {stdout}");
         if fail != "follower" {
             assert!(stdout.contains("is the new leader, term"), "{fail}: no failover shown: {stdout}");
         }
