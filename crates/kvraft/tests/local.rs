@@ -8,10 +8,14 @@ fn repo_config() -> String {
     format!("{}/../../config", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The seed's four scenarios (normal operation, follower failure, leader
+/// failure, quorum impossible) and its partition test, with 3 servers and 2
+/// clients each: every result right (or, without a quorum, a typed error),
+/// identical logs, and a trace that passes `kvraft trace check`.
 #[test]
-fn demo_survives_each_failure_and_shows_identical_logs() {
+fn the_seeds_scenarios_pass_with_identical_logs_and_checked_traces() {
     let dir = tempfile::tempdir().unwrap();
-    for fail in ["leader", "follower", "partition"] {
+    for fail in ["none", "follower", "leader", "quorum", "partition"] {
         let out = Command::new(support::kvraft_bin())
             .args(["demo", "--servers", "3", "--ops", "12", "--pace-ms", "5", "--fail", fail, "--config"])
             .arg(repo_config())
@@ -24,7 +28,10 @@ fn demo_survives_each_failure_and_shows_identical_logs() {
         assert!(stdout.contains("0 wrong"), "{fail}: {stdout}");
         assert!(stdout.contains("logs of every running server: identical"), "{fail}: {stdout}");
         assert!(stdout.contains("kvraft trace check: checked") && stdout.contains(" 0 errors"), "{fail}: {stdout}");
-        if fail != "follower" {
+        if fail == "quorum" {
+            assert!(stdout.contains("refused with a typed error"), "{fail}: {stdout}");
+        }
+        if fail == "leader" || fail == "partition" {
             assert!(stdout.contains("is the new leader, term"), "{fail}: no failover shown: {stdout}");
         }
     }

@@ -58,6 +58,9 @@ pub struct Args {
     /// One JSON object per line, no progress bar.
     #[arg(long)]
     json: bool,
+    /// Record vector-clock traces (a tracing server is started too).
+    #[arg(long)]
+    trace: bool,
     /// Where the started cluster keeps configs, data and logs.
     #[arg(long, default_value = "bench-run")]
     dir: PathBuf,
@@ -81,11 +84,13 @@ struct Started {
     layout: Layout,
     children: Vec<(u64, Option<Child>)>,
     coord: Option<Child>,
+    tracing: Option<Child>,
 }
 
 impl Drop for Started {
     fn drop(&mut self) {
-        for c in self.children.iter_mut().filter_map(|(_, c)| c.as_mut()).chain(self.coord.as_mut()) {
+        let all = self.children.iter_mut().filter_map(|(_, c)| c.as_mut()).chain(self.coord.as_mut());
+        for c in all.chain(self.tracing.as_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -93,15 +98,16 @@ impl Drop for Started {
 }
 
 impl Started {
-    async fn new(dir: &std::path::Path, servers: u64) -> anyhow::Result<Started> {
+    async fn new(dir: &std::path::Path, servers: u64, traced: bool) -> anyhow::Result<Started> {
         let _ = std::fs::remove_dir_all(dir);
-        let layout = Layout::create(dir, servers, std::path::Path::new("config"))?;
+        let layout = Layout::create_traced(dir, servers, std::path::Path::new("config"), traced)?;
+        let tracing = if traced { Some(layout.start_tracing_server()?) } else { None };
         let coord = Some(layout.start_coord(false)?);
         let mut children = Vec::new();
         for id in 1..=servers {
             children.push((id, Some(layout.start_server(id, false)?)));
         }
-        let s = Started { layout, children, coord };
+        let s = Started { layout, children, coord, tracing };
         let l = local::leader(&s.layout.coord_client, Duration::from_secs(20)).await?;
         if l.leader_id == 0 {
             bail!("the cluster did not elect a leader: {}", l.status);
@@ -142,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn load(args: &Args) -> anyhow::Result<ExitCode> {
     let started = match &args.coord {
         Some(_) => None,
-        None => Some(Started::new(&args.dir, args.servers).await?),
+        None => Some(Started::new(&args.dir, args.servers, args.trace).await?),
     };
     let coord = match (&args.coord, &started) {
         (Some(c), _) => c.clone(),
@@ -161,6 +167,14 @@ async fn load(args: &Args) -> anyhow::Result<ExitCode> {
     for c in 0..args.clients {
         let mut cfg = Config::new(format!("bench{c}-{}", std::process::id()), coord.clone());
         cfg.window = args.window;
+        if let Some(addr) = started.as_ref().and_then(|s| s.layout.tracing.clone()) {
+            cfg.tracer = kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
+                identity: format!("client{c}"),
+                server_addr: addr,
+                secret: String::new(),
+            })
+            .map_err(|e| anyhow!("tracing: {e}"))?;
+        }
         let (client, _r) = KvClient::start(cfg).map_err(|e| anyhow!("{e}"))?;
         for lane in 0..args.window as u64 {
             let (client, measuring, stop, done, errors) =
@@ -245,7 +259,7 @@ async fn load(args: &Args) -> anyhow::Result<ExitCode> {
     let op = format!("{:?}", args.op).to_lowercase();
     if args.json {
         let v = serde_json::json!({
-            "system": "kvraft", "op": op, "clients": args.clients, "window": args.window,
+            "system": "kvraft", "op": op, "tracing": args.trace, "clients": args.clients, "window": args.window,
             "ops_per_sec": n as f64 / secs, "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99),
             "p999_ms": ms(0.999), "max_ms": hist.max() as f64 / 1000.0, "errors": errors.load(Ordering::Relaxed),
             "server_cpu_s": started.as_ref().map(|_| cpu), "server_peak_rss_bytes": started.as_ref().map(|_| peak_mem),
@@ -277,7 +291,7 @@ async fn load(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn failover(tries: u32, servers: u64, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let mut s = Started::new(dir, servers).await?;
+    let mut s = Started::new(dir, servers, false).await?;
     let coord = s.layout.coord_client.clone();
     let mut cfg = Config::new(format!("failover-{}", std::process::id()), coord.clone());
     cfg.window = 1;

@@ -24,6 +24,9 @@ pub enum Failure {
     Two,
     /// The coord stops hearing the leader's heartbeats (the seed's partition test).
     Partition,
+    /// SIGKILL the leader and a follower of three: quorum impossible. Later
+    /// operations must end with a typed error, not hang.
+    Quorum,
     /// No failure.
     None,
 }
@@ -114,7 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--servers must be 3, 5 or 7, not {}", args.servers);
     }
     if args.fail == Failure::Two && args.servers < 5 {
-        bail!("--fail two needs at least 5 servers (3 would lose its quorum)");
+        bail!("--fail two needs at least 5 servers (3 would lose its quorum; that is --fail quorum)");
+    }
+    if args.fail == Failure::Quorum && args.servers != 3 {
+        bail!("--fail quorum kills two servers, so it needs --servers 3");
     }
     if args.ops < 4 {
         bail!("--ops must be at least 4");
@@ -156,13 +162,13 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     let watcher = {
         let (coord, clock) = (layout.coord_client.clone(), clock.clone());
         tokio::spawn(async move {
-            let mut last = (info.leader_id, info.term, false);
+            let mut last = (info.leader_id, false);
             loop {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let Ok(l) = local::leader(&coord, Duration::ZERO).await else {
                     continue;
                 };
-                let now = (l.leader_id, l.term, l.quorum_impossible);
+                let now = (l.leader_id, l.quorum_impossible);
                 if now != last {
                     if l.leader_id == 0 {
                         clock.say(format!("coord: no leader ({})", l.status));
@@ -182,6 +188,9 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     for c in 1..=2u64 {
         let mut cfg = Config::new(c.to_string(), layout.coord_client.clone());
         cfg.window = 1;
+        if args.fail == Failure::Quorum {
+            cfg.op_timeout = Duration::from_secs(3);
+        }
         if let Some(addr) = &layout.tracing {
             cfg.tracer = kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
                 identity: format!("client{c}"),
@@ -195,6 +204,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
         let (coord, layout2, ops, pace) = (layout.coord_client.clone(), layout.clone(), args.ops, args.pace_ms);
         clients.push(tokio::spawn(async move {
             let mut wrong = 0u64;
+            let mut refused = 0u64;
             let mut worst = Duration::ZERO;
             for n in 1..=ops {
                 if c == 1 && n == fail_at {
@@ -217,6 +227,13 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
                 let ok = match (&op, &r) {
                     (Op::Put { .. }, Ok(Value::Done)) => true,
                     (Op::Get { key }, Ok(Value::Value(Some(v)))) => *v == format!("val{}", &key[1..]),
+                    // Without a quorum the right answer is a typed error.
+                    (_, Err(kvslib::ClientError::QuorumImpossible(_) | kvslib::ClientError::Timeout(_)))
+                        if fail == Failure::Quorum && *injected.lock().await =>
+                    {
+                        refused += 1;
+                        true
+                    }
                     _ => false,
                 };
                 if !ok {
@@ -225,16 +242,17 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
                 }
             }
             client.stop().await;
-            (wrong, worst)
+            (wrong, refused, worst)
         }));
     }
     let mut wrong = 0;
     let mut worst = Duration::ZERO;
     for (c, h) in clients.into_iter().enumerate() {
-        let (w, s) = h.await.context("a client task failed")?;
+        let (w, r, s) = h.await.context("a client task failed")?;
         wrong += w;
         worst = worst.max(s);
-        clock.say(format!("client {}: {} operations done, {w} wrong, slowest {s:?}", c + 1, args.ops));
+        let refused = if r > 0 { format!(", {r} refused with a typed error (no quorum)") } else { String::new() };
+        clock.say(format!("client {}: {} operations done, {w} wrong{refused}, slowest {s:?}", c + 1, args.ops));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     watcher.abort();
@@ -281,6 +299,13 @@ async fn inject(fail: Failure, coord: &str, layout: &Layout, children: &mut Chil
         Failure::Follower => {
             children.kill(&format!("server{follower}"));
             clock.say(format!("killed a follower, server {follower} (SIGKILL)"));
+        }
+        Failure::Quorum => {
+            children.kill(&format!("server{leader}"));
+            children.kill(&format!("server{follower}"));
+            clock.say(format!(
+                "killed the leader, server {leader}, and server {follower} (SIGKILL): quorum impossible"
+            ));
         }
         Failure::Two => {
             children.kill(&format!("server{leader}"));
