@@ -62,7 +62,10 @@ impl Config {
 #[derive(Clone)]
 pub struct KvClient {
     requests: mpsc::Sender<driver::Request>,
-    next_op: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The next opId. Held while an operation is handed to the driver, so
+    /// the driver sees operations in opId order (its ordering, and the
+    /// `first_unacked` it sends, depend on that).
+    next_op: std::sync::Arc<tokio::sync::Mutex<u64>>,
 }
 
 impl KvClient {
@@ -100,23 +103,23 @@ impl KvClient {
         };
         let d = driver::Driver::new(settings, results_tx, ev_tx);
         tokio::spawn(d.run(req_rx, ev_rx));
-        let client = KvClient { requests: req_tx, next_op: std::sync::Arc::new(1.into()) };
+        let client = KvClient { requests: req_tx, next_op: std::sync::Arc::new(tokio::sync::Mutex::new(1)) };
         Ok((client, results_rx))
     }
 
-    fn alloc(&self) -> u64 {
-        self.next_op.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    /// Numbers `op` and hands it to the driver, in one step.
+    async fn hand_over(&self, op: Op, reply: Option<oneshot::Sender<OpResult>>) -> Result<u64, ClientError> {
+        let mut next = self.next_op.lock().await;
+        let op_id = *next;
+        self.requests.send(driver::Request::Submit { op, op_id, reply }).await.map_err(|_| ClientError::Stopped)?;
+        *next += 1;
+        Ok(op_id)
     }
 
     /// Issues `op`; its result comes on the results channel. Waits only if
     /// the client is far behind (more than four windows queued).
     pub async fn submit(&self, op: Op) -> Result<u64, ClientError> {
-        let op_id = self.alloc();
-        self.requests
-            .send(driver::Request::Submit { op, op_id, reply: None })
-            .await
-            .map_err(|_| ClientError::Stopped)?;
-        Ok(op_id)
+        self.hand_over(op, None).await
     }
 
     pub async fn get(&self, key: impl Into<String>) -> Result<u64, ClientError> {
@@ -146,12 +149,8 @@ impl KvClient {
 
     /// Runs one operation and waits for its result (in order with the rest).
     pub async fn execute(&self, op: Op) -> Result<Value, ClientError> {
-        let op_id = self.alloc();
         let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(driver::Request::Submit { op, op_id, reply: Some(tx) })
-            .await
-            .map_err(|_| ClientError::Stopped)?;
+        self.hand_over(op, Some(tx)).await?;
         rx.await.map_err(|_| ClientError::Stopped)?.result
     }
 

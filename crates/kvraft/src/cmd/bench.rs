@@ -203,8 +203,10 @@ async fn load(args: &Args) -> anyhow::Result<ExitCode> {
                                 let _ = hist.record(start.elapsed().as_micros().max(1) as u64);
                                 done.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(_) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
+                            Err(e) => {
+                                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    eprintln!("kvraft bench: first error: {e}");
+                                }
                             }
                         }
                     }

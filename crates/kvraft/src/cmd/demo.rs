@@ -303,9 +303,8 @@ async fn inject(fail: Failure, coord: &str, layout: &Layout, children: &mut Chil
         Failure::Quorum => {
             children.kill(&format!("server{leader}"));
             children.kill(&format!("server{follower}"));
-            clock.say(format!(
-                "killed the leader, server {leader}, and server {follower} (SIGKILL): quorum impossible"
-            ));
+            clock
+                .say(format!("killed the leader, server {leader}, and server {follower} (SIGKILL): quorum impossible"));
         }
         Failure::Two => {
             children.kill(&format!("server{leader}"));
