@@ -66,7 +66,16 @@ pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>, events_tx: Unbou
         let recv_failed = read_waiting(&socket, &shared, &mut buf, &mut events);
         let next_wake = {
             let mut table = shared.table();
-            table.poll(Instant::now(), &mut sends, &mut events);
+            let now = Instant::now();
+            // Woken long after the wake-up we asked for: this process (and
+            // likely the whole machine) was starved. Heartbeats that expired
+            // meanwhile prove nothing about the servers: give them that time.
+            if let Some(at) = armed
+                && now.saturating_duration_since(at) > table.stall_threshold()
+            {
+                table.postpone_all(now - at);
+            }
+            table.poll(now, &mut sends, &mut events);
             table.next_wake()
         };
         let send_errors = send_all(&socket, &mut sends).await;

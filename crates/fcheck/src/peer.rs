@@ -44,7 +44,7 @@ impl Transition {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Peer {
     addr: SocketAddr,
     alive: bool,
@@ -113,6 +113,15 @@ impl Peer {
             }
         }
         transition
+    }
+
+    /// Pushes every outstanding deadline back by `by`: the monitor itself was
+    /// not running for that long (a starved machine), so it cannot tell
+    /// whether the acks would have come in time. Order is preserved.
+    pub(crate) fn postpone(&mut self, by: Duration) {
+        for hb in &mut self.in_flight {
+            hb.deadline += by;
+        }
     }
 
     /// Whether `seq` lies within the range of outstanding sequence numbers
@@ -281,5 +290,22 @@ mod tests {
         assert_eq!(p.acked(10, t0 + 50 * MS), Err(NotOwned));
         assert_eq!(p.health(1, &cfg()).losses_in_row, 0);
         assert_eq!(p.in_flight_len(), 2);
+    }
+
+    #[test]
+    fn postponing_moves_every_deadline_and_keeps_their_order() {
+        let cfg = MonitorConfig::default();
+        let t0 = Instant::now();
+        let mut p = Peer::new("127.0.0.1:9".parse().unwrap(), t0);
+        p.sent(1, t0, &cfg, t0 + cfg.heartbeat_interval);
+        p.sent(2, t0 + cfg.heartbeat_interval, &cfg, t0 + 2 * cfg.heartbeat_interval);
+        let first_deadline = t0 + p.loss_timeout(&cfg);
+        let late = first_deadline + cfg.heartbeat_interval * 2;
+        let mut unpostponed = p.clone();
+        unpostponed.expire(late, cfg.lost_msgs_thresh);
+        assert!(unpostponed.in_flight_len() < 2, "without postponing, the first heartbeat is lost by then");
+        p.postpone(cfg.heartbeat_interval * 3);
+        p.expire(late, cfg.lost_msgs_thresh);
+        assert_eq!(p.in_flight_len(), 2, "postponed: nothing expired");
     }
 }

@@ -76,6 +76,13 @@ impl Table {
         }
     }
 
+    /// See [`Peer::postpone`]: the monitor was stalled for `by`.
+    pub(crate) fn postpone_all(&mut self, by: Duration) {
+        for peer in self.peers.values_mut() {
+            peer.postpone(by);
+        }
+    }
+
     /// Applies an ack received at `now`. Wrong epoch or unknown sequence
     /// number: counted as stale and otherwise ignored.
     pub(crate) fn on_ack(&mut self, ack: Ack, now: Instant, events: &mut Vec<Event>) {
@@ -104,6 +111,12 @@ impl Table {
     /// watched (then only a datagram or a `watch` wakes it).
     pub(crate) fn next_wake(&self) -> Option<Instant> {
         self.peers.values().map(Peer::next_wake).min()
+    }
+
+    /// A wake-up later than this means the monitor was starved: one
+    /// heartbeat interval.
+    pub(crate) fn stall_threshold(&self) -> Duration {
+        self.cfg.heartbeat_interval
     }
 
     pub(crate) fn view(&self) -> Vec<ServerHealth> {
