@@ -191,6 +191,16 @@ impl Coord {
         if self.state.join_complete {
             // A rejoin: it learns the membership and the leader, and follows.
             self.configure(Some(id));
+            if self.leader == Some(id) {
+                // The leader itself restarted faster than the failure
+                // detector noticed: it came back as a follower, so nobody
+                // leads. Select again.
+                tracing::info!(server = id, "the leader restarted; selecting a new one");
+                self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "restarted"}));
+                self.leader = None;
+                self.publish();
+                self.maybe_select();
+            }
         } else if self.state.members.len() as u64 == self.n {
             self.state.join_complete = true;
             self.save();
@@ -284,8 +294,11 @@ impl Coord {
         // leader cut off from it).
         let asked: Vec<u64> = self.alive.iter().filter(|(_, a)| **a).map(|(id, _)| *id).collect();
         let (n, controls, me, trace) = (self.n as usize, self.controls.clone(), self.me.clone(), self.trace.clone());
+        // The first selection waits for every server, so that with equal
+        // (empty) logs server 1 leads term 1, as in the prototype.
+        let first = term == 1;
         tokio::spawn(async move {
-            let outcome = selection::run(term, n, members, &asked, controls, &trace).await;
+            let outcome = selection::run(term, n, members, &asked, controls, &trace, first).await;
             let _ = me.send(Input::Selected(outcome));
         });
     }

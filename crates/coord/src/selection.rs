@@ -59,6 +59,7 @@ pub async fn run(
     asked: &[u64],
     controls: Controls,
     trace: &kvraft_trace::Trace,
+    wait_for_all: bool,
 ) -> Outcome {
     let tok = || if trace.enabled() { trace.generate_token() } else { Vec::new() };
     let quorum = num_servers / 2 + 1;
@@ -95,7 +96,8 @@ pub async fn run(
                 }
                 if answers.len() >= quorum && !grace_armed {
                     grace_armed = true;
-                    grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                    let wait = if wait_for_all { Duration::from_secs(1) } else { GRACE };
+                    grace.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
             _ = &mut grace, if grace_armed => break,

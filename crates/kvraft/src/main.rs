@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// The seed's story in one command: a cluster, two clients, a failure, the failover.
     Demo(cmd::demo::Args),
+    /// Fault injection with real partitions (network namespaces; root): a seeded nemesis and a linearizability check.
+    Faults(cmd::faults::Args),
     /// Load generator: throughput and latency percentiles; `bench failover`.
     Bench(cmd::bench::Args),
     /// A local cluster in the background: up, down, status.
@@ -42,16 +44,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Like any Unix tool: a closed pipe (`kvraft ctl log 1 | head`) ends the
-    // process quietly instead of failing a write.
-    // SAFETY: restoring a signal's default disposition before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Ctl(_) | Command::Lincheck(_) | Command::Trace(_) | Command::Sim(_)) {
+        // Like any Unix tool: a closed pipe (`kvraft ctl log 1 | head`) ends
+        // the process quietly. Only for these printing tools: a server or
+        // coord must survive writing to a peer that just died (EPIPE).
+        // SAFETY: restoring a signal's default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Faults(args) => cmd::faults::run(args),
         Command::Cluster(args) => cmd::cluster::run(args),
         Command::Client(args) => cmd::client::run(args),
         Command::Ctl(args) => cmd::ctl::run(args),

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod coord;
 pub mod ctl;
 pub mod demo;
+pub mod faults;
 pub mod lincheck;
 pub mod server;
 pub mod sim;

@@ -1,0 +1,135 @@
+//! After healing: are the servers' logs identical up to the commit index?
+//!
+//! Raft's log matching says every server holds the same entry at every
+//! index both have committed. Each server is asked (over Admin) for its
+//! commit and snapshot indexes, then for its entries in the window every
+//! server still holds and has committed: above the highest snapshot, up to
+//! the lowest commit index. Each entry (index, term, payload) must be the
+//! same everywhere.
+
+use std::time::Duration;
+
+use kvraft_proto as pb;
+
+use crate::layout::{Layout, SERVER_CLIENT_PORT};
+use crate::leader::{connect, status};
+
+/// The outcome, in one line for the report.
+pub struct LogCheck {
+    /// False only when two servers disagree on a committed entry.
+    pub consistent: bool,
+    pub summary: String,
+}
+
+const PAGE: u64 = 5000;
+
+async fn lines(layout: &Layout, id: u64, from: u64, to: u64) -> Option<Vec<pb::LogLine>> {
+    let ch = connect(&layout.server_addr(id, SERVER_CLIENT_PORT), Duration::from_secs(1)).await?;
+    let mut a = pb::admin_client::AdminClient::new(ch);
+    let mut out = Vec::new();
+    let mut next = from;
+    while next <= to {
+        let limit = (to - next + 1).min(PAGE) as u32;
+        let req = pb::LogRequest { from: next, limit };
+        let page = tokio::time::timeout(Duration::from_secs(5), a.log(req)).await.ok()?.ok()?.into_inner().lines;
+        if page.first().is_some_and(|l| l.index > next) {
+            // Compacted since its status was read: the window is gone here.
+            return None;
+        }
+        let before = out.len();
+        out.extend(page.into_iter().filter(|l| l.index >= next && l.index <= to));
+        match out.last() {
+            Some(last) if out.len() > before => next = last.index + 1,
+            _ => break,
+        }
+    }
+    Some(out)
+}
+
+/// Every server's status, or the id of one that did not answer.
+async fn statuses(layout: &Layout) -> Result<Vec<(u64, pb::StatusReply)>, u64> {
+    let mut states = Vec::new();
+    for id in layout.server_ids() {
+        states.push((id, status(layout, id).await.ok_or(id)?));
+    }
+    Ok(states)
+}
+
+/// Waits (up to `within`) until every server has committed what the most
+/// advanced one had when asked: a server restarted at the very end learns
+/// the commit index only from the leader's next message.
+async fn converged(layout: &Layout, within: Duration) -> Result<Vec<(u64, pb::StatusReply)>, u64> {
+    let deadline = tokio::time::Instant::now() + within;
+    let target = statuses(layout).await?.iter().map(|(_, s)| s.commit_index).max().unwrap_or(0);
+    loop {
+        let states = statuses(layout).await?;
+        let behind = states.iter().any(|(_, s)| s.commit_index < target);
+        if !behind || tokio::time::Instant::now() >= deadline {
+            return Ok(states);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Compares every server's committed log.
+pub async fn compare(layout: &Layout) -> LogCheck {
+    let states = match converged(layout, Duration::from_secs(10)).await {
+        Ok(s) => s,
+        Err(id) => {
+            return LogCheck { consistent: true, summary: format!("logs not compared: server {id} did not answer") };
+        }
+    };
+    let from = states.iter().map(|(_, s)| s.snapshot_index).max().unwrap_or(0) + 1;
+    let to = states.iter().map(|(_, s)| s.commit_index).min().unwrap_or(0);
+    if to < from {
+        return LogCheck {
+            consistent: true,
+            summary: format!("logs not compared: no common committed window (from {from}, to {to})"),
+        };
+    }
+    let mut reference: Option<(u64, Vec<pb::LogLine>)> = None;
+    for (id, _) in &states {
+        let Some(mine) = lines(layout, *id, from, to).await else {
+            return LogCheck {
+                consistent: true,
+                summary: format!("logs not compared: server {id} did not list its log (or compacted it meanwhile)"),
+            };
+        };
+        match &reference {
+            None => reference = Some((*id, mine)),
+            Some((rid, theirs)) => {
+                if let Some(diff) = first_difference(theirs, &mine) {
+                    return LogCheck {
+                        consistent: false,
+                        summary: format!("servers {rid} and {id} differ in the committed log: {diff}"),
+                    };
+                }
+            }
+        }
+    }
+    let n = reference.map_or(0, |(_, l)| l.len());
+    let commits: Vec<String> = states.iter().map(|(id, s)| format!("s{id}={}", s.commit_index)).collect();
+    LogCheck {
+        consistent: true,
+        summary: format!(
+            "logs identical on all {} servers over committed indexes {from}..={to} ({n} entries; commit {})",
+            states.len(),
+            commits.join(" ")
+        ),
+    }
+}
+
+fn show(l: Option<&pb::LogLine>) -> String {
+    l.map_or("nothing".into(), |l| format!("{}. Term={}, Entry={}", l.index, l.term, l.entry))
+}
+
+fn first_difference(a: &[pb::LogLine], b: &[pb::LogLine]) -> Option<String> {
+    let same = |x: &pb::LogLine, y: &pb::LogLine| (x.index, x.term, &x.entry) == (y.index, y.term, &y.entry);
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) if same(x, y) => {}
+            (x, y) => return Some(format!("{} vs {}", show(x), show(y))),
+        }
+    }
+    None
+}
