@@ -101,7 +101,7 @@ mod tests {
         };
         std::fs::write(&path, cfg(5)).unwrap();
         let c = CoordConfig::load(&path).unwrap();
-        assert_eq!((c.num_servers, c.lost_msgs_thresh, c.heartbeat_ms), (5, 3, 20));
+        assert_eq!((c.num_servers, c.lost_msgs_thresh, c.heartbeat_ms, c.rtt_floor_ms), (5, 3, 25, 150));
         std::fs::write(&path, cfg(4)).unwrap();
         let e = CoordConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("NumServers must be"), "{e}");
