@@ -44,11 +44,7 @@ impl pb::coord_client_server::CoordClient for ClientApi {
     /// incomplete or a selection under way), or what stands in the way.
     async fn get_leader(&self, req: Request<pb::LeaderRequest>) -> Result<Response<pb::LeaderInfo>, Status> {
         let r = req.into_inner();
-        let trace = if self.tracer.enabled() {
-            self.tracer.receive_token(&r.trace).unwrap_or_else(|_| self.tracer.create_trace())
-        } else {
-            kvraft_trace::Trace::disabled()
-        };
+        let trace = self.tracer.continue_or_create(&r.trace);
         trace.record("LeaderReqRecvd", serde_json::json!({}));
         let wait = Duration::from_millis(r.wait_ms as u64).min(MAX_WAIT);
         let mut rx = self.leader.clone();

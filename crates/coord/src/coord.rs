@@ -43,14 +43,6 @@ pub struct Coord {
     trace: Trace,
 }
 
-/// A trace continuing the sender's, or a new one when it sent none.
-fn continue_trace(tracer: &Tracer, token: &[u8]) -> Trace {
-    if !tracer.enabled() {
-        return Trace::disabled();
-    }
-    tracer.receive_token(token).unwrap_or_else(|_| tracer.create_trace())
-}
-
 fn token(trace: &Trace) -> Vec<u8> {
     if trace.enabled() { trace.generate_token() } else { Vec::new() }
 }
@@ -144,7 +136,7 @@ impl Coord {
     }
 
     fn on_join(&mut self, req: pb::JoinRequest) -> pb::JoinReply {
-        let trace = continue_trace(&self.tracer, &req.trace);
+        let trace = self.tracer.continue_or_create(&req.trace);
         let mut reply = self.join(req, &trace);
         reply.trace = token(&trace);
         reply

@@ -133,14 +133,6 @@ pub struct LoopParts {
     pub trace: Trace,
 }
 
-/// A trace continuing the sender's, or a new one when it sent none.
-fn continue_trace(tracer: &Tracer, token: &[u8]) -> Trace {
-    if !tracer.enabled() {
-        return Trace::disabled();
-    }
-    tracer.receive_token(token).unwrap_or_else(|_| tracer.create_trace())
-}
-
 /// The trace record of a client command arriving or committing.
 fn command_tag(op: &kvraft_core::kv::Op, committed: bool) -> &'static str {
     use kvraft_core::kv::Op;
@@ -224,17 +216,17 @@ impl NodeLoop {
         match input {
             Input::Peer(m) => self.node.step(m),
             Input::Client { cmd, reply, token } => {
-                let trace = continue_trace(&self.tracer, &token);
+                let trace = self.tracer.continue_or_create(&token);
                 trace.record_with(command_tag(&cmd.op, false), || command_body(&cmd, None));
                 self.on_client(cmd, reply, trace)
             }
             Input::LogState { term, reply, token } => {
-                let trace = continue_trace(&self.tracer, &token);
+                let trace = self.tracer.continue_or_create(&token);
                 self.log_state_waiters.entry(term).or_default().push((reply, trace));
                 self.node.log_state_request(term);
             }
             Input::BecomeLeader { term, members, reply, token } => {
-                let trace = continue_trace(&self.tracer, &token);
+                let trace = self.tracer.continue_or_create(&token);
                 self.set_members(members.clone());
                 self.leader_waiters.entry(term).or_default().push((reply, trace));
                 let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
@@ -242,7 +234,7 @@ impl NodeLoop {
             }
             Input::Configure(members) => self.set_members(members),
             Input::Notice { leader, term, failed, token } => {
-                let trace = continue_trace(&self.tracer, &token);
+                let trace = self.tracer.continue_or_create(&token);
                 for f in failed {
                     trace.record("ServerFailRecvd", json!({"FailedServerId": f}));
                 }

@@ -185,6 +185,16 @@ impl Tracer {
     /// the process clock, ticks, and records `ReceiveTokenTrace` (body: the
     /// token in base64, as the sender's `GenerateTokenTrace` has it).
     ///
+    /// The trace a received message continues: the sender's, through its
+    /// token, or a new one when the token is missing or unreadable (the
+    /// sender does not trace). Disabled tracers return a disabled trace.
+    pub fn continue_or_create(&self, token: &[u8]) -> Trace {
+        if !self.enabled() {
+            return Trace::disabled();
+        }
+        self.receive_token(token).unwrap_or_else(|_| self.create_trace())
+    }
+
     /// A disabled tracer ignores the token and returns a disabled trace. An
     /// empty token (the sender does not trace) is [`TokenError::Empty`];
     /// callers usually fall back to [`Tracer::create_trace`].
