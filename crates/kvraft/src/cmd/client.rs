@@ -135,6 +135,7 @@ async fn workload(args: Args, cfg: ClientConfig) -> anyhow::Result<ExitCode> {
     }
     kc.ch_capacity = cfg.ch_capacity.max(args.window);
     kc.window = args.window;
+    let kc_tracer = kc.tracer.clone();
     let (client, mut results) = KvClient::start(kc).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ops = ops(&args, &cfg.client_id);
     let total = ops.len();
@@ -185,7 +186,16 @@ async fn workload(args: Args, cfg: ClientConfig) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = submitter.await;
+    let tracer = kc_tracer;
     client.stop().await;
+    let st = tracer.stats();
+    if st.recorded > st.sent {
+        eprintln!(
+            "kvraft client: tracing: {} of {} records never reached the tracing server",
+            st.recorded - st.sent,
+            st.recorded
+        );
+    }
     let secs = start.elapsed().as_secs_f64();
     println!(
         "client {}: {done} operations in {:.2}s ({:.0} ops/s), {wrong} wrong, {failed} failed",
