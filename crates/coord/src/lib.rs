@@ -147,14 +147,8 @@ pub async fn run(cfg: CoordConfig, shutdown: impl Future<Output = ()> + Send + '
     };
     actor_task.abort();
     tracer.flush(Duration::from_millis(500)).await;
-    let st = tracer.stats();
-    if st.recorded > st.sent {
-        // Records that never reached the tracing server are reported, not hidden.
-        eprintln!(
-            "kvraft coord: tracing: {} of {} records never reached the tracing server",
-            st.recorded - st.sent,
-            st.recorded
-        );
+    if let Some(line) = tracer.unsent_report() {
+        eprintln!("kvraft coord: {line}");
     }
     a.map_err(|source| CoordError::Serve { what: "server API", source })?;
     b.map_err(|source| CoordError::Serve { what: "client API", source })?;

@@ -220,14 +220,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     responder_task.abort();
     // Let the last trace records reach the tracing server.
     tracer.flush(Duration::from_millis(500)).await;
-    let st = tracer.stats();
-    if st.recorded > st.sent {
-        // Records that never reached the tracing server are reported, not hidden.
-        eprintln!(
-            "kvraft server: tracing: {} of {} records never reached the tracing server",
-            st.recorded - st.sent,
-            st.recorded
-        );
+    if let Some(line) = tracer.unsent_report() {
+        eprintln!("kvraft server: {line}");
     }
     if let Some(reason) = refused.lock().expect("not poisoned").take() {
         return Err(ServerError::JoinRefused(reason));

@@ -188,13 +188,8 @@ async fn workload(args: Args, cfg: ClientConfig) -> anyhow::Result<ExitCode> {
     let _ = submitter.await;
     let tracer = kc_tracer;
     client.stop().await;
-    let st = tracer.stats();
-    if st.recorded > st.sent {
-        eprintln!(
-            "kvraft client: tracing: {} of {} records never reached the tracing server",
-            st.recorded - st.sent,
-            st.recorded
-        );
+    if let Some(line) = tracer.unsent_report() {
+        eprintln!("kvraft client: {line}");
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

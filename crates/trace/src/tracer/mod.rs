@@ -163,6 +163,16 @@ impl Tracer {
         self.shared().map(|s| s.stats()).unwrap_or_default()
     }
 
+    /// One line saying how many records never reached the tracing server,
+    /// or `None` when all did: what a process prints as it exits, so lost
+    /// records are reported, not hidden.
+    pub fn unsent_report(&self) -> Option<String> {
+        let st = self.stats();
+        (st.recorded > st.sent).then(|| {
+            format!("tracing: {} of {} records never reached the tracing server", st.recorded - st.sent, st.recorded)
+        })
+    }
+
     /// A copy of the process clock (empty when disabled).
     pub fn clock(&self) -> VectorClock {
         self.shared().map(|s| s.lock().clock().clone()).unwrap_or_default()
