@@ -13,7 +13,7 @@ fn main() {
     let secs = args.get(1).copied().unwrap_or(60);
     let servers = args.get(2).copied().unwrap_or(5);
     let clients = args.get(3).copied().unwrap_or(4);
-    let steps = kvraft_faults::schedule::generate(seed, servers, clients, Duration::from_secs(secs));
+    let steps = kvraft_faults::schedule::generate(seed, servers, clients, Duration::from_secs(secs), &[]);
     for s in steps {
         println!("at {:>6.2}s hold {:>4.2}s  {:?}", s.at.as_secs_f64(), s.hold.as_secs_f64(), s.fault);
     }

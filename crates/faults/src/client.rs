@@ -15,7 +15,6 @@ use kvslib::{Config, KvClient};
 
 use crate::history::{Outcome, Record};
 use crate::layout::{Layout, Node};
-use crate::netns;
 use crate::workload::{KeySpace, Workload};
 
 /// An operation gets this long before kvslib reports a timeout.
@@ -67,7 +66,7 @@ impl Drop for StopOnDrop {
 
 /// Runs client `index` (1-based) until `shared.stop`; returns its records.
 pub fn run(layout: &Layout, index: u64, seed: u64, shared: Arc<Shared>) -> anyhow::Result<Vec<Record>> {
-    netns::enter(&layout.netns(Node::Client(index)))?;
+    layout.enter(Node::Client(index))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("building a client runtime")?;
     let cfg = Config {
         client_id: format!("faults-{}-{}-c{index}", layout.pid, layout.run),

@@ -1,6 +1,7 @@
 //! The coord and server processes, each run as
-//! `ip netns exec <its namespace> <kvraft> coord|server ...`, and the
-//! signals the nemesis sends them.
+//! `ip netns exec <its namespace> <kvraft> coord|server ...` (or plainly
+//! `<kvraft> coord|server ...` on loopback), and the signals the nemesis
+//! sends them.
 //!
 //! `ip netns exec` switches namespace and then execs the command in place,
 //! so the child's pid is the kvraft process itself: SIGKILL, SIGSTOP and
@@ -75,9 +76,13 @@ impl Cluster {
             .with_context(|| format!("opening {}", log_path.display()))?;
         writeln!(log, "==== kvraft faults: starting {name} at t={:.3}s", self.epoch.elapsed().as_secs_f64())?;
         let config = self.paths.config(node);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.layout.netns(node)]);
-        cmd.arg(&self.bin);
+        let mut cmd = if self.layout.namespaced() {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &self.layout.netns(node)]).arg(&self.bin);
+            cmd
+        } else {
+            Command::new(&self.bin)
+        };
         match node {
             Node::Server(id) => cmd.args(["server", &id.to_string()]),
             _ => cmd.arg("coord"),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::layout::{Layout, Node, SERVER_CLIENT_PORT, SERVER_CONTROL_PORT, SERVER_FCHECK_PORT, SERVER_PEER_PORT};
+use crate::layout::{Layout, Node, Port};
 
 /// Where a run keeps its files.
 #[derive(Clone, Debug)]
@@ -55,10 +55,10 @@ pub fn write_all(layout: &Layout, paths: &Paths) -> anyhow::Result<()> {
         let cfg = serde_json::json!({
             "ServerID": id,
             "CoordAddr": layout.coord_server_addr(),
-            "ServerAddr": layout.server_addr(id, SERVER_FCHECK_PORT),
-            "ServerServerAddr": layout.server_addr(id, SERVER_PEER_PORT),
-            "ServerListenAddr": layout.server_addr(id, SERVER_CONTROL_PORT),
-            "ClientListenAddr": layout.server_addr(id, SERVER_CLIENT_PORT),
+            "ServerAddr": layout.server_addr(id, Port::Fcheck),
+            "ServerServerAddr": layout.server_addr(id, Port::Peer),
+            "ServerListenAddr": layout.server_addr(id, Port::Control),
+            "ClientListenAddr": layout.server_addr(id, Port::Client),
             "Secret": "",
             "TracingIdentity": format!("server{id}"),
             "DataDir": paths.data(Node::Server(id)),

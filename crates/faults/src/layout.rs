@@ -9,9 +9,15 @@
 //!   inside this run's namespaces: no namespace has a default route, so
 //!   nothing can leave them;
 //! - each process has a namespace, hence an address, of its own, so fixed
-//!   ports never clash.
+//!   ports never clash;
+//! - in [`Net::Loopback`] (no namespaces can be made: a non-root run), every
+//!   process lives on 127.0.0.1 and each of its ports was free when the
+//!   run began (picked by binding port 0), fixed for the whole run so
+//!   restarted processes come back at the same address.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// What every namespace name of every run starts with.
 pub const PREFIX: &str = "kvraft-faults-";
@@ -19,14 +25,49 @@ pub const PREFIX: &str = "kvraft-faults-";
 /// The first three octets of the private /24 used inside the namespaces.
 pub const SUBNET: [u8; 3] = [10, 213, 7];
 
-/// The coord's client API (clients, the harness) and server API (joins).
-pub const COORD_CLIENT_PORT: u16 = 7000;
-pub const COORD_SERVER_PORT: u16 = 7001;
-/// A server's fcheck responder (UDP), peers, control (coord) and client ports.
-pub const SERVER_FCHECK_PORT: u16 = 7100;
-pub const SERVER_PEER_PORT: u16 = 7101;
-pub const SERVER_CONTROL_PORT: u16 = 7102;
-pub const SERVER_CLIENT_PORT: u16 = 7103;
+/// The ports a process listens on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Port {
+    /// The coord's client API (clients, the harness).
+    CoordClient,
+    /// The coord's server API (joins).
+    CoordServer,
+    /// A server's fcheck responder (UDP).
+    Fcheck,
+    /// A server's peer port.
+    Peer,
+    /// A server's control port (the coord).
+    Control,
+    /// A server's client port.
+    Client,
+}
+
+impl Port {
+    const SERVER: [Port; 4] = [Port::Fcheck, Port::Peer, Port::Control, Port::Client];
+
+    /// The port inside a namespace, where every process has an address of
+    /// its own.
+    fn fixed(self) -> u16 {
+        match self {
+            Port::CoordClient => 7000,
+            Port::CoordServer => 7001,
+            Port::Fcheck => 7100,
+            Port::Peer => 7101,
+            Port::Control => 7102,
+            Port::Client => 7103,
+        }
+    }
+}
+
+/// Where the run's processes live.
+#[derive(Clone, Debug)]
+pub enum Net {
+    /// A namespace each, joined by a bridge: partitions are possible.
+    Namespaces,
+    /// All on 127.0.0.1, each (process, port) on a port picked at start:
+    /// kills and pauses only.
+    Loopback(Arc<BTreeMap<(Node, Port), u16>>),
+}
 
 /// The interface each process namespace reaches the bridge through.
 pub const NODE_IFACE: &str = "eth0";
@@ -95,9 +136,11 @@ pub struct Layout {
     pub run: u32,
     pub servers: u64,
     pub clients: u64,
+    pub net: Net,
 }
 
 impl Layout {
+    /// A layout in network namespaces.
     pub fn new(servers: u64, clients: u64) -> Layout {
         static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         Layout {
@@ -105,6 +148,53 @@ impl Layout {
             run: RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             servers,
             clients,
+            net: Net::Namespaces,
+        }
+    }
+
+    /// A layout on loopback, every port picked free now.
+    pub fn loopback(servers: u64, clients: u64) -> anyhow::Result<Layout> {
+        let mut ports = BTreeMap::new();
+        // Held until all are picked, so no two picks return the same port.
+        let mut held = Vec::new();
+        let mut pick = |node: Node, port: Port| -> anyhow::Result<()> {
+            let (tcp, udp) = free_port_pair()?;
+            ports.insert((node, port), tcp.local_addr()?.port());
+            held.push((tcp, udp));
+            Ok(())
+        };
+        pick(Node::Coord, Port::CoordClient)?;
+        pick(Node::Coord, Port::CoordServer)?;
+        for id in 1..=servers {
+            for port in Port::SERVER {
+                pick(Node::Server(id), port)?;
+            }
+        }
+        Ok(Layout { net: Net::Loopback(Arc::new(ports)), ..Layout::new(servers, clients) })
+    }
+
+    /// True if processes have namespaces (and partitions can be made).
+    pub fn namespaced(&self) -> bool {
+        matches!(self.net, Net::Namespaces)
+    }
+
+    /// Moves the calling thread into `node`'s namespace (nothing to do on
+    /// loopback).
+    pub fn enter(&self, node: Node) -> anyhow::Result<()> {
+        match self.net {
+            Net::Namespaces => crate::netns::enter(&self.netns(node)),
+            Net::Loopback(_) => Ok(()),
+        }
+    }
+
+    fn addr(&self, node: Node, port: Port) -> String {
+        match &self.net {
+            Net::Namespaces => format!("{}:{}", node.ip(), port.fixed()),
+            Net::Loopback(ports) => {
+                // Every (node, port) the configs name was picked in `loopback`.
+                let p = ports.get(&(node, port)).copied().unwrap_or(0);
+                format!("127.0.0.1:{p}")
+            }
         }
     }
 
@@ -140,16 +230,29 @@ impl Layout {
     }
 
     pub fn coord_client_addr(&self) -> String {
-        format!("{}:{COORD_CLIENT_PORT}", Node::Coord.ip())
+        self.addr(Node::Coord, Port::CoordClient)
     }
 
     pub fn coord_server_addr(&self) -> String {
-        format!("{}:{COORD_SERVER_PORT}", Node::Coord.ip())
+        self.addr(Node::Coord, Port::CoordServer)
     }
 
-    pub fn server_addr(&self, id: u64, port: u16) -> String {
-        format!("{}:{port}", Node::Server(id).ip())
+    pub fn server_addr(&self, id: u64, port: Port) -> String {
+        self.addr(Node::Server(id), port)
     }
+}
+
+/// A loopback port free for both TCP and UDP (the fcheck port is UDP, the
+/// others TCP: one rule for all keeps it simple).
+fn free_port_pair() -> anyhow::Result<(std::net::TcpListener, std::net::UdpSocket)> {
+    for _ in 0..100 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            return Ok((tcp, udp));
+        }
+    }
+    anyhow::bail!("no loopback port free for both TCP and UDP after 100 tries")
 }
 
 /// What the namespace names of every run made by process `pid` start with.
@@ -163,7 +266,7 @@ mod tests {
 
     #[test]
     fn names_and_addresses_are_distinct() {
-        let l = Layout { pid: 42, run: 3, servers: 7, clients: MAX_CLIENTS };
+        let l = Layout { pid: 42, run: 3, servers: 7, clients: MAX_CLIENTS, net: Net::Namespaces };
         let nodes = l.nodes();
         let mut ns: Vec<_> = nodes.iter().map(|n| l.netns(*n)).collect();
         let mut ips: Vec<_> = nodes.iter().map(|n| n.ip()).collect();
@@ -176,5 +279,25 @@ mod tests {
         assert_eq!(ips.len(), nodes.len());
         assert!(ns.iter().all(|n| n.starts_with("kvraft-faults-42-3-")));
         assert!(nodes.iter().all(|n| n.tag().len() <= 15));
+    }
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_distinct_and_on_127_0_0_1() {
+        let l = Layout::loopback(5, 4).unwrap();
+        assert!(!l.namespaced());
+        let mut addrs = vec![l.coord_client_addr(), l.coord_server_addr()];
+        for id in l.server_ids() {
+            addrs.extend(Port::SERVER.iter().map(|p| l.server_addr(id, *p)));
+        }
+        assert!(addrs.iter().all(|a| a.starts_with("127.0.0.1:") && !a.ends_with(":0")), "{addrs:?}");
+        let n = addrs.len();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), n);
     }
 }

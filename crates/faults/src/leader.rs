@@ -10,7 +10,7 @@ use std::time::Duration;
 use kvraft_proto as pb;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::layout::{Layout, SERVER_CLIENT_PORT};
+use crate::layout::{Layout, Port};
 
 /// A channel to `addr`, or `None` within about `within`.
 pub async fn connect(addr: &str, within: Duration) -> Option<Channel> {
@@ -31,7 +31,7 @@ pub async fn from_coord(layout: &Layout) -> Option<u64> {
 /// One server's own status, if it answers within half a second.
 pub async fn status(layout: &Layout, id: u64) -> Option<pb::StatusReply> {
     let within = Duration::from_millis(500);
-    let ch = connect(&layout.server_addr(id, SERVER_CLIENT_PORT), within).await?;
+    let ch = connect(&layout.server_addr(id, Port::Client), within).await?;
     let mut a = pb::admin_client::AdminClient::new(ch);
     Some(tokio::time::timeout(within, a.status(pb::StatusRequest {})).await.ok()?.ok()?.into_inner())
 }

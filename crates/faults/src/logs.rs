@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kvraft_proto as pb;
 
-use crate::layout::{Layout, SERVER_CLIENT_PORT};
+use crate::layout::{Layout, Port};
 use crate::leader::{connect, status};
 
 /// The outcome, in one line for the report.
@@ -24,7 +24,7 @@ pub struct LogCheck {
 const PAGE: u64 = 5000;
 
 async fn lines(layout: &Layout, id: u64, from: u64, to: u64) -> Option<Vec<pb::LogLine>> {
-    let ch = connect(&layout.server_addr(id, SERVER_CLIENT_PORT), Duration::from_secs(1)).await?;
+    let ch = connect(&layout.server_addr(id, Port::Client), Duration::from_secs(1)).await?;
     let mut a = pb::admin_client::AdminClient::new(ch);
     let mut out = Vec::new();
     let mut next = from;

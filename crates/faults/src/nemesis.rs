@@ -67,7 +67,8 @@ impl<'a> Nemesis<'a> {
             cuts: Cuts::default(),
             epoch,
             progress,
-            strace: slow_disk::available(),
+            // strace attaches to a server only as root (ptrace of a non-child).
+            strace: slow_disk::available() && crate::run::is_root(),
             actions: Vec::new(),
             counts: BTreeMap::new(),
             stats: None,
@@ -198,7 +199,7 @@ impl<'a> Nemesis<'a> {
                 let ms = delay.as_millis();
                 if !self.strace {
                     self.note(format!(
-                        "slow-disk skipped: strace is not installed (server {id}{why}, +{ms} ms per fsync)"
+                        "slow-disk skipped: needs strace and root (server {id}{why}, +{ms} ms per fsync)"
                     ));
                     return Ok(Undo::Nothing);
                 }

@@ -69,10 +69,6 @@ impl Network {
         ip(&["-n", &ns, "link", "set", NODE_IFACE, "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])
     }
-
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
 }
 
 impl Drop for Network {

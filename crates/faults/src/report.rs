@@ -50,6 +50,8 @@ pub struct Report {
     pub work_dir: PathBuf,
     /// What this run's namespace names start with (all deleted by now).
     pub netns_prefix: String,
+    /// Set when the run was on loopback: which faults it skipped, and why.
+    pub skipped: Option<String>,
 }
 
 impl Report {
@@ -67,6 +69,9 @@ impl fmt::Display for Report {
             self.ops, self.ok, self.failed, self.unknown, self.checked_ops
         )?;
         writeln!(f, "faults: {}", kinds.join(" "))?;
+        if let Some(skipped) = &self.skipped {
+            writeln!(f, "note: {skipped}")?;
+        }
         writeln!(f, "recovery: {}", self.recovery)?;
         if self.unexpected_exits.is_empty() {
             writeln!(f, "processes: none exited unless killed by the nemesis")?;

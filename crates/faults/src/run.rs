@@ -1,7 +1,9 @@
 //! One harness run, start to end:
 //!
-//! 1. checks (root, binary, sizes), sweeps namespaces left by dead runs,
-//!    writes configs, builds the network (caller's thread);
+//! 1. checks (binary, sizes), picks namespaces (root) or loopback (not
+//!    root, or `--loopback`: partitions skipped, said in one line), sweeps
+//!    namespaces left by dead runs, writes configs, builds the network
+//!    (caller's thread);
 //! 2. on a thread moved into the harness's own namespace: starts the coord
 //!    and servers, waits for a leader, starts the client threads, runs the
 //!    nemesis for the time budget, heals everything, waits for every client
@@ -34,7 +36,7 @@ use crate::nemesis::Nemesis;
 use crate::netns;
 use crate::network::Network;
 use crate::report::Report;
-use crate::schedule;
+use crate::schedule::{self, Kind};
 
 /// Each client must complete this many operations after the final heal.
 const OPS_TO_RECOVER: u64 = 3;
@@ -73,14 +75,43 @@ fn validate(opts: &Options) -> anyhow::Result<()> {
     if !opts.kvraft_bin.is_file() {
         bail!("the kvraft binary {} does not exist (build it with `cargo build -p kvraft`)", opts.kvraft_bin.display());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "the fault harness must run as root: it creates network namespaces \
-             (ip netns add), veths and a bridge, and signals the processes it runs"
-        );
-    }
     Ok(())
+}
+
+/// True if this process runs as root.
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The kinds of fault this run cannot inject.
+fn skipped_kinds(layout: &Layout) -> Vec<Kind> {
+    let mut skip = Vec::new();
+    if !layout.namespaced() {
+        skip.push(Kind::Partition);
+    }
+    if !is_root() {
+        skip.push(Kind::SlowDisk);
+    }
+    skip
+}
+
+/// Namespaces when they can be made (root, unless `--loopback` asks
+/// otherwise); else loopback, with the line that says what is skipped.
+fn choose_layout(opts: &Options) -> anyhow::Result<(Layout, Option<String>)> {
+    let why = if opts.loopback {
+        "--loopback"
+    } else if !is_root() {
+        "not root, so no network namespaces can be made"
+    } else {
+        return Ok((Layout::new(opts.servers, opts.clients), None));
+    };
+    let layout = Layout::loopback(opts.servers, opts.clients)?;
+    let line = format!(
+        "partition faults SKIPPED ({why}): kills, pauses and coord kills run on loopback (127.0.0.1){}",
+        if is_root() { "" } else { "; slow disks skipped too (strace cannot attach without root)" }
+    );
+    Ok((layout, Some(line)))
 }
 
 /// Creates the folder and clears what an earlier run left in it (only the
@@ -102,8 +133,8 @@ fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Runs the harness (see the crate docs). Blocking: it makes its own
 /// threads and runtimes, so call it from a plain thread, not from inside an
-/// async task. An `Err` means the harness itself could not run (not root,
-/// no binary, a cluster that never elected a leader...); what it found
+/// async task. An `Err` means the harness itself could not run (no
+/// binary, a cluster that never elected a leader...); what it found
 /// about KVRaft is in the [`Report`], whose [`Report::passed`] is the
 /// verdict.
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
@@ -111,34 +142,54 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let epoch = Instant::now();
     let dir = prepare(&opts.work_dir)?;
     let paths = Paths { dir: dir.clone() };
-    let swept = netns::sweep_stale();
-    if !swept.is_empty() {
-        say(opts, epoch, &format!("swept {} stale namespaces: {}", swept.len(), swept.join(" ")));
+    let (layout, skipped) = choose_layout(opts)?;
+    if let Some(line) = &skipped {
+        // Always printed: a run that tests less than usual must say so.
+        eprintln!("kvraft faults: {line}");
+    }
+    if layout.namespaced() {
+        let swept = netns::sweep_stale();
+        if !swept.is_empty() {
+            say(opts, epoch, &format!("swept {} stale namespaces: {}", swept.len(), swept.join(" ")));
+        }
     }
     say(opts, epoch, &format!("replay with: {}", replay_command(opts)));
-    let layout = Layout::new(opts.servers, opts.clients);
     configs::write_all(&layout, &paths)?;
-    let net = Network::create(&layout)?;
-    say(
-        opts,
-        epoch,
-        &format!(
-            "network up: {} namespaces {}* on a bridge in {}",
-            layout.nodes().len() + 1,
-            layout.prefix(),
-            layout.hub()
-        ),
-    );
-    let driven = std::thread::scope(|s| match s.spawn(|| drive(opts, net.layout(), &paths, epoch)).join() {
+    let net = if layout.namespaced() {
+        let net = Network::create(&layout)?;
+        say(
+            opts,
+            epoch,
+            &format!(
+                "network up: {} namespaces {}* on a bridge in {}",
+                layout.nodes().len() + 1,
+                layout.prefix(),
+                layout.hub()
+            ),
+        );
+        Some(net)
+    } else {
+        None
+    };
+    let driven = std::thread::scope(|s| match s.spawn(|| drive(opts, &layout, &paths, epoch)).join() {
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
     })?;
-    drop(net);
-    say(opts, epoch, "network deleted; checking the history");
-    finish(opts, &layout, &paths, driven, epoch)
+    if net.is_some() {
+        drop(net);
+        say(opts, epoch, "network deleted; checking the history");
+    }
+    finish(opts, &layout, &paths, driven, epoch, skipped)
 }
 
-fn finish(opts: &Options, layout: &Layout, paths: &Paths, d: Driven, epoch: Instant) -> anyhow::Result<Report> {
+fn finish(
+    opts: &Options,
+    layout: &Layout,
+    paths: &Paths,
+    d: Driven,
+    epoch: Instant,
+    skipped: Option<String>,
+) -> anyhow::Result<Report> {
     let tally = history::tally(&d.records);
     let ops = history::to_operations(&d.records);
     history::write_history(&paths.history(), &ops)?;
@@ -169,6 +220,7 @@ fn finish(opts: &Options, layout: &Layout, paths: &Paths, d: Driven, epoch: Inst
         replay: replay_command(opts),
         work_dir: paths.dir.clone(),
         netns_prefix: layout.prefix(),
+        skipped,
     };
     std::fs::write(paths.dir.join("report.txt"), format!("{report}\n"))?;
     Ok(report)
@@ -183,12 +235,15 @@ fn replay_command(opts: &Options) -> String {
     if opts.clients != Options::default().clients {
         cmd.push_str(&format!(" --clients {}", opts.clients));
     }
+    if opts.loopback {
+        cmd.push_str(" --loopback");
+    }
     cmd
 }
 
 /// Step 2, on its own thread in the harness's namespace.
 fn drive(opts: &Options, layout: &Layout, paths: &Paths, epoch: Instant) -> anyhow::Result<Driven> {
-    netns::enter(&layout.netns(Node::Ctl))?;
+    layout.enter(Node::Ctl)?;
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("building the harness's runtime")?;
     let mut cluster = Cluster::start(layout, opts.kvraft_bin.clone(), paths.clone(), epoch)?;
@@ -208,7 +263,8 @@ fn drive(opts: &Options, layout: &Layout, paths: &Paths, epoch: Instant) -> anyh
             .collect();
         let mut nemesis =
             Nemesis::new(layout, paths, &mut cluster, &rt, epoch, opts.progress).with_stats(shared.clone());
-        let steps = schedule::generate(opts.seed, layout.servers, layout.clients, opts.duration);
+        let steps =
+            schedule::generate(opts.seed, layout.servers, layout.clients, opts.duration, &skipped_kinds(layout));
         nemesis.note(format!(
             "fault phase: {} steps over {:.0}s (seed {})",
             steps.len(),

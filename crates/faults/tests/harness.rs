@@ -58,6 +58,7 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
         clients: CLIENTS,
         work_dir: work.path().join("run"),
         progress: true,
+        loopback: false,
     };
     let started = Instant::now();
     let result = kvraft_faults::run(&opts);
@@ -96,7 +97,7 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
     // The seed's schedule holds every kind within its first 9 s (a whole
     // deck), so even with the drift of slow actions every kind is injected
     // (the slow disk only where strace exists).
-    let planned = schedule::generate(SEED, SERVERS, CLIENTS, DURATION);
+    let planned = schedule::generate(SEED, SERVERS, CLIENTS, DURATION, &[]);
     let strace = Command::new("strace").arg("-V").output().is_ok();
     for kind in Kind::ALL {
         assert!(
