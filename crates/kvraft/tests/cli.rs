@@ -70,3 +70,53 @@ fn lincheck_judges_files() {
     assert_eq!(code, 2);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn bench_prints_a_json_row_for_kvraft() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let args =
+        ["bench", "--duration", "1", "--warmup", "0", "--clients", "2", "--json", "--dir", run.to_str().unwrap()];
+    let (code, out, err) = kvraft(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let rows: Vec<serde_json::Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let row = rows.iter().find(|r| r["system"] == "kvraft").unwrap_or_else(|| panic!("no kvraft row in {out}"));
+    assert_eq!(row["op"], "put");
+    assert_eq!(row["clients"], 2);
+    assert!(row["ops_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+    for f in ["p50_ms", "p99_ms", "errors", "server_cpu_s", "server_peak_rss_bytes"] {
+        assert!(row.get(f).is_some(), "{f} missing in {row}");
+    }
+}
+
+#[test]
+fn bench_floor_prints_its_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = kvraft(&["bench", "floor", "--json", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let part = |f: &str| v[f].as_f64().unwrap_or_else(|| panic!("{f} missing in {v}"));
+    assert!((part("floor_ms") - part("fsync_p50_ms") - 2.0 * part("rtt_p50_ms")).abs() < 1e-9, "{v}");
+}
+
+/// Without the `etcd` feature, every etcd flag says in one line how to get it.
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn bench_etcd_flags_without_the_feature_say_how_to_rebuild() {
+    for args in [&["bench", "--etcd", "127.0.0.1:2379"][..], &["bench", "--compare-etcd"][..]] {
+        let (code, out, err) = kvraft(args);
+        assert_eq!(code, 2, "{out}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("cargo run --release --features etcd -- bench"), "{err}");
+        assert!(err.contains("apt-get install -y protobuf-compiler"), "{err}");
+    }
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn bench_append_against_etcd_is_refused_in_one_line() {
+    let (code, _, err) = kvraft(&["bench", "--etcd", "127.0.0.1:2379", "--op", "append"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("append is not supported against etcd"), "{err}");
+}

@@ -1,0 +1,93 @@
+//! `kvraft bench --compare-etcd`: KVRaft and etcd side by side on one
+//! machine. Installs etcd if need be; measures the floor; starts an etcd
+//! cluster of `--members`; then, for a KVRaft cluster of the same size
+//! (fsync on) and for etcd in turn: put, get (after writing every key once)
+//! and mixed with `--clients` clients, and one client's puts. Prints the
+//! rows grouped by workload with a kvraft/etcd line each, or JSON lines.
+
+use std::process::ExitCode;
+
+use super::driver::{self, Conn, Workload};
+use super::etcd_cluster::{self, EtcdCluster};
+use super::floor::{self, Floor};
+use super::kvraft_target::{self, Started};
+use super::report::{self, Row};
+use super::{Args, etcd_target, load_of};
+
+/// The workloads with `--clients` clients, in order.
+const WORKLOADS: [Workload; 3] = [Workload::Put, Workload::Get, Workload::Mixed];
+
+pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let exe = etcd_cluster::ensure_installed(&args.dir).await?;
+    // Before any cluster runs: the machine is quiet.
+    let floor = floor::measure(&args.dir).await?;
+    if !args.json {
+        println!("{}", floor.line());
+    }
+    let etcd = EtcdCluster::start(&exe, &args.dir.join("etcd"), args.members).await?;
+    eprintln!("kvraft bench: etcd: {} members healthy at {}", args.members, etcd.endpoints.join(","));
+
+    let kvraft_rows = {
+        let started = Started::new(&args.dir.join("kvraft"), args.members, false).await?;
+        eprintln!("kvraft bench: kvraft: {} servers, fsync on, leader elected", args.members);
+        let coord = started.layout.coord_client.clone();
+        let conns = kvraft_target::clients(&coord, args.clients, args.window, None, "")?;
+        let one = kvraft_target::clients(&coord, 1, 1, None, "one")?;
+        sequence(args, "kvraft", &conns, &one, started.pids(), floor).await?
+        // The KVRaft cluster stops here, before etcd is measured.
+    };
+    let etcd_rows = {
+        let conns = etcd_target::connect(&etcd.endpoints, args.clients).await?;
+        let one = etcd_target::connect(&etcd.endpoints, 1).await?;
+        sequence(args, "etcd", &conns, &one, etcd.pids(), floor).await?
+    };
+    drop(etcd);
+    if !args.json {
+        for (k, e) in kvraft_rows.iter().zip(&etcd_rows) {
+            println!();
+            for r in [k, e] {
+                println!("{}", r.line());
+                if let Some(u) = r.usage_line() {
+                    println!("    {u}");
+                }
+            }
+            println!("  => {}", report::ratio_line(k, e));
+        }
+        if let Some(l) = kvraft_rows.last().and_then(report::floor_line) {
+            println!("  => {l}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One system's runs: the workloads on `conns`, then a single client's puts
+/// on `one` (judged against `floor`). JSON lines are printed as they come.
+async fn sequence<C: Conn>(
+    args: &Args,
+    system: &'static str,
+    conns: &[C],
+    one: &[C],
+    pids: Vec<u32>,
+    floor: Floor,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for op in WORKLOADS {
+        if op == Workload::Get {
+            eprintln!("kvraft bench: {system}: writing each of the {} keys once before the gets", args.keys);
+            driver::prefill(conns, args.keys, args.value_size).await?;
+        }
+        let outcome = driver::run(conns, &load_of(args, system, op, Some(pids.clone()))).await?;
+        rows.push(Row::new(system, op, args.clients, args.window, &outcome));
+    }
+    let mut load = load_of(args, system, Workload::Put, Some(pids));
+    load.window = 1;
+    load.label = format!("{system} put, 1 client");
+    let outcome = driver::run(one, &load).await?;
+    rows.push(Row::new(system, Workload::Put, 1, 1, &outcome).with_floor(floor));
+    if args.json {
+        for r in &rows {
+            println!("{}", r.json());
+        }
+    }
+    Ok(rows)
+}
