@@ -128,8 +128,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     let responder_task = tokio::spawn(responder.run());
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let stats = Arc::new(disk::DiskStats::default());
-    let disk = disk::spawn(storage, tx.clone(), stats.clone());
+    let disk = disk::Disk::start(storage, tx.clone());
     let nl = NodeLoop::new(LoopParts {
         node,
         kv,
@@ -137,7 +136,6 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         snapshot_entries: cfg.snapshot_entries,
         transport: transport::Transport::new(cfg.server_id, cfg.secret.clone(), tracer.clone()),
         disk,
-        disk_stats: stats,
         tracer: tracer.clone(),
         trace: trace.clone(),
     });

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ReadMode;
 use crate::convert::reply_result;
-use crate::disk::{DiskJob, DiskStats};
+use crate::disk::{Disk, DiskJob, Durable};
 use crate::transport::Transport;
 
 /// Where a client's result goes: a unary call's reply, or its session stream.
@@ -86,10 +86,11 @@ pub enum Input {
         failed: Vec<NodeId>,
         token: Vec<u8>,
     },
-    /// A disk job completed: `marker` is durable; `then_send` may go.
+    /// `jobs` queued disk jobs completed, in order: each marker in
+    /// `durable` is durable; each `then_send` may go.
     Persisted {
-        marker: Option<(Index, Term)>,
-        then_send: Vec<Outbound>,
+        jobs: usize,
+        durable: Vec<Durable>,
     },
     Status(oneshot::Sender<pb::StatusReply>),
     Log {
@@ -106,8 +107,7 @@ pub struct NodeLoop {
     snapshot_entries: u64,
     members: HashMap<NodeId, pb::Member>,
     transport: Transport,
-    disk: std::sync::mpsc::Sender<DiskJob>,
-    disk_stats: Arc<DiskStats>,
+    disk: Disk,
     /// Proposals waiting to commit: index → (the command, who waits, its trace).
     proposals: BTreeMap<Index, (Command, ReplyTo, Trace)>,
     reads: HashMap<ReadId, (Command, ReplyTo, Trace)>,
@@ -127,8 +127,7 @@ pub struct LoopParts {
     pub read_mode: ReadMode,
     pub snapshot_entries: u64,
     pub transport: Transport,
-    pub disk: std::sync::mpsc::Sender<DiskJob>,
-    pub disk_stats: Arc<DiskStats>,
+    pub disk: Disk,
     pub tracer: Tracer,
     pub trace: Trace,
 }
@@ -177,7 +176,6 @@ impl NodeLoop {
             members: HashMap::new(),
             transport: p.transport,
             disk: p.disk,
-            disk_stats: p.disk_stats,
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
             next_read: 0,
@@ -242,13 +240,9 @@ impl NodeLoop {
                     self.coord_leader = Some(leader);
                 }
             }
-            Input::Persisted { marker, then_send } => {
-                if let Some(m) = marker {
-                    self.node.on_persisted(m);
-                }
-                for out in then_send {
-                    self.route(out);
-                }
+            Input::Persisted { jobs, durable } => {
+                self.disk.completed(jobs);
+                self.on_durable(durable);
             }
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -344,6 +338,18 @@ impl NodeLoop {
         }
     }
 
+    /// Writes made durable: tell the core, send what waited for them.
+    fn on_durable(&mut self, durable: Vec<Durable>) {
+        for Durable { marker, then_send } in durable {
+            if let Some(m) = marker {
+                self.node.on_persisted(m);
+            }
+            for out in then_send {
+                self.route(out);
+            }
+        }
+    }
+
     fn drain_ready(&mut self) {
         while self.node.has_ready() {
             let rd = self.node.ready();
@@ -360,12 +366,25 @@ impl NodeLoop {
                 marker: rd.persisted_marker,
                 then_send: rd.persisted_messages,
             };
-            if self.disk.send(job).is_err() {
-                return; // the disk thread is gone: the process is stopping
+            if self.node.role() == Role::Follower && self.disk.idle() {
+                // See disk.rs: a follower's replies wait for this write anyway.
+                for out in rd.messages {
+                    self.route(out);
+                }
+                let durable = self.disk.write_now(job);
+                self.on_durable(durable);
+            } else {
+                if !self.disk.queue(job) {
+                    return; // the disk thread is gone: the process is stopping
+                }
+                for out in rd.messages {
+                    self.route(out);
+                }
             }
-        }
-        for out in rd.messages {
-            self.route(out);
+        } else {
+            for out in rd.messages {
+                self.route(out);
+            }
         }
         if let Some(s) = &rd.snapshot {
             match KvStore::restore(&s.data) {
@@ -466,7 +485,7 @@ impl NodeLoop {
         let meta = SnapshotMeta { index: applied, term: self.kv.applied_term() };
         let snapshot = Snapshot { meta, data: Arc::new(self.kv.snapshot()) };
         self.node.compact(snapshot.clone());
-        let _ = self.disk.send(DiskJob::Compact(snapshot));
+        let _ = self.disk.queue(DiskJob::Compact(snapshot));
     }
 
     fn status(&self) -> pb::StatusReply {
@@ -496,7 +515,7 @@ impl NodeLoop {
             last_log_index: n.log().last_index(),
             snapshot_index: n.snapshot_meta().index,
             peers,
-            disk_bytes: self.disk_stats.bytes.load(Ordering::Relaxed),
+            disk_bytes: self.disk.stats.bytes.load(Ordering::Relaxed),
         }
     }
 }
