@@ -12,6 +12,10 @@ pub struct Config {
     /// A pipelined follower that has acknowledged nothing for this many ticks
     /// is probed again from its match index (messages were lost).
     pub resend_ticks: u64,
+    /// A snapshot sent is given this many ticks...
+    pub snapshot_resend_ticks: u64,
+    /// ...plus one per this many of its bytes, before it is sent again.
+    pub snapshot_bytes_per_tick: usize,
     /// At most this many entries in one AppendEntries...
     pub max_entries_per_msg: usize,
     /// ...and about this many bytes.
@@ -29,6 +33,10 @@ impl Config {
             heartbeat_ticks: 2,
             quorum_window_ticks: 10,
             resend_ticks: 6,
+            // 1 s, plus 1 s per 6.4 MiB at 10 ms ticks: a 100 MiB snapshot
+            // gets about 17 s before a copy follows it.
+            snapshot_resend_ticks: 100,
+            snapshot_bytes_per_tick: 64 << 10,
             max_entries_per_msg: 512,
             max_bytes_per_msg: 1 << 20,
             max_inflight_msgs: 64,

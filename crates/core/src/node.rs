@@ -553,7 +553,9 @@ impl RaftNode {
                 let Some(snapshot) = self.snapshot.clone() else {
                     break;
                 };
-                pr.become_snapshot(snapshot.meta.index, self.now);
+                let patience = self.cfg.snapshot_resend_ticks
+                    + (snapshot.data.len() / self.cfg.snapshot_bytes_per_tick.max(1)) as u64;
+                pr.become_snapshot(snapshot.meta.index, patience, self.now);
                 let msg = Message::InstallSnapshot { term: self.term, leader: self.cfg.id, snapshot, read_ctx: ctx };
                 self.out.messages.push(Outbound { to: Dest::Node(to), msg });
                 return true;

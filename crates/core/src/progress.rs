@@ -12,8 +12,10 @@ pub enum SendState {
     Probe { paused: bool },
     /// The follower's log matches: send optimistically, many in flight.
     Replicate,
-    /// A snapshot ending at `index` is on its way.
-    Snapshot { index: Index },
+    /// A snapshot ending at `index` is on its way; it counts as lost only
+    /// after `patience` ticks without progress (a big snapshot takes long
+    /// to send and install, and resending it early only queues copies).
+    Snapshot { index: Index, patience: u64 },
 }
 
 /// Invariants: `match_index < next_index`; `match_index` only grows while
@@ -94,7 +96,7 @@ impl Progress {
         }
         match self.state {
             SendState::Probe { .. } => self.become_replicate(now),
-            SendState::Snapshot { index: snap } if self.match_index >= snap => self.become_replicate(now),
+            SendState::Snapshot { index: snap, .. } if self.match_index >= snap => self.become_replicate(now),
             _ => {}
         }
         advanced
@@ -108,8 +110,8 @@ impl Progress {
         self.last_progress_tick = now;
     }
 
-    pub fn become_snapshot(&mut self, index: Index, now: u64) {
-        self.state = SendState::Snapshot { index };
+    pub fn become_snapshot(&mut self, index: Index, patience: u64, now: u64) {
+        self.state = SendState::Snapshot { index, patience };
         self.clear_inflight();
         self.last_progress_tick = now;
     }
@@ -125,13 +127,35 @@ impl Progress {
         self.inflight_bytes = 0;
     }
 
-    /// True when messages are outstanding but nothing came back for `window` ticks.
+    /// True when messages are outstanding but nothing came back for `window`
+    /// ticks (for a snapshot, its own patience if longer).
     pub fn is_stalled(&self, now: u64, window: u64) -> bool {
-        let waiting = match self.state {
-            SendState::Replicate => !self.inflight.is_empty(),
-            SendState::Probe { paused } => paused,
-            SendState::Snapshot { .. } => true,
+        let (waiting, window) = match self.state {
+            SendState::Replicate => (!self.inflight.is_empty(), window),
+            SendState::Probe { paused } => (paused, window),
+            SendState::Snapshot { patience, .. } => (true, window.max(patience)),
         };
         waiting && now.saturating_sub(self.last_progress_tick) >= window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_in_flight_counts_as_lost_only_after_its_patience() {
+        let mut pr = Progress::new(1, 0);
+        pr.become_snapshot(500, 100, 10);
+        // The pipeline's window would call it lost after 6 ticks: too early
+        // for a snapshot still being sent.
+        assert!(!pr.is_stalled(16, 6));
+        assert!(!pr.is_stalled(109, 6));
+        assert!(pr.is_stalled(110, 6));
+        // Entries in flight keep the short window.
+        let mut pr = Progress::new(1, 0);
+        pr.on_success(0, 0);
+        pr.on_sent(Some(3), 10);
+        assert!(pr.is_stalled(6, 6));
     }
 }
