@@ -1,9 +1,19 @@
 //! Outbound Raft messages: one long-lived client stream per peer, in order.
 //! A peer that cannot be reached loses its messages (Raft resends), so a
 //! slow or dead peer never blocks the event loop.
+//!
+//! Invariant: a peer's queue holds at most [`PEER_QUEUE_BYTES`] (plus one
+//! message, so a snapshot larger than the budget can still go) and
+//! [`PEER_QUEUE`] messages; a message that does not fit is dropped whole.
+//! Counting bytes matters: snapshot chunks are 1 MiB each, and a queue
+//! bounded by count alone let a slow follower pin gigabytes in the leader.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use prost::Message as _;
 
 use kvraft_core::{Message, NodeId};
 use kvraft_proto as pb;
@@ -16,10 +26,17 @@ use crate::convert::message_to_pb;
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
+/// Bytes queued per peer before new messages are dropped.
+const PEER_QUEUE_BYTES: usize = 64 << 20;
+/// Messages between the queue and the gRPC stream (small: the queue above
+/// is where the budget is kept).
+const STREAM_BUFFER: usize = 16;
 
 struct PeerLink {
     addr: String,
     tx: mpsc::Sender<pb::PeerMessage>,
+    /// Encoded bytes in `tx` not yet taken by the link task.
+    queued: Arc<AtomicUsize>,
 }
 
 pub struct Transport {
@@ -70,8 +87,9 @@ impl Transport {
             return;
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        tokio::spawn(peer_link(self.me, addr.clone(), self.secret.clone(), rx));
-        self.peers.insert(id, PeerLink { addr, tx });
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(peer_link(self.me, addr.clone(), self.secret.clone(), Queue { rx, queued: queued.clone() }));
+        self.peers.insert(id, PeerLink { addr, tx, queued });
     }
 
     pub fn send(&mut self, to: NodeId, msg: Message) {
@@ -88,17 +106,41 @@ impl Transport {
         } else {
             Vec::new()
         };
-        for (i, mut m) in message_to_pb(msg).into_iter().enumerate() {
+        let parts = message_to_pb(msg);
+        let bytes: usize = parts.iter().map(|m| m.encoded_len()).sum();
+        let queued = link.queued.load(Ordering::Relaxed);
+        if queued > 0 && queued + bytes > PEER_QUEUE_BYTES {
+            return; // the peer is not keeping up: drop it whole; Raft will resend
+        }
+        for (i, mut m) in parts.into_iter().enumerate() {
             if i == 0 {
                 m.trace = token.clone();
             }
+            let len = m.encoded_len();
+            link.queued.fetch_add(len, Ordering::Relaxed);
             // Full queue or closed link: drop; Raft will resend.
-            let _ = link.tx.try_send(m);
+            if link.tx.try_send(m).is_err() {
+                link.queued.fetch_sub(len, Ordering::Relaxed);
+            }
         }
     }
 }
 
-async fn peer_link(me: NodeId, addr: String, secret: String, mut rx: mpsc::Receiver<pb::PeerMessage>) {
+/// A link's end of its queue: taking a message releases its bytes.
+struct Queue {
+    rx: mpsc::Receiver<pb::PeerMessage>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    async fn recv(&mut self) -> Option<pb::PeerMessage> {
+        let m = self.rx.recv().await?;
+        self.queued.fetch_sub(m.encoded_len(), Ordering::Relaxed);
+        Some(m)
+    }
+}
+
+async fn peer_link(me: NodeId, addr: String, secret: String, mut rx: Queue) {
     let mut backoff = Duration::from_millis(20);
     loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
@@ -126,7 +168,7 @@ async fn peer_link(me: NodeId, addr: String, secret: String, mut rx: mpsc::Recei
             }
         };
         backoff = Duration::from_millis(20);
-        let (tx2, rx2) = mpsc::channel(PEER_QUEUE);
+        let (tx2, rx2) = mpsc::channel(STREAM_BUFFER);
         let mut request = tonic::Request::new(ReceiverStream::new(rx2));
         if !secret.is_empty()
             && let Ok(v) = MetadataValue::try_from(secret.as_str())
