@@ -59,6 +59,47 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListenerStream,
     Ok(TcpListenerStream::new(l))
 }
 
+/// Starts the heartbeat responder on a thread (and runtime) of its own: the
+/// event loop may be busy for a while (a follower's inline fsync, a
+/// snapshot being encoded), and the coord must not take that for a crash.
+/// Returns its mute switch, and its stop (the socket closes with it).
+async fn start_responder(
+    addr: SocketAddr,
+) -> Result<(Arc<std::sync::atomic::AtomicBool>, tokio::sync::oneshot::Sender<()>), ServerError> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let fail = |source| ServerError::Fcheck { addr, source };
+    std::thread::Builder::new()
+        .name("kvraft-fcheck".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match kvraft_fcheck::Responder::bind(addr).await {
+                    Ok(r) => {
+                        let _ = ready_tx.send(Ok(r.mute_handle()));
+                        tokio::select! {
+                            () = r.run() => {}
+                            _ = stop_rx => {}
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(fail)?;
+    let mute =
+        ready_rx.await.map_err(|_| fail(std::io::Error::other("the responder thread stopped")))?.map_err(fail)?;
+    Ok((mute, stop_tx))
+}
+
 /// Test-only: with `KVRAFT_TEST_FCHECK_MUTE_FILE` set, the heartbeat
 /// responder stays silent while that file exists, which looks to the coord
 /// exactly like a partition between it and this server.
@@ -121,11 +162,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     let peer_l = bind(cfg.server_server_addr, "ServerServerAddr").await?;
     let control_l = bind(cfg.server_listen_addr, "ServerListenAddr").await?;
     let client_l = bind(cfg.client_listen_addr, "ClientListenAddr").await?;
-    let responder = kvraft_fcheck::Responder::bind(cfg.server_addr)
-        .await
-        .map_err(|source| ServerError::Fcheck { addr: cfg.server_addr, source })?;
-    mute_for_tests(responder.mute_handle());
-    let responder_task = tokio::spawn(responder.run());
+    let (mute, stop_responder) = start_responder(cfg.server_addr).await?;
+    mute_for_tests(mute);
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let disk = disk::Disk::start(storage, tx.clone());
@@ -215,7 +253,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     b.map_err(|source| ServerError::Serve { what: "control", source })?;
     c.map_err(|source| ServerError::Serve { what: "client", source })?;
     loop_task.abort();
-    responder_task.abort();
+    let _ = stop_responder.send(());
     // Let the last trace records reach the tracing server.
     tracer.flush(Duration::from_millis(500)).await;
     if let Some(line) = tracer.unsent_report() {
