@@ -672,8 +672,10 @@ async fn scale(args: &Args) -> anyhow::Result<ExitCode> {
                  RSS of the largest server before loading: {}; a server above {} stops the run\n\
                  {:>11} {:>11} {:>5} {:>9} {:>9} {:>9} {:>10} {:>9}  {:>9}  RSS per server",
                 args.servers,
-                args.snapshot_entries
-                    .map_or("SnapshotEntries 10000: the defaults".into(), |n| format!("SnapshotEntries {n}")),
+                args.snapshot_entries.map_or(
+                    format!("SnapshotEntries {}: the defaults", kvraft_server::config::DEFAULT_SNAPSHOT_ENTRIES),
+                    |n| { format!("SnapshotEntries {n}") }
+                ),
                 args.value_size,
                 args.clients,
                 args.window,
