@@ -139,7 +139,12 @@ fn fail_stop(e: &StorageError) -> ! {
     std::process::exit(1);
 }
 
-fn disk_thread(rx: mpsc::Receiver<DiskJob>, storage: &Mutex<Storage>, stats: &DiskStats, done: &UnboundedSender<Input>) {
+fn disk_thread(
+    rx: mpsc::Receiver<DiskJob>,
+    storage: &Mutex<Storage>,
+    stats: &DiskStats,
+    done: &UnboundedSender<Input>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
