@@ -122,6 +122,16 @@ async fn write_some(c: &TestCluster, leader: u64, client: &str, n: u64) {
     }
 }
 
+/// Where a WAL segment's records end, before the zero-filled room after
+/// them (framing: `len:u32 | crc:u32 | type:u8 | payload`).
+fn records_end(bytes: &[u8]) -> usize {
+    let mut at = 0usize;
+    while at + 9 <= bytes.len() && bytes[at..at + 9] != [0u8; 9] {
+        at += 9 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    at.min(bytes.len())
+}
+
 /// A WAL cut in the middle of its last record (a crash mid-write): the
 /// server recovers without that record, says so in one line, and serves.
 #[test]
@@ -133,7 +143,8 @@ fn torn_tail_is_cut_off_and_reported() {
         write_some(&c, leader, "a", 20).await;
         c.kill9(1);
         let seg = last_segment(&c.servers[0].data_dir);
-        let len = std::fs::metadata(&seg).unwrap().len();
+        // The segment ends in zero-filled room: cut inside the last record.
+        let len = records_end(&std::fs::read(&seg).unwrap()) as u64;
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(len - 3).unwrap();
         drop(f);
@@ -162,7 +173,7 @@ fn corruption_before_the_tail_stops_the_server() {
         c.kill9(1);
         let seg = last_segment(&c.servers[0].data_dir);
         let mut bytes = std::fs::read(&seg).unwrap();
-        let mid = bytes.len() / 3;
+        let mid = records_end(&bytes) / 3;
         bytes[mid] ^= 0xff;
         std::fs::write(&seg, bytes).unwrap();
         c.start(1);

@@ -216,6 +216,6 @@ fn settle(
         let (file, seg) = segment::create(dir, next)?;
         return Ok((vec![seg], file, true));
     };
-    let file = segment::open_append(&active.path)?;
+    let file = segment::open_write(&active.path)?;
     Ok((segments, file, covered > 0))
 }

@@ -55,7 +55,8 @@ pub struct Scanned {
     pub file_len: u64,
 }
 
-/// Reads every record of the segment at `path`. Damage followed by an
+/// Reads every record of the segment at `path`, up to the end of the file
+/// or the zero-filled room after the last record. Damage followed by an
 /// intact record, an invalid record, or an entry out of sequence is
 /// corruption.
 pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
@@ -77,6 +78,11 @@ pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
                 at = next;
             }
             Parsed::Invalid(cause) => return Err(StorageError::corrupt(path, at as u64, cause)),
+            Parsed::Damaged(_) if bytes[at..].iter().all(|b| *b == 0) => {
+                // The zero-filled room ahead of the log (see `storage.rs`),
+                // or blocks allocated but never written: no record, no loss.
+                break None;
+            }
             Parsed::Damaged(damage) => {
                 if let Some(good) = record::intact_record_after(&bytes, at) {
                     let cause = format!("{damage}, yet an intact record follows at offset {good}");
@@ -91,18 +97,19 @@ pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
 }
 
 /// Creates the empty segment file for `first` (it must not exist: every
-/// segment on disk is tracked) and returns it open for appending.
+/// segment on disk is tracked) and returns it open for writing.
 pub fn create(dir: &Path, first: Index) -> Result<(std::fs::File, Segment), StorageError> {
     let path = dir.join(crate::names::segment(first));
     let file = std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .create_new(true)
         .open(&path)
         .map_err(StorageError::io(&path, "create"))?;
     Ok((file, Segment::empty(first, path)))
 }
 
-/// Opens an existing segment for appending at its end.
-pub fn open_append(path: &Path) -> Result<std::fs::File, StorageError> {
-    std::fs::OpenOptions::new().append(true).open(path).map_err(StorageError::io(path, "open"))
+/// Opens an existing segment for writing (at explicit offsets: its file may
+/// end in zero-filled room past the last record).
+pub fn open_write(path: &Path) -> Result<std::fs::File, StorageError> {
+    std::fs::OpenOptions::new().write(true).open(path).map_err(StorageError::io(path, "open"))
 }

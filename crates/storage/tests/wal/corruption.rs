@@ -34,7 +34,7 @@ fn any_flipped_byte_in_an_early_record_is_corruption() {
     let wal = segment_files(dir.path()).pop().unwrap();
     let good = fs::read(&wal).unwrap();
     // Every byte of the first two records (20 records of equal size).
-    for offset in 0..good.len() / 10 {
+    for offset in 0..written_len(&wal) as usize / 10 {
         fs::write(&wal, &good).unwrap();
         flip(&wal, offset);
         assert_corrupt(dir.path(), opts, &wal);

@@ -69,11 +69,23 @@ fn files_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Cuts `n` bytes off the end of a file.
+/// Where a segment's records end: its length without the zero-filled room
+/// after them (record framing: `len:u32 | crc:u32 | type:u8 | payload`).
+pub fn written_len(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    let mut at = 0usize;
+    while at + 9 <= bytes.len() && bytes[at..at + 9] != [0u8; 9] {
+        at += 9 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    at.min(bytes.len()) as u64
+}
+
+/// Cuts a segment `n` bytes before the end of its records (the zero-filled
+/// room after them goes too): a crash mid-write.
 pub fn chop(path: &Path, n: u64) {
+    let end = written_len(path);
     let f = fs::OpenOptions::new().write(true).open(path).unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len - n).unwrap();
+    f.set_len(end - n).unwrap();
 }
 
 /// Flips one bit of the byte at `offset`.

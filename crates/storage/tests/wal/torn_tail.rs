@@ -40,12 +40,15 @@ fn a_record_cut_mid_write_is_cut_off_and_reported_and_the_log_goes_on() {
 }
 
 #[test]
-fn a_torn_header_and_a_zero_filled_tail_are_torn_tails() {
+fn a_torn_header_is_a_torn_tail_and_a_zero_filled_tail_is_room() {
     let opts = options(FsyncPolicy::Never, 1 << 20);
     let dir = log_of_twenty(opts);
     let wal = segment_files(dir.path()).pop().unwrap();
+    let whole = written_len(&wal) as usize;
+    // The log keeps zero-filled room after its last record.
+    assert!(fs::metadata(&wal).unwrap().len() as usize > whole);
     let mut bytes = fs::read(&wal).unwrap();
-    let whole = bytes.len();
+    bytes.truncate(whole);
     bytes.extend_from_slice(&[7, 0, 0]); // the start of a header
     fs::write(&wal, &bytes).unwrap();
     let (s, rec) = open(dir.path(), opts);
@@ -54,13 +57,28 @@ fn a_torn_header_and_a_zero_filled_tail_are_torn_tails() {
     assert_eq!(fs::metadata(&wal).unwrap().len(), whole as u64);
     drop(s);
 
-    // Blocks allocated but never written read back as zeros.
+    // A torn header inside the room: garbage, then zeros.
+    bytes.extend_from_slice(&[0; 4096]);
+    fs::write(&wal, &bytes).unwrap();
+    let (s, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries.len(), 20);
+    assert!(rec.torn_tail.is_some());
+    drop(s);
+
+    // Zeros alone (the room, or blocks allocated but never written) hold
+    // no record: nothing is cut, nothing reported, and the log goes on.
     bytes.truncate(whole);
     bytes.extend_from_slice(&[0; 4096]);
     fs::write(&wal, &bytes).unwrap();
-    let (_, rec) = open(dir.path(), opts);
+    let (mut s, rec) = open(dir.path(), opts);
     assert_eq!(rec.entries.len(), 20);
-    assert!(rec.torn_tail.unwrap().contains("checksum"));
+    assert_eq!(rec.torn_tail, None);
+    s.append(&entries(21..=22, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries, entries(1..=22, 1));
+    assert_eq!(rec.torn_tail, None);
 }
 
 #[test]
@@ -68,7 +86,7 @@ fn a_damaged_last_record_is_a_torn_tail() {
     let opts = options(FsyncPolicy::Never, 1 << 20);
     let dir = log_of_twenty(opts);
     let wal = segment_files(dir.path()).pop().unwrap();
-    let len = fs::metadata(&wal).unwrap().len() as usize;
+    let len = written_len(&wal) as usize;
     flip(&wal, len - 5);
     let (_, rec) = open(dir.path(), opts);
     assert_eq!(rec.entries, entries(1..=19, 1));
