@@ -1,8 +1,8 @@
 //! `kvraft bench --compare-etcd`: KVRaft and etcd side by side on one
-//! machine. Installs etcd if need be; measures the floor; starts an etcd
-//! cluster of `--members`; then, for a KVRaft cluster of the same size
-//! (fsync on) and for etcd in turn: put, get (after writing every key once)
-//! and mixed with `--clients` clients, and one client's puts. Prints the
+//! machine. Installs etcd if need be; measures the floor; then a KVRaft
+//! cluster of `--members` (fsync on), and after it has stopped, an etcd
+//! cluster of the same size, each in turn: put, get (after writing every
+//! key once) and mixed with `--clients` clients, and one client's puts. Prints the
 //! rows grouped by workload with a kvraft/etcd line each, or JSON lines.
 
 use std::process::ExitCode;
@@ -24,22 +24,22 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if !args.json {
         println!("{}", floor.line());
     }
-    let etcd = EtcdCluster::start(&exe, &args.dir.join("etcd"), args.members).await?;
-    eprintln!("kvraft bench: etcd: {} members healthy at {}", args.members, etcd.endpoints.join(","));
-
+    // One system runs at a time: etcd starts once KVRaft has stopped.
     let kvraft_rows = {
         let started = Started::new(&args.dir.join("kvraft"), args.members, false).await?;
         eprintln!("kvraft bench: kvraft: {} servers, fsync on, leader elected", args.members);
         let coord = started.layout.coord_client.clone();
         let conns = kvraft_target::clients(&coord, args.clients, args.window, None, "")?;
         let one = kvraft_target::clients(&coord, 1, 1, None, "one")?;
-        sequence(args, "kvraft", &conns, &one, started.pids(), floor).await?
-        // The KVRaft cluster stops here, before etcd is measured.
+        sequence(args, "kvraft", conns, &one, started.pids(), floor).await?
+        // The KVRaft cluster stops here, before etcd starts.
     };
+    let etcd = EtcdCluster::start(&exe, &args.dir.join("etcd"), args.members).await?;
+    eprintln!("kvraft bench: etcd: {} members healthy at {}", args.members, etcd.endpoints.join(","));
     let etcd_rows = {
         let conns = etcd_target::connect(&etcd.endpoints, args.clients).await?;
         let one = etcd_target::connect(&etcd.endpoints, 1).await?;
-        sequence(args, "etcd", &conns, &one, etcd.pids(), floor).await?
+        sequence(args, "etcd", conns, &one, etcd.pids(), floor).await?
     };
     drop(etcd);
     if !args.json {
@@ -60,12 +60,13 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One system's runs: the workloads on `conns`, then a single client's puts
-/// on `one` (judged against `floor`). JSON lines are printed as they come.
+/// One system's runs: the workloads on `conns`, then (`conns` closed, so
+/// that only one client is connected) a single client's puts on `one`
+/// (judged against `floor`). JSON lines are printed as they come.
 async fn sequence<C: Conn>(
     args: &Args,
     system: &'static str,
-    conns: &[C],
+    conns: Vec<C>,
     one: &[C],
     pids: Vec<u32>,
     floor: Floor,
@@ -74,11 +75,12 @@ async fn sequence<C: Conn>(
     for op in WORKLOADS {
         if op == Workload::Get {
             eprintln!("kvraft bench: {system}: writing each of the {} keys once before the gets", args.keys);
-            driver::prefill(conns, args.keys, args.value_size).await?;
+            driver::prefill(&conns, args.keys, args.value_size).await?;
         }
-        let outcome = driver::run(conns, &load_of(args, system, op, Some(pids.clone()))).await?;
+        let outcome = driver::run(&conns, &load_of(args, system, op, Some(pids.clone()))).await?;
         rows.push(Row::new(system, op, args.clients, args.window, &outcome));
     }
+    drop(conns);
     let mut load = load_of(args, system, Workload::Put, Some(pids));
     load.window = 1;
     load.label = format!("{system} put, 1 client");
