@@ -292,6 +292,7 @@ impl RaftNode {
         }
         ls.heartbeat_elapsed += 1;
         if ls.heartbeat_elapsed < self.cfg.heartbeat_ticks {
+            self.send_pending_commits();
             return;
         }
         ls.heartbeat_elapsed = 0;
@@ -588,17 +589,26 @@ impl RaftNode {
         sent_any
     }
 
-    /// Sends new entries if any; otherwise, if the follower has not been told
-    /// the commit index covering what it holds, an empty AppendEntries, so
-    /// followers apply promptly without waiting for a heartbeat.
+    /// Sends new entries if any. A commit index alone waits for the next
+    /// message or tick ([`RaftNode::tick`]): sending it at once doubled the
+    /// messages, and the follower's wake-ups, of every write, while only
+    /// the follower's own applying waits for it.
     fn send_append_or_commit(&mut self, to: NodeId) {
-        if self.send_append(to, false) {
-            return;
-        }
+        self.send_append(to, false);
+    }
+
+    /// Followers not yet told the commit index covering what they hold get
+    /// an empty AppendEntries carrying it.
+    fn send_pending_commits(&mut self) {
         let Some(ls) = &self.ls else { return };
-        let pr = &ls.progress[&to];
-        if pr.commit_sent < self.commit.min(pr.match_index) {
-            self.send_heartbeat(to);
+        let behind: Vec<NodeId> = ls
+            .progress
+            .iter()
+            .filter(|(_, pr)| pr.commit_sent < self.commit.min(pr.match_index))
+            .map(|(id, _)| *id)
+            .collect();
+        for p in behind {
+            self.send_heartbeat(p);
         }
     }
 

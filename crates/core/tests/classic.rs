@@ -27,6 +27,8 @@ fn figure7_follower_logs_are_repaired_to_the_leaders() {
     logs.extend(followers);
     let mut c = Cluster::with_logs(7, &logs);
     c.designate(1, 8);
+    // Followers learn the final commit index with the next tick.
+    c.tick_all();
     let mut expected = leader;
     expected.push(8); // the leader's No-Op
     for id in c.ids() {
@@ -130,6 +132,7 @@ fn duplicate_retry_after_failover_is_applied_once() {
     c.designate(2, 2);
     let idx = c.propose(2, "c", 1, append("k", "x")).unwrap();
     c.run();
+    c.tick_all(); // the commit index reaches node 3
     assert_eq!(c.outcomes[&2][&idx], Ok(Reply::Done));
     for id in [2, 3] {
         assert_eq!(c.kv[&id].get("k"), Some("x"), "node {id}");
