@@ -2,11 +2,13 @@
 //! in network namespaces. Needs root, as CI has; without it the test fails
 //! (it is not skipped): a harness that silently tests nothing is worse.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kvraft_faults::schedule::{self, Kind};
+
+mod support;
+use support::kvraft_bin;
 
 /// A seed whose 20 s schedule deals a whole deck early (every kind of
 /// fault by 7 s) and varied faults: the leader cut from the coord, the
@@ -16,27 +18,6 @@ const SEED: u64 = 6;
 const SERVERS: u64 = 5;
 const CLIENTS: u64 = 4;
 const DURATION: Duration = Duration::from_secs(20);
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `target/debug/kvraft` (or under CARGO_TARGET_DIR), built if missing.
-fn kvraft_bin() -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("debug/kvraft");
-    if !bin.is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "kvraft"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("running cargo build -p kvraft");
-        assert!(status.success(), "cargo build -p kvraft failed");
-    }
-    assert!(bin.is_file(), "{} missing after the build", bin.display());
-    bin
-}
 
 fn netns_list() -> String {
     let out =

@@ -6,11 +6,14 @@
 //! real non-root path is what is tested; run by a non-root user, the test
 //! simply runs the binary as that user.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kvraft_faults::schedule::{self, Kind};
+
+mod support;
+use support::kvraft_bin;
 
 const SEED: u64 = 3;
 const SERVERS: u64 = 3;
@@ -18,25 +21,6 @@ const CLIENTS: u64 = 3;
 const SECS: u64 = 10;
 /// `nobody` on Debian.
 const NOBODY: &str = "65534";
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kvraft_bin() -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("debug/kvraft");
-    if !bin.is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "kvraft"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("running cargo build -p kvraft");
-        assert!(status.success(), "cargo build -p kvraft failed");
-    }
-    bin
-}
 
 /// Kills the run if the test fails or times out before it ends.
 struct KillOnDrop(Option<Child>);
