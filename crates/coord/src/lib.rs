@@ -22,8 +22,8 @@ use std::time::Duration;
 use kvraft_fcheck::{Monitor, MonitorConfig};
 use kvraft_proto as pb;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 
 pub use config::{ConfigError, CoordConfig};
@@ -59,24 +59,13 @@ impl tonic::service::Interceptor for SecretCheck {
     }
 }
 
-/// Accepted connections, each with Nagle's algorithm off. (`tonic`'s
-/// `tcp_nodelay` applies only to listeners it binds itself; without this,
-/// a reply written in two pieces waited for the client's delayed ACK: the
-/// 40-ms stalls seen as the max latency of nearly every bench run.)
-type Incoming = tokio_stream::adapters::Map<TcpListenerStream, fn(Accepted) -> Accepted>;
-type Accepted = std::io::Result<tokio::net::TcpStream>;
-
-fn nodelay(s: Accepted) -> Accepted {
-    if let Ok(s) = &s {
-        // Failing only costs latency: the connection is served anyway.
-        let _ = s.set_nodelay(true);
-    }
-    s
-}
-
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<Incoming, CoordError> {
+/// Binds `addr`; accepted connections have Nagle's algorithm off (tonic's
+/// `Server::tcp_nodelay` applies only to listeners it binds itself; without
+/// it, a reply written in two pieces waited for the client's delayed ACK:
+/// the 40-ms stalls once seen as the max latency of nearly every bench run).
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpIncoming, CoordError> {
     let l = TcpListener::bind(addr).await.map_err(|source| CoordError::Bind { addr, what, source })?;
-    Ok(tokio_stream::StreamExt::map(TcpListenerStream::new(l), nodelay as fn(Accepted) -> Accepted))
+    Ok(TcpIncoming::from(l).with_nodelay(Some(true)))
 }
 
 /// Runs the coord until `shutdown` completes.

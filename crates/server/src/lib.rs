@@ -24,8 +24,8 @@ use kvraft_core::{Config, RaftNode, Restored};
 use kvraft_proto as pb;
 use kvraft_storage::{FsyncPolicy, Storage, StorageOptions};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 
 pub use config::{ConfigError, ServerConfig};
 
@@ -54,24 +54,13 @@ pub enum ServerError {
     Serve { what: &'static str, source: tonic::transport::Error },
 }
 
-/// Accepted connections, each with Nagle's algorithm off. (`tonic`'s
-/// `tcp_nodelay` applies only to listeners it binds itself; without this,
-/// a reply written in two pieces waited for the client's delayed ACK: the
-/// 40-ms stalls seen as the max latency of nearly every bench run.)
-type Incoming = tokio_stream::adapters::Map<TcpListenerStream, fn(Accepted) -> Accepted>;
-type Accepted = std::io::Result<tokio::net::TcpStream>;
-
-fn nodelay(s: Accepted) -> Accepted {
-    if let Ok(s) = &s {
-        // Failing only costs latency: the connection is served anyway.
-        let _ = s.set_nodelay(true);
-    }
-    s
-}
-
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<Incoming, ServerError> {
+/// Binds `addr`; accepted connections have Nagle's algorithm off (tonic's
+/// `Server::tcp_nodelay` applies only to listeners it binds itself; without
+/// it, a reply written in two pieces waited for the client's delayed ACK:
+/// the 40-ms stalls once seen as the max latency of nearly every bench run).
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpIncoming, ServerError> {
     let l = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, what, source })?;
-    Ok(tokio_stream::StreamExt::map(TcpListenerStream::new(l), nodelay as fn(Accepted) -> Accepted))
+    Ok(TcpIncoming::from(l).with_nodelay(Some(true)))
 }
 
 /// Starts the heartbeat responder on a thread (and runtime) of its own: the
