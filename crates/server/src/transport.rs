@@ -34,7 +34,8 @@ const STREAM_BUFFER: usize = 16;
 
 struct PeerLink {
     addr: String,
-    tx: mpsc::Sender<pb::PeerMessage>,
+    /// Each message with its encoded size.
+    tx: mpsc::Sender<(pb::PeerMessage, usize)>,
     /// Encoded bytes in `tx` not yet taken by the link task.
     queued: Arc<AtomicUsize>,
 }
@@ -106,20 +107,27 @@ impl Transport {
         } else {
             Vec::new()
         };
-        let parts = message_to_pb(msg);
-        let bytes: usize = parts.iter().map(|m| m.encoded_len()).sum();
+        let mut parts = message_to_pb(msg);
+        if let Some(first) = parts.first_mut() {
+            first.trace = token;
+        }
+        // Each part's size, computed once: it is released by the link as is.
+        let sized: Vec<(pb::PeerMessage, usize)> = parts
+            .into_iter()
+            .map(|m| {
+                let len = m.encoded_len();
+                (m, len)
+            })
+            .collect();
+        let bytes: usize = sized.iter().map(|(_, len)| len).sum();
         let queued = link.queued.load(Ordering::Relaxed);
         if queued > 0 && queued + bytes > PEER_QUEUE_BYTES {
             return; // the peer is not keeping up: drop it whole; Raft will resend
         }
-        for (i, mut m) in parts.into_iter().enumerate() {
-            if i == 0 {
-                m.trace = token.clone();
-            }
-            let len = m.encoded_len();
+        for (m, len) in sized {
             link.queued.fetch_add(len, Ordering::Relaxed);
             // Full queue or closed link: drop; Raft will resend.
-            if link.tx.try_send(m).is_err() {
+            if link.tx.try_send((m, len)).is_err() {
                 link.queued.fetch_sub(len, Ordering::Relaxed);
             }
         }
@@ -128,14 +136,14 @@ impl Transport {
 
 /// A link's end of its queue: taking a message releases its bytes.
 struct Queue {
-    rx: mpsc::Receiver<pb::PeerMessage>,
+    rx: mpsc::Receiver<(pb::PeerMessage, usize)>,
     queued: Arc<AtomicUsize>,
 }
 
 impl Queue {
     async fn recv(&mut self) -> Option<pb::PeerMessage> {
-        let m = self.rx.recv().await?;
-        self.queued.fetch_sub(m.encoded_len(), Ordering::Relaxed);
+        let (m, len) = self.rx.recv().await?;
+        self.queued.fetch_sub(len, Ordering::Relaxed);
         Some(m)
     }
 }
