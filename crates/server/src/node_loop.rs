@@ -357,7 +357,12 @@ impl NodeLoop {
         }
     }
 
-    fn handle_ready(&mut self, rd: Ready) {
+    fn handle_ready(&mut self, mut rd: Ready) {
+        // Messages that need no persistence go first: a write below may
+        // block this thread (a follower's inline fsync).
+        for out in std::mem::take(&mut rd.messages) {
+            self.route(out);
+        }
         if rd.must_persist() || !rd.persisted_messages.is_empty() {
             let job = DiskJob::Write {
                 snapshot: rd.snapshot.clone(),
@@ -368,22 +373,10 @@ impl NodeLoop {
             };
             if self.node.role() == Role::Follower && self.disk.idle() {
                 // See disk.rs: a follower's replies wait for this write anyway.
-                for out in rd.messages {
-                    self.route(out);
-                }
                 let durable = self.disk.write_now(job);
                 self.on_durable(durable);
-            } else {
-                if !self.disk.queue(job) {
-                    return; // the disk thread is gone: the process is stopping
-                }
-                for out in rd.messages {
-                    self.route(out);
-                }
-            }
-        } else {
-            for out in rd.messages {
-                self.route(out);
+            } else if !self.disk.queue(job) {
+                return; // the disk thread is gone: the process is stopping
             }
         }
         if let Some(s) = &rd.snapshot {
