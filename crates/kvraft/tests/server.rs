@@ -282,6 +282,108 @@ fn requests_without_the_secret_are_refused() {
     });
 }
 
+/// The peer wire (plain length-prefixed protobuf, not gRPC): a hello, then
+/// frames. See crates/server/src/peer/frame.rs.
+mod peer_wire {
+    use prost::Message as _;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub fn hello(secret: &str) -> Vec<u8> {
+        let h = kvraft_proto::PeerHello { from: 2, secret: secret.into() }.encode_to_vec();
+        let mut out = b"KVRP\x01".to_vec();
+        out.extend((h.len() as u32).to_be_bytes());
+        out.extend(h);
+        out
+    }
+
+    pub fn frame(m: &kvraft_proto::PeerMessage) -> Vec<u8> {
+        let body = m.encode_to_vec();
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend(body);
+        out
+    }
+
+    /// An empty AppendEntries from server 2 at `term`.
+    pub fn append(term: u64) -> kvraft_proto::PeerMessage {
+        kvraft_proto::PeerMessage {
+            msg: Some(kvraft_proto::peer_message::Msg::Append(kvraft_proto::AppendEntries {
+                term,
+                leader: 2,
+                ..Default::default()
+            })),
+            trace: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes`; true if the server then closes the connection.
+    pub async fn closed_after(addr: &str, bytes: &[u8]) -> bool {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(bytes).await;
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+        matches!(r, Ok(Ok(0) | Err(_)))
+    }
+}
+
+/// Junk and an oversized frame on the peer port get the connection closed,
+/// and the cluster goes on replicating.
+#[test]
+fn peer_port_closes_on_junk_and_goes_on() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(3, "");
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let leader = c.select_leader().await;
+        let follower = if leader == 1 { 2 } else { 1 };
+        let addr = c.servers[(follower - 1) as usize].peer_addr.clone();
+        assert!(peer_wire::closed_after(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "junk is refused");
+        let mut oversized = peer_wire::hello("");
+        oversized.extend(u32::MAX.to_be_bytes());
+        assert!(peer_wire::closed_after(&addr, &oversized).await, "an oversized frame is refused");
+
+        let applied = c.status(follower).await.applied_index;
+        let r = c.client(leader).await.put(put("t", 1, "k", "v")).await.unwrap().into_inner();
+        assert!(is_ok(&r), "{r:?}");
+        c.wait_until("the follower applies the write", Duration::from_secs(10), || async {
+            c.status(follower).await.applied_index > applied
+        })
+        .await;
+    });
+}
+
+/// With a Secret set, a peer connection must present it in its hello: a
+/// message behind a wrong secret is never stepped, while the same message
+/// behind the right one is (its far later term is adopted).
+#[test]
+fn peer_port_wants_the_secret() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, r#", "Secret": "s3cret""#);
+        c.start(1);
+        let term = || async {
+            let mut req = tonic::Request::new(kvraft_proto::StatusRequest {});
+            req.metadata_mut().insert("x-kvraft-secret", "s3cret".parse().unwrap());
+            c.admin(1).await.status(req).await.expect("status with the secret").into_inner().term
+        };
+        let before = term().await;
+        let addr = c.servers[0].peer_addr.clone();
+        let mut wrong = peer_wire::hello("wrong");
+        wrong.extend(peer_wire::frame(&peer_wire::append(before + 1000)));
+        assert!(peer_wire::closed_after(&addr, &wrong).await, "a wrong secret is refused");
+        assert_eq!(term().await, before, "a message behind a wrong secret was stepped");
+
+        let mut right = peer_wire::hello("s3cret");
+        right.extend(peer_wire::frame(&peer_wire::append(before + 1000)));
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, &right).await.unwrap();
+        c.wait_until("the right secret's message is stepped", Duration::from_secs(10), || async {
+            term().await == before + 1000
+        })
+        .await;
+    });
+}
+
 fn run_kvraft(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(support::kvraft_bin()).args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())

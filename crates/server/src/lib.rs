@@ -1,7 +1,7 @@
 //! The KVRaft server process: a thin shell around the replication core.
 //!
-//! It owns what the core may not: sockets (gRPC services in `api/`, peer
-//! links in `transport`), the disk (`disk`, a thread doing group commit over
+//! It owns what the core may not: sockets (gRPC services in `api/`, Raft
+//! messages between servers in `peer/`), the disk (`disk`, a thread doing group commit over
 //! `kvraft-storage`) and the clock (the ticker of `node_loop`). The event loop
 //! (`node_loop`) is the one owner of the core and the state machine.
 
@@ -12,7 +12,7 @@ pub mod convert;
 mod disk;
 mod join;
 mod node_loop;
-mod transport;
+mod peer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,9 +58,13 @@ pub enum ServerError {
 /// `Server::tcp_nodelay` applies only to listeners it binds itself; without
 /// it, a reply written in two pieces waited for the client's delayed ACK:
 /// the 40-ms stalls once seen as the max latency of nearly every bench run).
+async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, what, source })
+}
+
+/// A gRPC listener, Nagle off on every accepted connection.
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpIncoming, ServerError> {
-    let l = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, what, source })?;
-    Ok(TcpIncoming::from(l).with_nodelay(Some(true)))
+    Ok(TcpIncoming::from(bind_tcp(addr, what).await?).with_nodelay(Some(true)))
 }
 
 /// Starts the heartbeat responder on a thread (and runtime) of its own: the
@@ -163,7 +167,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     );
 
     // Bind everything first, so a port in use fails before anything runs.
-    let peer_l = bind(cfg.server_server_addr, "ServerServerAddr").await?;
+    let peer_l = bind_tcp(cfg.server_server_addr, "ServerServerAddr").await?;
     let control_l = bind(cfg.server_listen_addr, "ServerListenAddr").await?;
     let client_l = bind(cfg.client_listen_addr, "ClientListenAddr").await?;
     let (mute, stop_responder) = start_responder(cfg.server_addr).await?;
@@ -176,7 +180,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         kv,
         read_mode: cfg.read_mode,
         snapshot_entries: cfg.snapshot_entries,
-        transport: transport::Transport::new(cfg.server_id, cfg.secret.clone(), tracer.clone()),
+        transport: peer::outbound::Transport::new(cfg.server_id, cfg.secret.clone(), tracer.clone()),
         disk,
         tracer: tracer.clone(),
         trace: trace.clone(),
@@ -216,13 +220,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let peer = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(InterceptedService::new(
-            pb::peer_server::PeerServer::new(api::peer::PeerApi { inputs: h.clone(), tracer: tracer.clone() }),
-            check.clone(),
-        ))
-        .serve_with_incoming_shutdown(peer_l, stopped(stop_rx.clone()));
+    let inbound = peer::inbound::Inbound { secret: cfg.secret.clone(), inputs: h.clone(), tracer: tracer.clone() };
+    let peer_stop = stop_rx.clone();
+    let peer = async move {
+        peer::inbound::serve(peer_l, inbound, peer_stop).await;
+        Ok::<(), tonic::transport::Error>(())
+    };
     let control = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             pb::server_control_server::ServerControlServer::new(api::control::ControlApi { inputs: h.clone() }),

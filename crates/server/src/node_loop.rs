@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::ReadMode;
 use crate::convert::reply_result;
 use crate::disk::{Disk, DiskJob, Durable};
-use crate::transport::Transport;
+use crate::peer::outbound::Transport;
 
 /// Where a client's result goes: a unary call's reply, or its session stream.
 pub enum ReplyTo {
@@ -350,11 +350,13 @@ impl NodeLoop {
         }
     }
 
+    /// Hands out every Ready, then puts what they sent on the wire.
     fn drain_ready(&mut self) {
         while self.node.has_ready() {
             let rd = self.node.ready();
             self.handle_ready(rd);
         }
+        self.transport.flush();
     }
 
     fn handle_ready(&mut self, mut rd: Ready) {
@@ -363,6 +365,7 @@ impl NodeLoop {
         for out in std::mem::take(&mut rd.messages) {
             self.route(out);
         }
+        self.transport.flush();
         if rd.must_persist() || !rd.persisted_messages.is_empty() {
             let job = DiskJob::Write {
                 snapshot: rd.snapshot.clone(),

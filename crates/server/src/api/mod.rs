@@ -4,7 +4,6 @@
 pub mod admin;
 pub mod client;
 pub mod control;
-pub mod peer;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tonic::Status;

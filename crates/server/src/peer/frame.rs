@@ -1,0 +1,185 @@
+//! The peer wire: what one server writes to another on a TCP connection.
+//!
+//! ```text
+//! connection = hello frame*
+//! hello      = "KVRP" version:u8 len:u32be PeerHello
+//! frame      = len:u32be PeerMessage
+//! ```
+//!
+//! Plain length-prefixed protobuf rather than a gRPC stream: the event loop
+//! writes a message to the socket itself, in the same turn that made it,
+//! with no task hand-offs or HTTP/2 framing in between (see
+//! docs/architecture.md for what that bought). Every length is checked
+//! against [`MAX_FRAME`] before anything is allocated.
+
+use bytes::{BufMut, BytesMut};
+use kvraft_proto as pb;
+use prost::Message as _;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub const MAGIC: &[u8; 4] = b"KVRP";
+pub const VERSION: u8 = 1;
+/// The largest frame accepted. An AppendEntries carries at most about
+/// 1 MiB of entries and a snapshot chunk 1 MiB; a single entry may be a
+/// little over that, so the limit leaves room.
+pub const MAX_FRAME: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a KVRaft peer connection (bad magic)")]
+    BadMagic,
+    #[error("peer wire version {0}, this server speaks {VERSION}")]
+    BadVersion(u8),
+    #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("frame does not decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("connection closed inside a frame")]
+    Truncated,
+}
+
+/// The first bytes on a connection: who is speaking, and the cluster secret.
+pub fn hello(from: u64, secret: &str) -> Vec<u8> {
+    let h = pb::PeerHello { from, secret: secret.to_owned() };
+    let mut out = Vec::with_capacity(9 + h.encoded_len());
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&(h.encoded_len() as u32).to_be_bytes());
+    h.encode(&mut out).expect("a Vec grows as needed");
+    out
+}
+
+/// Appends one frame; `len` is `msg.encoded_len()`, computed by the caller.
+pub fn push(buf: &mut BytesMut, msg: &pb::PeerMessage, len: usize) {
+    buf.reserve(4 + len);
+    buf.put_u32(len as u32);
+    msg.encode(buf).expect("reserved above");
+}
+
+/// Reads the hello a connection starts with.
+pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<pb::PeerHello, FrameError> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).await.map_err(truncated)?;
+    if &head[..4] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    if head[4] != VERSION {
+        return Err(FrameError::BadVersion(head[4]));
+    }
+    let mut body = Vec::new();
+    match read_body(r, &mut body).await? {
+        true => Ok(pb::PeerHello::decode(body.as_slice())?),
+        false => Err(FrameError::Truncated),
+    }
+}
+
+/// Reads the next message; `Ok(None)` when the connection ends cleanly
+/// between frames. `scratch` is reused from call to call.
+pub async fn read<R: AsyncRead + Unpin>(
+    r: &mut R,
+    scratch: &mut Vec<u8>,
+) -> Result<Option<pb::PeerMessage>, FrameError> {
+    if !read_body(r, scratch).await? {
+        return Ok(None);
+    }
+    Ok(Some(pb::PeerMessage::decode(scratch.as_slice())?))
+}
+
+/// Reads a length and that many bytes into `body`; false on EOF before the length.
+async fn read_body<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>) -> Result<bool, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read(&mut len[..1]).await? {
+        0 => return Ok(false),
+        _ => r.read_exact(&mut len[1..]).await.map_err(truncated)?,
+    };
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    body.clear();
+    body.resize(len, 0);
+    r.read_exact(body).await.map_err(truncated)?;
+    Ok(true)
+}
+
+fn truncated(e: std::io::Error) -> FrameError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Truncated } else { FrameError::Io(e) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(from: u64) -> pb::PeerMessage {
+        pb::PeerMessage {
+            msg: Some(pb::peer_message::Msg::Response(pb::AppendResponse {
+                term: 3,
+                from,
+                read_ctx: 0,
+                result: Some(pb::append_response::Result::MatchIndex(7)),
+            })),
+            trace: vec![1, 2, 3],
+        }
+    }
+
+    fn framed(msgs: &[pb::PeerMessage]) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        for m in msgs {
+            push(&mut buf, m, m.encoded_len());
+        }
+        buf.to_vec()
+    }
+
+    #[tokio::test]
+    async fn hello_and_frames_round_trip() {
+        let mut wire = hello(2, "s3cret");
+        wire.extend(framed(&[response(2), response(3)]));
+        let mut r = wire.as_slice();
+        let h = read_hello(&mut r).await.unwrap();
+        assert_eq!((h.from, h.secret.as_str()), (2, "s3cret"));
+        let mut scratch = Vec::new();
+        assert_eq!(read(&mut r, &mut scratch).await.unwrap(), Some(response(2)));
+        assert_eq!(read(&mut r, &mut scratch).await.unwrap(), Some(response(3)));
+        assert_eq!(read(&mut r, &mut scratch).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_start_is_refused() {
+        let mut wire = hello(1, "");
+        wire[0] = b'G';
+        assert!(matches!(read_hello(&mut wire.as_slice()).await, Err(FrameError::BadMagic)));
+        let mut wire = hello(1, "");
+        wire[4] = 9;
+        assert!(matches!(read_hello(&mut wire.as_slice()).await, Err(FrameError::BadVersion(9))));
+        let wire = b"GET / HTTP/1.1\r\n".to_vec();
+        assert!(read_hello(&mut wire.as_slice()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_length_is_refused_before_allocating() {
+        let wire = (u32::MAX).to_be_bytes();
+        let mut scratch = Vec::new();
+        assert!(matches!(read(&mut &wire[..], &mut scratch).await, Err(FrameError::TooLarge(_))));
+        assert!(scratch.capacity() < MAX_FRAME);
+    }
+
+    #[tokio::test]
+    async fn a_cut_frame_is_an_error_not_an_end() {
+        let wire = framed(&[response(1)]);
+        for cut in 1..wire.len() {
+            let mut scratch = Vec::new();
+            let r = read(&mut &wire[..cut], &mut scratch).await;
+            assert!(matches!(r, Err(FrameError::Truncated)), "cut at {cut}: {r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_bodies_do_not_decode() {
+        let mut wire = 4u32.to_be_bytes().to_vec();
+        wire.extend([0xff, 0xff, 0xff, 0xff]);
+        let mut scratch = Vec::new();
+        assert!(matches!(read(&mut wire.as_slice(), &mut scratch).await, Err(FrameError::Decode(_))));
+    }
+}

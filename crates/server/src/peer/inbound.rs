@@ -1,0 +1,107 @@
+//! Inbound Raft messages: the `ServerServerAddr` listener. Each connection
+//! starts with a hello naming the sender and carrying the cluster secret;
+//! then every frame is decoded, checked, and handed to the event loop in
+//! the order it came.
+//!
+//! A connection that says anything wrong (no hello, a wrong secret, a frame
+//! too large or that does not decode) is closed with one warning; the
+//! server goes on, and the sender reconnects and Raft resends. A frame that
+//! decodes but makes no sense (a snapshot chunk out of order, say) is
+//! dropped alone: the framing around it is intact.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::frame;
+use crate::api::LoopHandle;
+use crate::convert::SnapshotAssembler;
+use crate::node_loop::Input;
+
+/// A connection must say hello within this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read buffer per connection: many small frames per read under load.
+const READ_BUFFER: usize = 64 << 10;
+
+/// What every inbound connection needs.
+#[derive(Clone)]
+pub struct Inbound {
+    pub secret: String,
+    pub inputs: LoopHandle,
+    pub tracer: kvraft_trace::Tracer,
+}
+
+/// Accepts peer connections until `stop` turns true.
+pub async fn serve(listener: TcpListener, inbound: Inbound, stop: watch::Receiver<bool>) {
+    let mut stopped = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, from)) => {
+                    tokio::spawn(connection(conn, from, inbound.clone(), stop.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("peer listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn connection(conn: TcpStream, addr: SocketAddr, inbound: Inbound, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        reason = receive(conn, inbound) => {
+            if let Err(reason) = reason {
+                tracing::warn!("peer connection from {addr} closed: {reason}");
+            }
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// Reads one connection to its end; `Err` says why it was cut short.
+async fn receive(conn: TcpStream, inbound: Inbound) -> Result<(), String> {
+    let mut r = BufReader::with_capacity(READ_BUFFER, conn);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, frame::read_hello(&mut r)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("no hello in time".into()),
+    };
+    if !inbound.secret.is_empty() && hello.secret != inbound.secret {
+        return Err(format!("server {} presented a wrong or missing cluster secret", hello.from));
+    }
+    let mut scratch = Vec::new();
+    let mut snapshots = SnapshotAssembler::default();
+    loop {
+        let m = match frame::read(&mut r, &mut scratch).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("server {}: {e}", hello.from)),
+        };
+        let token = m.trace.clone();
+        let msg = match snapshots.accept(m) {
+            Ok(Some(msg)) => msg,
+            Ok(None) => continue,
+            Err(e) => {
+                // Framing is intact, so the next message can still be read.
+                tracing::warn!("dropping a message from server {}: {e}", hello.from);
+                continue;
+            }
+        };
+        if inbound.tracer.enabled()
+            && !token.is_empty()
+            && let Ok(trace) = inbound.tracer.receive_token(&token)
+        {
+            super::record_message(&trace, &msg, true);
+        }
+        if inbound.inputs.send(Input::Peer(msg)).is_err() {
+            return Ok(()); // the loop is gone: shutting down
+        }
+    }
+}

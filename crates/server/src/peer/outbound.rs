@@ -1,0 +1,270 @@
+//! Outbound Raft messages: one TCP connection per peer, written by the
+//! event loop itself.
+//!
+//! [`Transport::send`] appends a message's frames to the peer's outbox;
+//! [`Transport::flush`], called by the loop before it blocks on a write
+//! and at the end of each turn, hands the outbox to the socket with a
+//! non-blocking write. So a message is on the wire before the loop's own
+//! fsync starts, with no task hand-off in between. Whatever the socket does
+//! not take at once is finished by the peer's link task, which also
+//! (re)connects and notices a connection the peer closed.
+//!
+//! Invariants:
+//! - the outbox holds whole frames, in the order the loop sent them, and
+//!   only while a connection is up: a message sent while the peer is
+//!   unreachable is dropped (Raft resends), and a connection that breaks
+//!   takes its unwritten frames with it, so a new one starts at a frame;
+//! - the outbox holds at most [`PEER_QUEUE_BYTES`] (plus one message, so a
+//!   snapshot chunk larger than the budget can still go); a message that
+//!   does not fit is dropped whole. Counting bytes matters: a slow follower
+//!   must not pin gigabytes of snapshot chunks in the leader;
+//! - bytes are written only under the outbox's lock, so the loop and the
+//!   link task never interleave frames.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use kvraft_core::{Message, NodeId};
+use prost::Message as _;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use super::frame;
+use crate::convert::message_to_pb;
+
+/// Bytes queued per peer before new messages are dropped.
+const PEER_QUEUE_BYTES: usize = 64 << 20;
+/// A connection whose socket takes nothing for this long is replaced: after
+/// a long partition TCP's retransmission timer may have backed off to tens
+/// of seconds, while a new connection goes as soon as the network is back.
+const STALLED: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Outbox {
+    /// Whole frames not yet written.
+    buf: BytesMut,
+    /// The connection, once its hello is written.
+    conn: Option<Arc<TcpStream>>,
+    /// The socket refused bytes and the link task is finishing them: the
+    /// loop leaves writing to it until the outbox is empty again.
+    backlogged: bool,
+}
+
+impl Outbox {
+    /// Writes what the socket takes now. False if the connection broke
+    /// (then it is gone, with its unwritten frames).
+    fn write_some(&mut self) -> bool {
+        let Some(conn) = &self.conn else { return false };
+        while !self.buf.is_empty() {
+            match conn.try_write(&self.buf) {
+                Ok(n) => self.buf.advance(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(_) => {
+                    self.close();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn close(&mut self) {
+        self.conn = None;
+        self.buf.clear();
+        self.backlogged = false;
+    }
+}
+
+/// What the loop and a link task share.
+#[derive(Default)]
+struct Shared {
+    outbox: Mutex<Outbox>,
+    /// The loop left work for the link task: bytes, or a broken connection.
+    wake: Notify,
+}
+
+impl Shared {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct PeerLink {
+    addr: String,
+    shared: Arc<Shared>,
+    task: AbortHandle,
+    /// Frames were added since the last flush.
+    dirty: bool,
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Transport {
+    me: NodeId,
+    secret: String,
+    peers: HashMap<NodeId, PeerLink>,
+    tracer: kvraft_trace::Tracer,
+}
+
+impl Transport {
+    pub fn new(me: NodeId, secret: String, tracer: kvraft_trace::Tracer) -> Self {
+        Transport { me, secret, peers: HashMap::new(), tracer }
+    }
+
+    /// Points `id` at `addr`, (re)starting its link if the address changed.
+    pub fn set_peer(&mut self, id: NodeId, addr: String) {
+        if self.peers.get(&id).is_some_and(|p| p.addr == addr) {
+            return;
+        }
+        let shared = Arc::new(Shared::default());
+        let hello = frame::hello(self.me, &self.secret);
+        let task = tokio::spawn(link(addr.clone(), hello, shared.clone())).abort_handle();
+        self.peers.insert(id, PeerLink { addr, shared, task, dirty: false });
+    }
+
+    /// Queues `msg` for `to`; it goes at the next [`flush`](Self::flush).
+    pub fn send(&mut self, to: NodeId, msg: Message) {
+        let Some(link) = self.peers.get_mut(&to) else {
+            return;
+        };
+        // Heartbeats (empty AppendEntries, every few ticks) are not traced:
+        // they would bury the story in noise.
+        let heartbeat = matches!(&msg, Message::AppendEntries { entries, .. } if entries.is_empty());
+        let token = if self.tracer.enabled() && !heartbeat {
+            let trace = self.tracer.create_trace();
+            super::record_message(&trace, &msg, false);
+            trace.generate_token()
+        } else {
+            Vec::new()
+        };
+        let mut parts = message_to_pb(msg);
+        if let Some(first) = parts.first_mut() {
+            first.trace = token;
+        }
+        let sized: Vec<_> = parts.into_iter().map(|m| (m.encoded_len(), m)).collect();
+        let bytes: usize = sized.iter().map(|(len, _)| 4 + len).sum();
+        let mut outbox = link.shared.outbox();
+        if outbox.conn.is_none() {
+            return; // unreachable for now: Raft will resend
+        }
+        if !outbox.buf.is_empty() && outbox.buf.len() + bytes > PEER_QUEUE_BYTES {
+            return; // the peer is not keeping up: drop it whole; Raft will resend
+        }
+        for (len, m) in &sized {
+            frame::push(&mut outbox.buf, m, *len);
+        }
+        link.dirty = true;
+    }
+
+    /// Writes every peer's new frames to its socket, as far as the socket
+    /// takes them without blocking; the link tasks finish the rest.
+    pub fn flush(&mut self) {
+        for link in self.peers.values_mut().filter(|l| l.dirty) {
+            link.dirty = false;
+            let mut outbox = link.shared.outbox();
+            if outbox.backlogged {
+                continue;
+            }
+            if !outbox.write_some() {
+                drop(outbox);
+                link.shared.wake.notify_one(); // broken: reconnect
+            } else if !outbox.buf.is_empty() {
+                outbox.backlogged = true;
+                drop(outbox);
+                link.shared.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// A peer's link: connects, says hello, publishes the connection to the
+/// loop, finishes writes the loop could not, and starts over when the
+/// connection breaks.
+async fn link(addr: String, hello: Vec<u8>, shared: Arc<Shared>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if let Ok(conn) = connect(&addr, &hello).await {
+            backoff = FIRST_BACKOFF;
+            let conn = Arc::new(conn);
+            shared.outbox().conn = Some(conn.clone());
+            tend(&shared, &conn).await;
+            let mut outbox = shared.outbox();
+            if outbox.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                outbox.close();
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn connect(addr: &str, hello: &[u8]) -> std::io::Result<TcpStream> {
+    let attempt = async {
+        let mut conn = TcpStream::connect(addr).await?;
+        conn.set_nodelay(true)?;
+        conn.write_all(hello).await?;
+        Ok(conn)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.map_err(|_| std::io::Error::from(ErrorKind::TimedOut))?
+}
+
+/// Serves one connection until it breaks: finishes the writes the loop
+/// left, and watches for the peer closing it (peers never write back).
+async fn tend(shared: &Shared, conn: &TcpStream) {
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            _ = shared.wake.notified() => {
+                if !finish_writes(shared, conn).await {
+                    return;
+                }
+            }
+            ready = conn.readable() => {
+                if ready.is_err() {
+                    return;
+                }
+                match conn.try_read(&mut probe) {
+                    Ok(0) => return,
+                    Err(e) if e.kind() != ErrorKind::WouldBlock => return,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Writes the outbox out as the socket drains. False if the connection
+/// broke, was replaced, or took nothing for [`STALLED`].
+async fn finish_writes(shared: &Shared, conn: &TcpStream) -> bool {
+    loop {
+        {
+            let mut outbox = shared.outbox();
+            if !outbox.conn.as_ref().is_some_and(|c| std::ptr::eq(c.as_ref(), conn)) {
+                return false;
+            }
+            if !outbox.write_some() {
+                return false;
+            }
+            if outbox.buf.is_empty() {
+                outbox.backlogged = false;
+                return true;
+            }
+        }
+        match tokio::time::timeout(STALLED, conn.writable()).await {
+            Ok(Ok(())) => {}
+            _ => return false,
+        }
+    }
+}
