@@ -2,15 +2,13 @@
 //!
 //! - by the disk thread: the event loop queues jobs and hears back with
 //!   `Input::Persisted`, so it goes on serving while the disk syncs. A
-//!   leader under load writes this way: it replicates while its own fsync
-//!   runs, and the jobs queued meanwhile share the next fsync (group
-//!   commit);
+//!   leader always writes this way: it replicates while its own fsync runs,
+//!   and the jobs queued meanwhile share the next fsync (group commit);
 //! - inline, by the loop itself ([`Disk::write_now`]): a follower has
 //!   nothing to do until its write is durable (its reply waits for it), so
 //!   handing the job to another thread and back only adds two thread
 //!   wake-ups, each tens of microseconds on a loaded machine, to every
-//!   replicated write. A lightly loaded leader (a batch of one entry) is in
-//!   the same position, its messages being on the wire already.
+//!   replicated write.
 //!
 //! Invariant: jobs reach the storage in the order the loop made them. The
 //! loop writes inline only when no queued job is still outstanding (the

@@ -22,15 +22,6 @@ use crate::convert::reply_result;
 use crate::disk::{Disk, DiskJob, Durable};
 use crate::peer::outbound::Transport;
 
-/// A leader writes a batch of at most this many entries on the loop's own
-/// thread, as a follower does (see disk.rs): a batch this small means the
-/// load is light, nobody waits behind the loop while it syncs, and the
-/// hand-off to the disk thread and back would cost two thread wake-ups on
-/// the write's path. Bigger batches go to the disk thread, so that the loop
-/// goes on replicating and batching while the disk syncs (with 64 clients,
-/// writing every batch inline cost a fifth of the throughput).
-const LEADER_INLINE_MAX_ENTRIES: usize = 1;
-
 /// Where a client's result goes: a unary call's reply, or its session stream.
 pub enum ReplyTo {
     Once(oneshot::Sender<pb::Reply>),
@@ -376,7 +367,6 @@ impl NodeLoop {
         }
         self.transport.flush();
         if rd.must_persist() || !rd.persisted_messages.is_empty() {
-            let light = rd.entries.len() <= LEADER_INLINE_MAX_ENTRIES && rd.snapshot.is_none();
             let job = DiskJob::Write {
                 snapshot: rd.snapshot.clone(),
                 term: rd.term,
@@ -384,9 +374,8 @@ impl NodeLoop {
                 marker: rd.persisted_marker,
                 then_send: rd.persisted_messages,
             };
-            if (self.node.role() == Role::Follower || light) && self.disk.idle() {
-                // See disk.rs: a follower's replies wait for this write
-                // anyway, and so does a lightly loaded leader's.
+            if self.node.role() == Role::Follower && self.disk.idle() {
+                // See disk.rs: a follower's replies wait for this write anyway.
                 let durable = self.disk.write_now(job);
                 self.on_durable(durable);
             } else if !self.disk.queue(job) {
