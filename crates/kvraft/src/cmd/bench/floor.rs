@@ -24,6 +24,11 @@ pub struct Floor {
 }
 
 impl Floor {
+    /// The mean of two measurements (before and after a long run).
+    pub fn mean(a: &Floor, b: &Floor) -> Floor {
+        Floor { fsync_ms: (a.fsync_ms + b.fsync_ms) / 2.0, rtt_ms: (a.rtt_ms + b.rtt_ms) / 2.0 }
+    }
+
     /// One fdatasync plus two round trips.
     pub fn ms(&self) -> f64 {
         self.fsync_ms + 2.0 * self.rtt_ms
