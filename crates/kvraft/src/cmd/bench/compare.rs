@@ -69,7 +69,7 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         println!("  => again after both clusters stopped: {}", after.line());
         if let Some(l) = kvraft_rows.last().and_then(report::floor_line) {
-            println!("  => {l} (the mean of the two floors)");
+            println!("  => against the mean of the two floors: {l}");
         }
     }
     Ok(ExitCode::SUCCESS)
