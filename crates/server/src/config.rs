@@ -67,10 +67,11 @@ pub struct ServerConfig {
     pub tick_ms: u64,
 }
 
-/// As etcd's `--snapshot-count`. Each snapshot encodes the whole map on the
-/// event loop, so with 10,000 (the old default) a store of a million keys
-/// spent most of its time snapshotting, and a follower a fraction of a
-/// second behind needed a whole snapshot (`kvraft bench scale`).
+/// As etcd's `--snapshot-count`. Each snapshot encodes the whole map (off
+/// the event loop now, but it still costs CPU), so with 10,000 (the old
+/// default) a store of a million keys spent most of its time snapshotting,
+/// and a follower a fraction of a second behind needed a whole snapshot
+/// (`kvraft bench scale`).
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 
 fn default_snapshot_entries() -> u64 {

@@ -1,9 +1,10 @@
 //! The KVRaft server process: a thin shell around the replication core.
 //!
 //! It owns what the core may not: sockets (gRPC services in `api/`, Raft
-//! messages between servers in `peer/`), the disk (`disk`, a thread doing group commit over
-//! `kvraft-storage`) and the clock (the ticker of `node_loop`). The event loop
-//! (`node_loop`) is the one owner of the core and the state machine.
+//! messages between servers in `peer/`), the disk (`disk`, a thread doing
+//! group commit over `kvraft-storage`; `snapshot`, encoding off the loop)
+//! and the clock (the ticker of `node_loop`). The event loop (`node_loop`)
+//! is the one owner of the core and the state machine.
 
 pub mod api;
 pub mod auth;
@@ -13,6 +14,7 @@ mod disk;
 mod join;
 mod node_loop;
 mod peer;
+mod snapshot;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -184,6 +186,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         disk,
         tracer: tracer.clone(),
         trace: trace.clone(),
+        inputs: tx.clone(),
     });
     let tick = Duration::from_millis(cfg.tick_ms);
     let loop_task = tokio::spawn(nl.run(rx, tick));

@@ -4,13 +4,12 @@
 //! committed entries to the state machine, results to clients.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use kvraft_core::kv::{ApplyError, Command, KvStore, Reply};
 use kvraft_core::{
     Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready, Role,
-    Snapshot, SnapshotMeta, Term,
+    Snapshot, Term,
 };
 use kvraft_proto as pb;
 use kvraft_trace::{Trace, Tracer};
@@ -21,6 +20,7 @@ use crate::config::ReadMode;
 use crate::convert::reply_result;
 use crate::disk::{Disk, DiskJob, Durable};
 use crate::peer::outbound::Transport;
+use crate::snapshot;
 
 /// Where a client's result goes: a unary call's reply, or its session stream.
 pub enum ReplyTo {
@@ -92,6 +92,8 @@ pub enum Input {
         jobs: usize,
         durable: Vec<Durable>,
     },
+    /// A local snapshot, encoded off the loop (see snapshot.rs).
+    SnapshotEncoded(Snapshot),
     Status(oneshot::Sender<pb::StatusReply>),
     Log {
         from: Index,
@@ -119,6 +121,10 @@ pub struct NodeLoop {
     trace: Trace,
     /// A leader hint from the coord, used while the core knows none.
     coord_leader: Option<NodeId>,
+    /// A local snapshot is being encoded off the loop.
+    snapshot_in_flight: bool,
+    /// The loop's own input queue, for the snapshot thread to answer on.
+    inputs: mpsc::UnboundedSender<Input>,
 }
 
 pub struct LoopParts {
@@ -130,6 +136,7 @@ pub struct LoopParts {
     pub disk: Disk,
     pub tracer: Tracer,
     pub trace: Trace,
+    pub inputs: mpsc::UnboundedSender<Input>,
 }
 
 /// The trace record of a client command arriving or committing.
@@ -184,6 +191,8 @@ impl NodeLoop {
             coord_leader: None,
             tracer: p.tracer,
             trace: p.trace,
+            snapshot_in_flight: false,
+            inputs: p.inputs,
         }
     }
 
@@ -243,6 +252,10 @@ impl NodeLoop {
             Input::Persisted { jobs, durable } => {
                 self.disk.completed(jobs);
                 self.on_durable(durable);
+            }
+            Input::SnapshotEncoded(snapshot) => {
+                self.snapshot_in_flight = false;
+                self.install_local_snapshot(snapshot);
             }
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -475,13 +488,25 @@ impl NodeLoop {
 
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied_index();
-        if applied < self.node.snapshot_meta().index + self.snapshot_entries {
+        if self.snapshot_in_flight || applied < self.node.snapshot_meta().index + self.snapshot_entries {
             return;
         }
-        let meta = SnapshotMeta { index: applied, term: self.kv.applied_term() };
-        let snapshot = Snapshot { meta, data: Arc::new(self.kv.snapshot()) };
+        self.snapshot_in_flight = snapshot::encode_in_background(self.kv.clone(), self.inputs.clone());
+        if !self.snapshot_in_flight {
+            let s = snapshot::encode(&self.kv);
+            self.install_local_snapshot(s);
+        }
+    }
+
+    /// Hands a local snapshot to the core (which compacts its log) and to
+    /// the disk, unless the core already holds a later one: a snapshot
+    /// received from the leader while this one was being encoded.
+    fn install_local_snapshot(&mut self, snapshot: Snapshot) {
+        let index = snapshot.meta.index;
         self.node.compact(snapshot.clone());
-        let _ = self.disk.queue(DiskJob::Compact(snapshot));
+        if self.node.snapshot_meta().index == index {
+            let _ = self.disk.queue(DiskJob::Compact(snapshot));
+        }
     }
 
     fn status(&self) -> pb::StatusReply {
