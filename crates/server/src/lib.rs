@@ -56,15 +56,15 @@ pub enum ServerError {
     Serve { what: &'static str, source: tonic::transport::Error },
 }
 
-/// Binds `addr`; accepted connections have Nagle's algorithm off (tonic's
-/// `Server::tcp_nodelay` applies only to listeners it binds itself; without
-/// it, a reply written in two pieces waited for the client's delayed ACK:
-/// the 40-ms stalls once seen as the max latency of nearly every bench run).
 async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, what, source })
 }
 
-/// A gRPC listener, Nagle off on every accepted connection.
+/// A gRPC listener whose accepted connections have Nagle's algorithm off
+/// (tonic's `Server::tcp_nodelay` applies only to listeners it binds itself;
+/// without it, a reply written in two pieces waited for the client's delayed
+/// ACK: the 40-ms stalls once seen as the max latency of nearly every bench
+/// run).
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpIncoming, ServerError> {
     Ok(TcpIncoming::from(bind_tcp(addr, what).await?).with_nodelay(Some(true)))
 }

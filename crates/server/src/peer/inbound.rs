@@ -79,12 +79,12 @@ async fn receive(conn: TcpStream, inbound: Inbound) -> Result<(), String> {
     let mut scratch = Vec::new();
     let mut snapshots = SnapshotAssembler::default();
     loop {
-        let m = match frame::read(&mut r, &mut scratch).await {
+        let mut m = match frame::read(&mut r, &mut scratch).await {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(()),
             Err(e) => return Err(format!("server {}: {e}", hello.from)),
         };
-        let token = m.trace.clone();
+        let token = std::mem::take(&mut m.trace);
         let msg = match snapshots.accept(m) {
             Ok(Some(msg)) => msg,
             Ok(None) => continue,
