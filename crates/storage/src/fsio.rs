@@ -4,6 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::StorageError;
 use crate::options::FsyncPolicy;
@@ -26,12 +27,24 @@ pub fn sync_dir(dir: &Path, policy: FsyncPolicy) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Bytes written between two fdatasyncs of a large file (a snapshot). The
+/// data directories of a machine's servers often share one disk, and one
+/// fsync of a 100 MB snapshot holds the other files' fdatasyncs behind its
+/// whole write-back (measured here: a 100-byte fdatasync waited up to 55 ms
+/// behind one 100 MB fsync, 25 ms behind the same written 8 MiB at a time).
+pub const SYNC_EVERY: usize = 8 << 20;
+
 /// Replaces `dir/name` atomically with the concatenation of `parts` (parts
 /// spare copying a large snapshot into one buffer): temp file, fsync, rename,
 /// fsync of the directory. After a crash the file holds either the old or
 /// the new content, never a mix; on return the new content is durable.
+///
+/// Each call has a temp file of its own, so two threads may write the same
+/// name at once: the last rename wins, and both contents are whole.
 pub fn write_atomic(dir: &Path, name: &str, parts: &[&[u8]], policy: FsyncPolicy) -> Result<(), StorageError> {
-    let tmp = dir.join(format!("{name}{}", crate::names::TMP_SUFFIX));
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.{n}{}", crate::names::TMP_SUFFIX));
     let dst = dir.join(name);
     let mut f = OpenOptions::new()
         .write(true)
@@ -39,8 +52,16 @@ pub fn write_atomic(dir: &Path, name: &str, parts: &[&[u8]], policy: FsyncPolicy
         .truncate(true)
         .open(&tmp)
         .map_err(StorageError::io(&tmp, "create"))?;
+    let mut unsynced = 0;
     for part in parts {
-        f.write_all(part).map_err(StorageError::io(&tmp, "write"))?;
+        for piece in part.chunks(SYNC_EVERY) {
+            f.write_all(piece).map_err(StorageError::io(&tmp, "write"))?;
+            unsynced += piece.len();
+            if unsynced >= SYNC_EVERY {
+                sync_data(&f, &tmp, policy)?;
+                unsynced = 0;
+            }
+        }
     }
     if policy.syncs() {
         f.sync_all().map_err(StorageError::io(&tmp, "fsync"))?;

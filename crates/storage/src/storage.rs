@@ -1,8 +1,8 @@
 //! `Storage`: the durable log of one server, in one data directory.
 //!
 //! Layout: `wal-<first>.log` segments of records (see `record.rs`), the
-//! `term` file, at most one `snapshot-<index>.snap` (two for a moment during
-//! compaction), and `LOCK`.
+//! `term` file, at most one `snapshot-<index>.snap` (two while a newer one,
+//! written by a [`SnapshotWriter`], waits to be adopted), and `LOCK`.
 //!
 //! Suffix truncation is physical: the segments after the one holding the
 //! first replaced index are deleted (newest first), the directory synced,
@@ -33,7 +33,7 @@ use kvraft_core::{Entry, Index, Snapshot, SnapshotMeta, Term};
 use crate::error::StorageError;
 use crate::fsio;
 use crate::names::{self, Kind};
-use crate::options::StorageOptions;
+use crate::options::{FsyncPolicy, StorageOptions};
 use crate::record;
 use crate::recovery::{self, Recovered};
 use crate::segment::{self, Segment};
@@ -184,10 +184,35 @@ impl Storage {
     pub fn compact(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.check()?;
         self.check_snapshot(snapshot)?;
-        let index = snapshot.meta.index;
-        let result = self.save_snapshot(snapshot).and_then(|()| {
-            if index >= self.last_index() { self.restart_log(index + 1) } else { self.remove_covered_segments(index) }
-        });
+        let result = self.snapshot_writer().write(snapshot).and_then(|()| self.adopt(snapshot.meta));
+        self.poison_on_err(result)
+    }
+
+    /// A handle that writes snapshot files into this directory from another
+    /// thread, so that a large local snapshot reaches the disk while the log
+    /// goes on appending; [`Storage::compact_written`] then adopts it.
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter { dir: self.dir.clone(), policy: self.opts.fsync }
+    }
+
+    /// [`Storage::compact`] for a snapshot a [`SnapshotWriter`] has already
+    /// made durable. One that is no later than the stored snapshot (the
+    /// leader's arrived while it was being written) is dropped, file and
+    /// all, and is not an error. Errors if the file is missing: adopting it
+    /// would delete entries that nothing else holds.
+    pub fn compact_written(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.check()?;
+        let path = self.dir.join(names::snapshot(meta.index));
+        if meta.index <= self.snapshot.index {
+            if meta.index < self.snapshot.index {
+                fsio::remove(&path)?;
+                self.dir_dirty = true;
+            }
+            return Ok(());
+        }
+        let result = fs::metadata(&path)
+            .map_err(StorageError::io(&path, "find the written snapshot"))
+            .and_then(|_| self.adopt(meta));
         self.poison_on_err(result)
     }
 
@@ -371,13 +396,30 @@ impl Storage {
     /// Writes the snapshot durably, then removes every other snapshot file.
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         snapshot_file::write(&self.dir, snapshot, self.opts.fsync)?;
-        self.snapshot = snapshot.meta;
+        self.keep_only_snapshot(snapshot.meta)
+    }
+
+    /// Makes the durable snapshot file at `meta` the stored one, deletes the
+    /// others and the log up to it.
+    fn adopt(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.keep_only_snapshot(meta)?;
+        if meta.index >= self.last_index() {
+            self.restart_log(meta.index + 1)
+        } else {
+            self.remove_covered_segments(meta.index)
+        }
+    }
+
+    /// Records `meta` as the stored snapshot and deletes every other
+    /// snapshot file (never a temp file: another thread may be writing it).
+    fn keep_only_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.snapshot = meta;
         let io = |op| StorageError::io(&self.dir, op);
         for entry in fs::read_dir(&self.dir).map_err(io("list directory"))? {
             let entry = entry.map_err(io("list directory"))?;
             let name = entry.file_name();
             if let Some(Kind::Snapshot(i)) = name.to_str().map(names::classify)
-                && i != snapshot.meta.index
+                && i != meta.index
             {
                 fsio::remove(&entry.path())?;
                 self.dir_dirty = true;
@@ -415,5 +457,23 @@ impl Storage {
             self.dir_dirty = true;
         }
         Ok(())
+    }
+}
+
+/// Writes snapshot files into a data directory; see
+/// [`Storage::snapshot_writer`]. It touches only files of its own until the
+/// final rename, so it needs no lock on the [`Storage`].
+#[derive(Clone, Debug)]
+pub struct SnapshotWriter {
+    dir: PathBuf,
+    policy: FsyncPolicy,
+}
+
+impl SnapshotWriter {
+    /// Durably writes `snapshot` as `snapshot-<index>.snap`, synced 8 MiB
+    /// at a time so that other files' fsyncs on the same disk never queue
+    /// behind the whole snapshot.
+    pub fn write(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        snapshot_file::write(&self.dir, snapshot, self.policy)
     }
 }

@@ -114,3 +114,105 @@ fn leftovers_of_an_interrupted_snapshot_write_are_cleaned_up() {
     assert_eq!(rec.snapshot.unwrap().meta.index, 5);
     assert_eq!(snapshot_files(dir.path()), vec![old]);
 }
+
+/// A snapshot written by a `SnapshotWriter` (on another thread in the
+/// server) while the log goes on appending, then adopted: the same result
+/// as `compact`, and recovery returns it.
+#[test]
+fn a_written_snapshot_is_adopted_while_the_log_goes_on() {
+    let opts = options(FsyncPolicy::Always, 400);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=100, 1)).unwrap();
+    s.sync().unwrap();
+    let writer = s.snapshot_writer();
+    let t = std::thread::spawn(move || writer.write(&snapshot(60, 1)));
+    s.append(&entries(101..=120, 1)).unwrap();
+    s.sync().unwrap();
+    t.join().unwrap().unwrap();
+    let before = segment_files(dir.path()).len();
+    s.compact_written(snapshot(60, 1).meta).unwrap();
+    assert!(segment_files(dir.path()).len() < before);
+    assert_eq!(s.snapshot_meta(), snapshot(60, 1).meta);
+    assert_eq!(s.last_index(), 120);
+    s.sync().unwrap();
+    drop(s);
+
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot, Some(snapshot(60, 1)));
+    assert_eq!(rec.entries, entries(61..=120, 1));
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+}
+
+/// The leader's snapshot was installed while a local one was being written:
+/// the older local one is dropped, file and all, and nothing is poisoned.
+#[test]
+fn a_written_snapshot_behind_the_stored_one_is_dropped() {
+    let opts = options(FsyncPolicy::Always, 400);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=50, 1)).unwrap();
+    s.sync().unwrap();
+    s.snapshot_writer().write(&snapshot(40, 1)).unwrap();
+    s.install_snapshot(&snapshot(80, 2)).unwrap();
+    // The installation removed the written file, or it is removed now.
+    s.compact_written(snapshot(40, 1).meta).unwrap();
+    assert_eq!(s.snapshot_meta(), snapshot(80, 2).meta);
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    // The same again with the file still there when it is dropped.
+    s.snapshot_writer().write(&snapshot(70, 2)).unwrap();
+    assert_eq!(snapshot_files(dir.path()).len(), 2);
+    s.compact_written(snapshot(70, 2).meta).unwrap();
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    s.append(&entries(81..=81, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot, Some(snapshot(80, 2)));
+    assert_eq!(rec.entries, entries(81..=81, 2));
+}
+
+/// Adopting a snapshot whose file is not there would delete entries that
+/// nothing else holds: refused, and the storage is poisoned.
+#[test]
+fn adopting_a_snapshot_that_was_never_written_is_an_error() {
+    let opts = options(FsyncPolicy::Never, 400);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=50, 1)).unwrap();
+    assert!(matches!(s.compact_written(snapshot(40, 1).meta), Err(StorageError::Io { .. })));
+    assert!(matches!(s.append(&entries(51..=51, 1)), Err(StorageError::Poisoned { .. })));
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot, None);
+    assert_eq!(rec.entries, entries(1..=50, 1));
+}
+
+/// Two writers of the same snapshot at once (the leader's and a local one
+/// at the same index) each have a temp file of their own: both succeed and
+/// the file is whole. (With one shared temp name, the later rename fails.)
+#[test]
+fn concurrent_writers_of_one_snapshot_leave_it_whole() {
+    let dir = tempdir();
+    let (s, _) = open(dir.path(), options(FsyncPolicy::Never, 400));
+    let big = kvraft_core::Snapshot {
+        meta: kvraft_core::SnapshotMeta { index: 9, term: 1 },
+        data: std::sync::Arc::new(vec![7u8; 16 << 20]),
+    };
+    let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (w, b, start) = (s.snapshot_writer(), big.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                w.write(&b)
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    drop(s);
+    let (_, rec) = open(dir.path(), options(FsyncPolicy::Never, 400));
+    assert_eq!(rec.snapshot, Some(big));
+}
