@@ -100,18 +100,20 @@ impl RaftLog {
 
     /// Folds the prefix up to `meta.index` into a snapshot. Entries after it
     /// are kept only when the log holds `meta`'s entry itself; otherwise the
-    /// log is inconsistent with the snapshot and is dropped whole.
-    pub fn compact(&mut self, meta: SnapshotMeta) {
+    /// log is inconsistent with the snapshot and is dropped whole. Returns
+    /// the entries removed, so that the caller decides where they are freed.
+    pub fn compact(&mut self, meta: SnapshotMeta) -> Vec<Entry> {
         if meta.index <= self.snapshot.index {
-            return;
+            return Vec::new();
         }
-        if self.term(meta.index) == Some(meta.term) {
-            let drop = (meta.index - self.snapshot.index) as usize;
-            self.entries.drain(..drop);
+        let removed = if self.term(meta.index) == Some(meta.term) {
+            let rest = self.entries.split_off((meta.index - self.snapshot.index) as usize);
+            std::mem::replace(&mut self.entries, rest)
         } else {
-            self.entries.clear();
-        }
+            std::mem::take(&mut self.entries)
+        };
         self.snapshot = meta;
+        removed
     }
 
     /// The first index of the run of entries of `term` that contains

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use kvraft_core::{Entry, Index, Outbound, Snapshot, Term};
-use kvraft_storage::{Storage, StorageError};
+use kvraft_core::{Entry, Index, Outbound, Snapshot, SnapshotMeta, Term};
+use kvraft_storage::{SnapshotWriter, Storage, StorageError};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::node_loop::Input;
@@ -38,8 +38,9 @@ pub enum DiskJob {
         /// Sent once this job is durable.
         then_send: Vec<Outbound>,
     },
-    /// A local snapshot: save it, drop the log before it.
-    Compact(Snapshot),
+    /// A local snapshot, already written by the snapshot thread: adopt it,
+    /// drop the log before it.
+    Compact(SnapshotMeta),
 }
 
 /// One write job made durable: `marker` may be reported to the core, and
@@ -76,6 +77,7 @@ impl DiskStats {
 pub struct Disk {
     tx: mpsc::Sender<DiskJob>,
     storage: Arc<Mutex<Storage>>,
+    writer: SnapshotWriter,
     pub stats: Arc<DiskStats>,
     /// Jobs queued whose completion the loop has not handled yet.
     outstanding: usize,
@@ -84,6 +86,7 @@ pub struct Disk {
 impl Disk {
     /// Starts the disk thread; `done` is the loop's input queue.
     pub fn start(storage: Storage, done: UnboundedSender<Input>) -> Disk {
+        let writer = storage.snapshot_writer();
         let storage = Arc::new(Mutex::new(storage));
         let stats = Arc::new(DiskStats::default());
         let (tx, rx) = mpsc::channel::<DiskJob>();
@@ -92,7 +95,12 @@ impl Disk {
             .name("kvraft-disk".into())
             .spawn(move || disk_thread(rx, &s, &st, &done))
             .expect("spawning the disk thread");
-        Disk { tx, storage, stats, outstanding: 0 }
+        Disk { tx, storage, writer, stats, outstanding: 0 }
+    }
+
+    /// Writes snapshot files beside the log, from any thread.
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        self.writer.clone()
     }
 
     /// Hands `job` to the disk thread. False if the thread is gone (the
@@ -134,7 +142,7 @@ fn lock(storage: &Mutex<Storage>) -> MutexGuard<'_, Storage> {
 
 /// A storage error is fatal: the process could no longer promise what it
 /// acknowledged (fail-stop).
-fn fail_stop(e: &StorageError) -> ! {
+pub fn fail_stop(e: &StorageError) -> ! {
     eprintln!("kvraft server: disk failure, stopping: {e}");
     std::process::exit(1);
 }
@@ -184,7 +192,7 @@ fn apply(storage: &mut Storage, job: DiskJob, durable: &mut Vec<Durable>) -> Res
             }
             durable.push(Durable { marker, then_send });
         }
-        DiskJob::Compact(snapshot) => storage.compact(&snapshot)?,
+        DiskJob::Compact(meta) => storage.compact_written(meta)?,
     }
     Ok(())
 }

@@ -92,8 +92,8 @@ pub enum Input {
         jobs: usize,
         durable: Vec<Durable>,
     },
-    /// A local snapshot, encoded off the loop (see snapshot.rs).
-    SnapshotEncoded(Snapshot),
+    /// A local snapshot, encoded and written off the loop (see snapshot.rs).
+    SnapshotSaved(Snapshot),
     Status(oneshot::Sender<pb::StatusReply>),
     Log {
         from: Index,
@@ -253,7 +253,7 @@ impl NodeLoop {
                 self.disk.completed(jobs);
                 self.on_durable(durable);
             }
-            Input::SnapshotEncoded(snapshot) => {
+            Input::SnapshotSaved(snapshot) => {
                 self.snapshot_in_flight = false;
                 self.install_local_snapshot(snapshot);
             }
@@ -491,22 +491,22 @@ impl NodeLoop {
         if self.snapshot_in_flight || applied < self.node.snapshot_meta().index + self.snapshot_entries {
             return;
         }
-        self.snapshot_in_flight = snapshot::encode_in_background(self.kv.clone(), self.inputs.clone());
+        let writer = self.disk.snapshot_writer();
+        self.snapshot_in_flight = snapshot::save_in_background(self.kv.clone(), writer.clone(), self.inputs.clone());
         if !self.snapshot_in_flight {
-            let s = snapshot::encode(&self.kv);
+            let s = snapshot::save(self.kv.clone(), &writer);
             self.install_local_snapshot(s);
         }
     }
 
-    /// Hands a local snapshot to the core (which compacts its log) and to
-    /// the disk, unless the core already holds a later one: a snapshot
-    /// received from the leader while this one was being encoded.
+    /// Hands a saved local snapshot to the core (which compacts its log)
+    /// and to the disk thread (which adopts its file). Both ignore it if they
+    /// already hold a later one, a snapshot received from the leader while
+    /// this one was being saved; the disk thread then deletes its file.
     fn install_local_snapshot(&mut self, snapshot: Snapshot) {
-        let index = snapshot.meta.index;
-        self.node.compact(snapshot.clone());
-        if self.node.snapshot_meta().index == index {
-            let _ = self.disk.queue(DiskJob::Compact(snapshot));
-        }
+        let meta = snapshot.meta;
+        snapshot::free_in_background(self.node.compact(snapshot));
+        let _ = self.disk.queue(DiskJob::Compact(meta));
     }
 
     fn status(&self) -> pb::StatusReply {
