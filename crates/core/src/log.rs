@@ -175,14 +175,16 @@ mod tests {
     #[test]
     fn compaction_keeps_matching_suffix_and_drops_inconsistent_log() {
         let mut log = log_of(&[1, 1, 2, 3, 3]);
-        log.compact(SnapshotMeta { index: 3, term: 2 });
+        let removed = log.compact(SnapshotMeta { index: 3, term: 2 });
+        assert_eq!(removed.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(log.compact(SnapshotMeta { index: 3, term: 2 }).is_empty(), "nothing twice");
         assert_eq!((log.first_index(), log.last_index()), (4, 5));
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.term(2), None);
         assert_eq!(log.entry(4).unwrap().index, 4);
 
         let mut log = log_of(&[1, 1, 2]);
-        log.compact(SnapshotMeta { index: 2, term: 7 });
+        assert_eq!(log.compact(SnapshotMeta { index: 2, term: 7 }).len(), 3, "the whole log goes");
         assert!(log.is_empty());
         assert_eq!((log.last_index(), log.last_term()), (2, 7));
     }
