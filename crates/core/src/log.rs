@@ -107,8 +107,12 @@ impl RaftLog {
             return Vec::new();
         }
         let removed = if self.term(meta.index) == Some(meta.term) {
-            let rest = self.entries.split_off((meta.index - self.snapshot.index) as usize);
-            std::mem::replace(&mut self.entries, rest)
+            // The kept suffix moves to a vector as large as the old one, so
+            // the log does not regrow (reallocating and copying) from empty
+            // after every compaction.
+            let mut kept = Vec::with_capacity(self.entries.capacity());
+            kept.extend(self.entries.drain((meta.index - self.snapshot.index) as usize..));
+            std::mem::replace(&mut self.entries, kept)
         } else {
             std::mem::take(&mut self.entries)
         };
