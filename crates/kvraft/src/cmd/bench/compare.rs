@@ -18,6 +18,7 @@ use super::etcd_cluster::{self, EtcdCluster};
 use super::floor::{self, Floor};
 use super::kvraft_target::{self, Started};
 use super::report::{self, Row};
+use super::solo::{self, Solo};
 use super::{Args, etcd_target, load_of};
 
 /// The workloads with `--clients` clients, in order.
@@ -36,16 +37,22 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("kvraft bench: kvraft: {} servers, fsync on, leader elected", args.members);
         let coord = started.layout.coord_client.clone();
         let conns = kvraft_target::clients(&coord, args.clients, args.window, None, "")?;
-        let one = kvraft_target::clients(&coord, 1, 1, None, "one")?;
-        sequence(args, "kvraft", conns, &one, started.pids()).await?
+        let solo = Solo::for_lanes(1)?;
+        let one = {
+            let _on = solo.as_ref().map(|s| s.handle().enter());
+            kvraft_target::clients(&coord, 1, 1, None, "one")?
+        };
+        sequence(args, "kvraft", conns, one, solo, started.pids()).await?
         // The KVRaft cluster stops here, before etcd starts.
     };
     let etcd = EtcdCluster::start(&exe, &args.dir.join("etcd"), args.members).await?;
     eprintln!("kvraft bench: etcd: {} members healthy at {}", args.members, etcd.endpoints.join(","));
     let etcd_rows = {
         let conns = etcd_target::connect(&etcd.endpoints, args.clients).await?;
-        let one = etcd_target::connect(&etcd.endpoints, 1).await?;
-        sequence(args, "etcd", conns, &one, etcd.pids()).await?
+        let solo = Solo::for_lanes(1)?;
+        let endpoints = etcd.endpoints.clone();
+        let one = solo::on(solo.as_ref(), async move { etcd_target::connect(&endpoints, 1).await }).await?;
+        sequence(args, "etcd", conns, one, solo, etcd.pids()).await?
     };
     drop(etcd);
     let after = floor::measure(&args.dir).await?;
@@ -76,12 +83,14 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// One system's runs: the workloads on `conns`, then (`conns` closed, so
-/// that only one client is connected) a single client's puts on `one`.
+/// that only one client is connected) a single client's puts on `one`,
+/// whose connection was made on `solo`'s runtime.
 async fn sequence<C: Conn>(
     args: &Args,
     system: &'static str,
     conns: Vec<C>,
-    one: &[C],
+    one: Vec<C>,
+    solo: Option<Solo>,
     pids: Vec<u32>,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -97,7 +106,10 @@ async fn sequence<C: Conn>(
     let mut load = load_of(args, system, Workload::Put, Some(pids));
     load.window = 1;
     load.label = format!("{system} put, 1 client");
-    let outcome = driver::run(one, &load).await?;
+    load.on = solo.as_ref().map(|s| s.handle().clone());
+    let outcome = driver::run(&one, &load).await?;
+    drop(one);
+    drop(solo);
     rows.push(Row::new(system, Workload::Put, 1, 1, &outcome));
     Ok(rows)
 }

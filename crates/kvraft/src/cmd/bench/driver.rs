@@ -68,6 +68,9 @@ pub struct Load {
     pub progress: bool,
     /// Processes whose CPU and memory over the measured seconds are reported.
     pub watch: Option<Vec<u32>>,
+    /// The runtime the lanes run on (a [`super::solo::Solo`]'s, for a few
+    /// lanes: the one their connections were made on); else the caller's.
+    pub on: Option<tokio::runtime::Handle>,
 }
 
 /// What a run measured.
@@ -121,7 +124,7 @@ pub async fn run<C: Conn>(conns: &[C], load: &Load) -> anyhow::Result<Outcome> {
                 (conn.clone(), measuring.clone(), stop.clone(), done.clone(), errors.clone());
             let (op, keys, value, label) = (load.op, load.keys, value.clone(), load.label.clone());
             let mut x = c as u64 * 1_000_003 + lane * 7919 + 1;
-            lanes.spawn(async move {
+            let lane = async move {
                 let mut hist = histogram();
                 while !stop.load(Ordering::Relaxed) {
                     let op = next_op(&mut x, op, keys, &value);
@@ -142,7 +145,11 @@ pub async fn run<C: Conn>(conns: &[C], load: &Load) -> anyhow::Result<Outcome> {
                     }
                 }
                 hist
-            });
+            };
+            match &load.on {
+                Some(rt) => lanes.spawn_on(lane, rt),
+                None => lanes.spawn(lane),
+            };
         }
     }
     let bar = load.progress.then(|| {
@@ -235,11 +242,21 @@ mod tests {
     struct Fake {
         ops: Arc<std::sync::Mutex<Vec<BenchOp>>>,
         fail_every: usize,
+        /// The names of the threads the operations ran on.
+        threads: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    }
+
+    impl Fake {
+        fn new(ops: &Arc<std::sync::Mutex<Vec<BenchOp>>>, fail_every: usize) -> Fake {
+            Fake { ops: ops.clone(), fail_every, threads: Default::default() }
+        }
     }
 
     impl Conn for Fake {
         async fn execute(&mut self, op: BenchOp) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(1)).await;
+            let name = std::thread::current().name().unwrap_or("unnamed").to_owned();
+            self.threads.lock().map_err(|_| "poisoned".to_string())?.insert(name);
             let mut ops = self.ops.lock().map_err(|_| "poisoned".to_string())?;
             ops.push(op);
             if self.fail_every > 0 && ops.len().is_multiple_of(self.fail_every) { Err("boom".into()) } else { Ok(()) }
@@ -262,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_counts_operations_and_errors() {
         let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let conns = vec![Fake { ops: ops.clone(), fail_every: 10 }; 2];
+        let conns = vec![Fake::new(&ops, 10); 2];
         let load = Load {
             label: "fake put".into(),
             op: Workload::Put,
@@ -273,6 +290,7 @@ mod tests {
             duration: 1,
             progress: false,
             watch: Some(vec![std::process::id()]),
+            on: None,
         };
         let o = run(&conns, &load).await.unwrap();
         assert!(o.ops > 0);
@@ -282,10 +300,33 @@ mod tests {
         assert!(ops.lock().unwrap().iter().all(|op| matches!(op, BenchOp::Put { value, .. } if value == "xxx")));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_few_lanes_run_on_their_own_thread() {
+        let solo = super::super::solo::Solo::for_lanes(1).unwrap().unwrap();
+        let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let conn = Fake::new(&ops, 0);
+        let load = Load {
+            label: "fake put".into(),
+            op: Workload::Put,
+            window: 1,
+            keys: 5,
+            value_size: 3,
+            warmup: 0,
+            duration: 1,
+            progress: false,
+            watch: None,
+            on: Some(solo.handle().clone()),
+        };
+        let o = run(std::slice::from_ref(&conn), &load).await.unwrap();
+        assert!(o.ops > 0);
+        let threads = conn.threads.lock().unwrap().clone();
+        assert_eq!(threads.into_iter().collect::<Vec<_>>(), vec!["kvraft-bench-lanes".to_owned()]);
+    }
+
     #[tokio::test]
     async fn prefill_writes_every_key_once() {
         let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let conns = vec![Fake { ops: ops.clone(), fail_every: 0 }; 3];
+        let conns = vec![Fake::new(&ops, 0); 3];
         prefill(&conns, 10, 4).await.unwrap();
         let mut keys: Vec<String> = ops
             .lock()

@@ -10,7 +10,8 @@
 //! `kvraft_target` and `etcd_target` are the two kinds of connection;
 //! `etcd_cluster` starts local etcd members; `usage` reads CPU and memory
 //! from /proc; `report` prints rows; `floor` measures the floor; `compare` is
-//! the side-by-side sequence; `failover` the failover timing.
+//! the side-by-side sequence; `failover` the failover timing; `solo` the
+//! single-threaded runtime that loads of a few lanes run on.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ mod floor;
 mod kvraft_target;
 mod report;
 mod scale;
+mod solo;
 mod usage;
 
 pub use driver::Workload;
@@ -38,6 +40,7 @@ use driver::Load;
 use floor::Floor;
 use kvraft_target::Started;
 use report::Row;
+use solo::Solo;
 
 /// What any etcd flag says when the binary was built without the `etcd`
 /// feature (the etcd client's build needs a system protoc).
@@ -184,6 +187,7 @@ fn load_of(args: &Args, system: &'static str, op: Workload, watch: Option<Vec<u3
         warmup: args.warmup,
         duration: args.duration,
         progress: !args.json,
+        on: None,
     }
 }
 
@@ -204,11 +208,18 @@ async fn kvraft(args: &Args) -> anyhow::Result<ExitCode> {
         (None, None) => bail!("no cluster to bench"),
     };
     let tracing = started.as_ref().and_then(|s| s.layout.tracing.clone());
-    let conns = kvraft_target::clients(&coord, args.clients, args.window, tracing.as_deref(), "")?;
+    let solo = Solo::for_lanes(args.clients * args.window as u64)?;
+    let conns = {
+        // A few lanes' connections live on the runtime their lanes run on.
+        let _on = solo.as_ref().map(|s| s.handle().enter());
+        kvraft_target::clients(&coord, args.clients, args.window, tracing.as_deref(), "")?
+    };
     prefill_for_gets(args, "kvraft", &conns).await?;
-    let load = load_of(args, "kvraft", args.op, started.as_ref().map(Started::pids));
+    let mut load = load_of(args, "kvraft", args.op, started.as_ref().map(Started::pids));
+    load.on = solo.as_ref().map(|s| s.handle().clone());
     let outcome = driver::run(&conns, &load).await?;
     drop(conns);
+    drop(solo);
     drop(started);
     let mut row = Row::new("kvraft", args.op, args.clients, args.window, &outcome).traced(args.trace);
     let floor = match before {
@@ -241,9 +252,14 @@ async fn prefill_for_gets<C: driver::Conn>(args: &Args, system: &str, conns: &[C
 #[cfg(feature = "etcd")]
 async fn etcd(args: &Args) -> anyhow::Result<ExitCode> {
     let endpoints = parse_endpoints(args.etcd.as_deref().unwrap_or_default())?;
-    let conns = etcd_target::connect(&endpoints, args.clients).await?;
+    let solo = Solo::for_lanes(args.clients * args.window as u64)?;
+    let n = args.clients;
+    let conns = solo::on(solo.as_ref(), async move { etcd_target::connect(&endpoints, n).await }).await?;
     prefill_for_gets(args, "etcd", &conns).await?;
-    let outcome = driver::run(&conns, &load_of(args, "etcd", args.op, None)).await?;
+    let mut load = load_of(args, "etcd", args.op, None);
+    load.on = solo.as_ref().map(|s| s.handle().clone());
+    let outcome = driver::run(&conns, &load).await?;
+    drop(conns);
     Row::new("etcd", args.op, args.clients, args.window, &outcome).print(args.json);
     Ok(ExitCode::SUCCESS)
 }
