@@ -208,7 +208,7 @@ async fn kvraft(args: &Args) -> anyhow::Result<ExitCode> {
         (None, None) => bail!("no cluster to bench"),
     };
     let tracing = started.as_ref().and_then(|s| s.layout.tracing.clone());
-    let solo = Solo::for_lanes(args.clients * args.window as u64)?;
+    let solo = Solo::for_lanes(args.clients.saturating_mul(args.window as u64))?;
     let conns = {
         // A few lanes' connections live on the runtime their lanes run on.
         let _on = solo.as_ref().map(|s| s.handle().enter());
@@ -252,7 +252,7 @@ async fn prefill_for_gets<C: driver::Conn>(args: &Args, system: &str, conns: &[C
 #[cfg(feature = "etcd")]
 async fn etcd(args: &Args) -> anyhow::Result<ExitCode> {
     let endpoints = parse_endpoints(args.etcd.as_deref().unwrap_or_default())?;
-    let solo = Solo::for_lanes(args.clients * args.window as u64)?;
+    let solo = Solo::for_lanes(args.clients.saturating_mul(args.window as u64))?;
     let n = args.clients;
     let conns = solo::on(solo.as_ref(), async move { etcd_target::connect(&endpoints, n).await }).await?;
     prefill_for_gets(args, "etcd", &conns).await?;
