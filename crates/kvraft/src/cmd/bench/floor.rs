@@ -61,6 +61,22 @@ pub async fn measure(dir: &Path) -> anyhow::Result<Floor> {
     .map_err(|e| anyhow!("measuring the floor: {e}"))?
 }
 
+/// [`shared_fsync_p50`] off the runtime's threads.
+pub async fn measure_shared(dir: &Path, writers: usize) -> anyhow::Result<f64> {
+    let dir: PathBuf = dir.into();
+    tokio::task::spawn_blocking(move || shared_fsync_p50(&dir, writers))
+        .await
+        .map_err(|e| anyhow!("measuring fdatasyncs at once: {e}"))?
+}
+
+/// How [`shared_fsync_p50`]'s figure is printed.
+pub fn shared_line(writers: usize, ms: f64) -> String {
+    format!(
+        "not in the floor: {writers} fdatasyncs at once on this disk, as {writers} local servers do: {ms:.3} ms each \
+         (median of {writers} x {FSYNCS})"
+    )
+}
+
 /// The median, in milliseconds.
 fn median_ms(mut v: Vec<Duration>) -> f64 {
     v.sort();
@@ -183,6 +199,7 @@ mod tests {
     fn shared_fsyncs_are_measured_and_cleaned_up() {
         let dir = tempfile::tempdir().unwrap();
         assert!(shared_fsync_p50(dir.path(), 3).unwrap() > 0.0);
+        assert!(shared_line(3, 0.25).starts_with("not in the floor: 3 fdatasyncs at once"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "every writer's file is removed");
     }
 }

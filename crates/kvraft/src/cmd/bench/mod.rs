@@ -163,20 +163,14 @@ async fn dispatch(args: &Args) -> anyhow::Result<ExitCode> {
         Some(What::Scale(a)) => scale::run(a).await,
         Some(What::Floor { dir, json }) => {
             let f = floor::measure(dir).await?;
-            let d = dir.clone();
-            let shared = tokio::task::spawn_blocking(move || floor::shared_fsync_p50(&d, 3))
-                .await
-                .map_err(|e| anyhow::anyhow!("measuring shared fdatasyncs: {e}"))??;
+            let shared = floor::measure_shared(dir, 3).await?;
             if *json {
                 let mut v = f.json();
                 v["fsync3_p50_ms"] = serde_json::json!(shared);
                 println!("{v}");
             } else {
                 println!("{}", f.line());
-                println!(
-                    "not in the floor: three fdatasyncs at once, as three servers on one disk do: {shared:.3} ms each \
-                     (median of 3 x 200)"
-                );
+                println!("{}", floor::shared_line(3, shared));
             }
             Ok(ExitCode::SUCCESS)
         }
