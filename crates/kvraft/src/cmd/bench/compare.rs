@@ -56,7 +56,6 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     drop(etcd);
     let after = floor::measure(&args.dir).await?;
-    let shared = floor::measure_shared(&args.dir, args.members as usize).await?;
     if let Some(row) = kvraft_rows.last_mut() {
         row.floor = Some(Floor::mean(&before, &after));
     }
@@ -79,7 +78,9 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(l) = kvraft_rows.last().and_then(report::floor_line) {
             println!("  => against the mean of the two floors: {l}");
         }
-        println!("  => {}", floor::shared_line(args.members as usize, shared));
+        let writers = args.members as usize;
+        let shared = floor::measure_shared(&args.dir, writers).await?;
+        println!("  => {}", floor::shared_line(writers, shared));
     }
     Ok(ExitCode::SUCCESS)
 }
