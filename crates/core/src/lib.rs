@@ -26,4 +26,4 @@ pub use log::RaftLog;
 pub use message::{AppendResult, Dest, LogState, Message, Outbound};
 pub use node::{ProposeError, RaftNode, Released, Restored, Role};
 pub use ready::{ReadError, ReadId, Ready};
-pub use types::{Entry, Index, NodeId, Payload, Snapshot, SnapshotMeta, Term};
+pub use types::{Entry, Index, NodeId, Payload, Snapshot, SnapshotData, SnapshotMeta, Term};

@@ -360,6 +360,15 @@ impl RaftNode {
         self.snapshot.as_ref()
     }
 
+    /// The shell has the snapshot at `meta` durable and will read it back
+    /// to send it: the node keeps only its size. Returns the bytes it let
+    /// go of (none if its snapshot is another one, or already stored), for
+    /// the shell to free where it likes.
+    pub fn snapshot_stored(&mut self, meta: SnapshotMeta) -> Option<Snapshot> {
+        let held = self.snapshot.as_mut().filter(|s| s.meta == meta && s.data.bytes().is_some())?;
+        Some(std::mem::replace(held, held.stored()))
+    }
+
     // ----- messages from other servers -----
 
     /// Handles a message from another server.

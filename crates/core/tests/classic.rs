@@ -245,3 +245,52 @@ fn a_new_leader_sends_nothing_before_its_noop_is_durable() {
     let rd = node.ready();
     assert_eq!(rd.messages.len(), 2, "after persistence the followers hear of it");
 }
+
+/// A snapshot the shell keeps on disk goes out by size (the shell reads the
+/// bytes back before the wire); the bytes the node held come back once, and
+/// only for the snapshot it holds.
+#[test]
+fn a_stored_snapshot_goes_to_a_lagging_follower_by_size() {
+    use kvraft_core::{Snapshot, SnapshotData, SnapshotMeta};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    let mut c = Cluster::new(3);
+    c.designate(1, 1);
+    c.crash(3);
+    for op_id in 1..=5 {
+        c.propose(1, "a", op_id, append("k", "v"));
+        c.run();
+    }
+    c.tick_all();
+    let kv = &c.kv[&1];
+    let meta = SnapshotMeta { index: kv.applied_index(), term: kv.applied_term() };
+    let bytes = kv.snapshot();
+    let len = bytes.len();
+    let snap = Snapshot::new(meta, bytes);
+    assert!(c.node_mut(1).compact(snap.clone()).snapshot.is_none());
+    let other = SnapshotMeta { index: meta.index, term: meta.term + 1 };
+    assert_eq!(c.node_mut(1).snapshot_stored(other), None, "not the snapshot it holds");
+    assert_eq!(c.node_mut(1).snapshot_stored(meta), Some(snap.clone()));
+    assert_eq!(c.node_mut(1).snapshot_stored(meta), None, "the bytes come back once");
+    assert_eq!(c.node(1).snapshot().map(|s| s.data.clone()), Some(SnapshotData::Stored { len }));
+
+    // Node 3 comes back with an empty log: only the snapshot can catch it up.
+    let sent = Rc::new(Cell::new(0));
+    let seen = sent.clone();
+    c.filter = Some(Box::new(move |_, _, msg| {
+        if let Message::InstallSnapshot { snapshot, .. } = msg {
+            assert_eq!(snapshot.data, SnapshotData::Stored { len }, "sent by size");
+            *snapshot = snap.clone(); // what the shell reads back from its disk
+            seen.set(seen.get() + 1);
+        }
+        true
+    }));
+    c.start(3);
+    for _ in 0..10 {
+        c.tick_all();
+    }
+    assert!(sent.get() >= 1, "the leader sent its snapshot");
+    assert_eq!(c.kv[&3].get("k"), Some("vvvvv"));
+    assert_eq!(c.node(3).snapshot_meta(), meta);
+}

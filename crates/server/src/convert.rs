@@ -2,8 +2,6 @@
 //! Anything read from the network is checked here: a malformed message is an
 //! error, never a panic.
 
-use std::sync::Arc;
-
 use kvraft_core::kv::{Command, Op, Reply};
 use kvraft_core::{AppendResult, Entry, Message, Payload, Snapshot, SnapshotMeta};
 use kvraft_proto as pb;
@@ -130,7 +128,8 @@ fn entry_from_pb(e: pb::Entry) -> Result<Entry, BadMessage> {
     Ok(Entry { term: e.term, index: e.index, payload })
 }
 
-/// A core message as one or more wire messages (a snapshot is chunked).
+/// A core message as one or more wire messages (a snapshot is chunked;
+/// one whose bytes are only stored gives none: the caller reads it back).
 pub fn message_to_pb(m: Message) -> Vec<pb::PeerMessage> {
     use pb::peer_message::Msg;
     let wrap = |msg| pb::PeerMessage { msg: Some(msg), trace: Vec::new() };
@@ -158,7 +157,10 @@ pub fn message_to_pb(m: Message) -> Vec<pb::PeerMessage> {
             vec![wrap(Msg::Response(pb::AppendResponse { term, from, read_ctx, result: Some(result) }))]
         }
         Message::InstallSnapshot { term, leader, snapshot, read_ctx } => {
-            let data = &snapshot.data;
+            // A stored snapshot is read back first (`peer::outbound`).
+            let Some(data) = snapshot.data.bytes() else {
+                return Vec::new();
+            };
             let mut chunks = Vec::new();
             let mut offset = 0;
             loop {
@@ -255,10 +257,7 @@ impl SnapshotAssembler {
                     term: c.term,
                     leader: c.leader,
                     read_ctx: c.read_ctx,
-                    snapshot: Snapshot {
-                        meta: SnapshotMeta { index: c.index, term: c.snapshot_term },
-                        data: Arc::new(data),
-                    },
+                    snapshot: Snapshot::new(SnapshotMeta { index: c.index, term: c.snapshot_term }, data),
                 }))
             }
         }
@@ -301,10 +300,7 @@ mod tests {
                 term: 3,
                 leader: 1,
                 read_ctx: 0,
-                snapshot: Snapshot {
-                    meta: SnapshotMeta { index: 10, term: 2 },
-                    data: Arc::new(vec![7u8; SNAPSHOT_CHUNK_BYTES * 2 + 5]),
-                },
+                snapshot: Snapshot::new(SnapshotMeta { index: 10, term: 2 }, vec![7u8; SNAPSHOT_CHUNK_BYTES * 2 + 5]),
             },
         ];
         let mut asm = SnapshotAssembler::default();

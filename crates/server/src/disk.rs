@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use kvraft_core::{Entry, Index, Outbound, Snapshot, SnapshotMeta, Term};
-use kvraft_storage::{SnapshotWriter, Storage, StorageError};
+use kvraft_storage::{SnapshotFiles, Storage, StorageError};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::node_loop::Input;
@@ -43,11 +43,13 @@ pub enum DiskJob {
     Compact(SnapshotMeta),
 }
 
-/// One write job made durable: `marker` may be reported to the core, and
-/// `then_send` may go.
+/// One write job made durable: `marker` may be reported to the core,
+/// `then_send` may go, and the snapshot it installed (if any) can be read
+/// back from the disk.
 pub struct Durable {
     pub marker: Option<(Index, Term)>,
     pub then_send: Vec<Outbound>,
+    pub installed: Option<SnapshotMeta>,
 }
 
 /// Bytes the data directory holds (refreshed at most every [`USAGE_EVERY`]
@@ -77,7 +79,7 @@ impl DiskStats {
 pub struct Disk {
     tx: mpsc::Sender<DiskJob>,
     storage: Arc<Mutex<Storage>>,
-    writer: SnapshotWriter,
+    writer: SnapshotFiles,
     pub stats: Arc<DiskStats>,
     /// Jobs queued whose completion the loop has not handled yet.
     outstanding: usize,
@@ -86,7 +88,7 @@ pub struct Disk {
 impl Disk {
     /// Starts the disk thread; `done` is the loop's input queue.
     pub fn start(storage: Storage, done: UnboundedSender<Input>) -> Disk {
-        let writer = storage.snapshot_writer();
+        let writer = storage.snapshot_files();
         let storage = Arc::new(Mutex::new(storage));
         let stats = Arc::new(DiskStats::default());
         let (tx, rx) = mpsc::channel::<DiskJob>();
@@ -99,7 +101,7 @@ impl Disk {
     }
 
     /// Writes snapshot files beside the log, from any thread.
-    pub fn snapshot_writer(&self) -> SnapshotWriter {
+    pub fn snapshot_files(&self) -> SnapshotFiles {
         self.writer.clone()
     }
 
@@ -181,6 +183,7 @@ fn disk_thread(
 fn apply(storage: &mut Storage, job: DiskJob, durable: &mut Vec<Durable>) -> Result<(), StorageError> {
     match job {
         DiskJob::Write { snapshot, term, entries, marker, then_send } => {
+            let installed = snapshot.as_ref().map(|s| s.meta);
             if let Some(s) = &snapshot {
                 storage.install_snapshot(s)?;
             }
@@ -190,7 +193,7 @@ fn apply(storage: &mut Storage, job: DiskJob, durable: &mut Vec<Durable>) -> Res
             if !entries.is_empty() {
                 storage.append(&entries)?;
             }
-            durable.push(Durable { marker, then_send });
+            durable.push(Durable { marker, then_send, installed });
         }
         DiskJob::Compact(meta) => storage.compact_written(meta)?,
     }

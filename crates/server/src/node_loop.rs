@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 
 use kvraft_core::kv::{ApplyError, Command, KvStore, Reply};
 use kvraft_core::{
-    Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready, Role,
-    Snapshot, Term,
+    Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready,
+    Released, Role, Snapshot, Term,
 };
 use kvraft_proto as pb;
 use kvraft_trace::{Trace, Tracer};
@@ -353,9 +353,16 @@ impl NodeLoop {
 
     /// Writes made durable: tell the core, send what waited for them.
     fn on_durable(&mut self, durable: Vec<Durable>) {
-        for Durable { marker, then_send } in durable {
+        for Durable { marker, then_send, installed } in durable {
             if let Some(m) = marker {
                 self.node.on_persisted(m);
+            }
+            if let Some(meta) = installed {
+                // The received snapshot is on disk now: the core need not
+                // keep its bytes (the transport reads them back to send).
+                if let Some(freed) = self.node.snapshot_stored(meta) {
+                    snapshot::free_in_background(Released { entries: Vec::new(), snapshot: Some(freed) });
+                }
             }
             for out in then_send {
                 self.route(out);
@@ -396,7 +403,8 @@ impl NodeLoop {
             }
         }
         if let Some(s) = &rd.snapshot {
-            match KvStore::restore(&s.data) {
+            // Received from a leader, so its bytes are in memory.
+            match KvStore::restore(s.data.bytes().unwrap_or_default()) {
                 Ok(kv) => self.kv = kv,
                 Err(e) => {
                     // The leader sent a snapshot we cannot read: serving from a
@@ -491,7 +499,7 @@ impl NodeLoop {
         if self.snapshot_in_flight || applied < self.node.snapshot_meta().index + self.snapshot_entries {
             return;
         }
-        let writer = self.disk.snapshot_writer();
+        let writer = self.disk.snapshot_files();
         self.snapshot_in_flight = snapshot::save_in_background(self.kv.clone(), writer.clone(), self.inputs.clone());
         if !self.snapshot_in_flight {
             let s = snapshot::save(self.kv.clone(), &writer);

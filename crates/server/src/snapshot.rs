@@ -10,11 +10,9 @@
 //! and the file (about 100 MB) as long again to reach the disk: neither
 //! stalls the loop or the log. The loop keeps at most one in flight.
 
-use std::sync::Arc;
-
 use kvraft_core::kv::KvStore;
 use kvraft_core::{Released, Snapshot, SnapshotMeta};
-use kvraft_storage::SnapshotWriter;
+use kvraft_storage::SnapshotFiles;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::disk::fail_stop;
@@ -23,19 +21,21 @@ use crate::node_loop::Input;
 /// The snapshot of `kv` at its applied index.
 pub fn encode(kv: &KvStore) -> Snapshot {
     let meta = SnapshotMeta { index: kv.applied_index(), term: kv.applied_term() };
-    Snapshot { meta, data: Arc::new(kv.snapshot()) }
+    Snapshot::new(meta, kv.snapshot())
 }
 
-/// Encodes `kv` and durably writes it with `writer`; a failed write stops
+/// Encodes `kv` and durably writes it with `files`; a failed write stops
 /// the process, as any storage error does. `kv` is dropped before the
 /// write: while a clone lives, every node the loop writes to is copied.
-pub fn save(kv: KvStore, writer: &SnapshotWriter) -> Snapshot {
+/// Returns the snapshot stored: its bytes are freed here, off the loop, and
+/// read back from the file only to be sent.
+pub fn save(kv: KvStore, files: &SnapshotFiles) -> Snapshot {
     let snapshot = encode(&kv);
     drop(kv);
-    if let Err(e) = writer.write(&snapshot) {
+    if let Err(e) = files.write(&snapshot) {
         fail_stop(&e);
     }
-    snapshot
+    snapshot.stored()
 }
 
 /// The snapshot thread's nice value. All servers of a cluster snapshot at
@@ -47,7 +47,7 @@ const NICE: libc::c_int = 10;
 
 /// [`save`] on a thread of its own, at a lower priority, the result sent to
 /// `done`. False if no thread could be started (then nothing is sent).
-pub fn save_in_background(kv: KvStore, writer: SnapshotWriter, done: UnboundedSender<Input>) -> bool {
+pub fn save_in_background(kv: KvStore, writer: SnapshotFiles, done: UnboundedSender<Input>) -> bool {
     let job = move || {
         lower_priority();
         let _ = done.send(Input::SnapshotSaved(save(kv, &writer)));

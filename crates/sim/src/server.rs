@@ -2,12 +2,11 @@
 //! keeps only what was persisted, and the shell logic between them.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use kvraft_core::kv::{Command, KvStore, Reply};
 use kvraft_core::{
-    Config, Dest, Entry, NodeId, Outbound, ProposeError, RaftNode, ReadError, ReadId, Ready, Restored, Snapshot,
-    SnapshotMeta, Term,
+    Config, Dest, Entry, Message, NodeId, Outbound, ProposeError, RaftNode, ReadError, ReadId, Ready, Restored,
+    Snapshot, SnapshotMeta, Term,
 };
 use rand::Rng;
 
@@ -99,10 +98,12 @@ impl SimServer {
     pub fn restart(&mut self, net: &mut Net, inv: &mut Invariants) {
         self.alive = true;
         self.incarnation += 1;
-        let restored =
-            Restored { term: self.disk.term, snapshot: self.disk.snapshot.clone(), entries: self.disk.entries.clone() };
+        // As the real server: the snapshot's bytes stay on the disk.
+        let snapshot = self.disk.snapshot.as_ref().map(Snapshot::stored);
+        let restored = Restored { term: self.disk.term, snapshot, entries: self.disk.entries.clone() };
         self.kv = match &self.disk.snapshot {
-            Some(s) => KvStore::restore(&s.data).expect("the simulation writes valid snapshots"),
+            Some(s) => KvStore::restore(s.data.bytes().expect("the disk holds bytes"))
+                .expect("the simulation writes valid snapshots"),
             None => KvStore::new(),
         };
         self.node = RaftNode::restore(self.config.clone(), restored);
@@ -170,7 +171,7 @@ impl SimServer {
         let me = Proc::Server(self.id);
         let must_write = rd.must_persist() || !rd.persisted_messages.is_empty();
         for out in rd.messages {
-            send_out(net, me, out);
+            self.send_out(net, me, out);
         }
         if must_write {
             self.writes.push_back(PendingWrite {
@@ -185,7 +186,8 @@ impl SimServer {
             net.schedule(self.write_done_at, ev);
         }
         if let Some(s) = &rd.snapshot {
-            self.kv = KvStore::restore(&s.data).expect("snapshots come from KvStore::snapshot");
+            let bytes = s.data.bytes().expect("received snapshots carry their bytes");
+            self.kv = KvStore::restore(bytes).expect("snapshots come from KvStore::snapshot");
             // Writes waiting on entries now replaced by the snapshot cannot be answered.
             self.pending_writes.retain(|&i, _| i > s.meta.index);
         }
@@ -238,8 +240,8 @@ impl SimServer {
         let applied = self.kv.applied_index();
         if self.writes.is_empty() && applied >= self.node.snapshot_meta().index + self.snapshot_every {
             let meta = SnapshotMeta { index: applied, term: self.kv.applied_term() };
-            let snap = Snapshot { meta, data: Arc::new(self.kv.snapshot()) };
-            drop(self.node.compact(snap.clone()));
+            let snap = Snapshot::new(meta, self.kv.snapshot());
+            drop(self.node.compact(snap.stored()));
             // A real shell writes the snapshot file, then trims the log.
             self.disk.entries.retain(|e| e.index > meta.index);
             self.disk.snapshot = Some(snap);
@@ -253,7 +255,9 @@ impl SimServer {
             return;
         };
         if let Some(s) = w.snapshot {
-            // An installed snapshot replaces the whole log.
+            // An installed snapshot replaces the whole log; once it is on
+            // disk the node keeps only its size, as in the real server.
+            drop(self.node.snapshot_stored(s.meta));
             self.disk.snapshot = Some(s);
             self.disk.entries.clear();
         }
@@ -275,7 +279,7 @@ impl SimServer {
         }
         let me = Proc::Server(self.id);
         for out in w.then_send {
-            send_out(net, me, out);
+            self.send_out(net, me, out);
         }
         self.drive(net, inv);
     }
@@ -284,14 +288,27 @@ impl SimServer {
     pub fn state(&self) -> Vec<(String, String)> {
         self.kv.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
     }
-}
 
-fn send_out(net: &mut Net, me: Proc, out: Outbound) {
-    let to = match out.to {
-        Dest::Node(id) => Proc::Server(id),
-        Dest::Coord => Proc::Coord,
-    };
-    net.send(me, to, Msg::Raft(out.msg));
+    /// Sends `out`, reading a stored snapshot's bytes back from the disk as
+    /// the real server does; one the disk no longer holds (a later one
+    /// replaced it) is not sent, and the core sends again when its
+    /// patience runs out.
+    fn send_out(&self, net: &mut Net, me: Proc, out: Outbound) {
+        let to = match out.to {
+            Dest::Node(id) => Proc::Server(id),
+            Dest::Coord => Proc::Coord,
+        };
+        let msg = match out.msg {
+            Message::InstallSnapshot { term, leader, snapshot, read_ctx } if snapshot.data.bytes().is_none() => {
+                match self.disk.snapshot.as_ref().filter(|s| s.meta == snapshot.meta) {
+                    Some(s) => Message::InstallSnapshot { term, leader, snapshot: s.clone(), read_ctx },
+                    None => return,
+                }
+            }
+            msg => msg,
+        };
+        net.send(me, to, Msg::Raft(msg));
+    }
 }
 
 fn reply(net: &mut Net, me: NodeId, client: Proc, cmd: &Command, result: Result<Reply, ClientError>) {

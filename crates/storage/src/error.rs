@@ -42,6 +42,10 @@ pub enum StorageError {
     /// A term lower than the stored one: terms never go backwards.
     #[error("term {new} is lower than the current term {current}")]
     TermRegress { new: u64, current: u64 },
+    /// A snapshot to write whose bytes were left on disk (a bug of the
+    /// caller: only snapshots in memory are ever written).
+    #[error("snapshot at index {index}: its bytes are not in memory, only in storage")]
+    SnapshotNotInMemory { index: Index },
     /// A snapshot older than the stored one: installing it would let a crash
     /// resurrect the newer file as the authority.
     #[error("snapshot at index {new} is older than the stored snapshot at index {current}")]

@@ -31,4 +31,4 @@ pub use error::StorageError;
 pub use group_commit::{GroupCommit, GroupCommitStats, Job, Pending};
 pub use options::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, StorageOptions};
 pub use recovery::Recovered;
-pub use storage::{SnapshotWriter, Storage};
+pub use storage::{SnapshotFiles, Storage};

@@ -7,7 +7,6 @@
 //! once the new one is durable.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use kvraft_core::{Index, Snapshot, SnapshotMeta};
 
@@ -20,16 +19,18 @@ const MAGIC: &[u8; 8] = b"KVRSNAP1";
 const HEADER_LEN: usize = 32;
 const TRAILER_LEN: usize = 4;
 
-/// Durably writes `snapshot` under its own name.
+/// Durably writes `snapshot` under its own name. Its bytes must be in
+/// memory.
 pub fn write(dir: &Path, snapshot: &Snapshot, policy: FsyncPolicy) -> Result<(), StorageError> {
+    let data = snapshot.data.bytes().ok_or(StorageError::SnapshotNotInMemory { index: snapshot.meta.index })?;
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC);
     header[8..16].copy_from_slice(&snapshot.meta.index.to_le_bytes());
     header[16..24].copy_from_slice(&snapshot.meta.term.to_le_bytes());
-    header[24..32].copy_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header), &snapshot.data);
+    header[24..32].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header), data);
     let name = names::snapshot(snapshot.meta.index);
-    fsio::write_atomic(dir, &name, &[&header, &snapshot.data, &crc.to_le_bytes()], policy)
+    fsio::write_atomic(dir, &name, &[&header, data, &crc.to_le_bytes()], policy)
 }
 
 /// Reads and verifies the snapshot at `path`, whose name says it ends at
@@ -63,7 +64,12 @@ pub fn read(path: &Path, index: Index) -> Result<Snapshot, StorageError> {
         let cause = format!("file name says index {index} but it holds index {}", meta.index);
         return Err(corrupt(8, cause));
     }
-    Ok(Snapshot { meta, data: Arc::new(data.to_vec()) })
+    let len = data.len();
+    // In place: a 100 MB snapshot is not copied into a second buffer.
+    let mut bytes = bytes;
+    bytes.truncate(HEADER_LEN + len);
+    bytes.drain(..HEADER_LEN);
+    Ok(Snapshot::new(meta, bytes))
 }
 
 #[cfg(test)]
@@ -73,7 +79,7 @@ mod tests {
     #[test]
     fn a_snapshot_round_trips_and_any_flipped_byte_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let snap = Snapshot { meta: SnapshotMeta { index: 9, term: 2 }, data: Arc::new(b"state".to_vec()) };
+        let snap = Snapshot::new(SnapshotMeta { index: 9, term: 2 }, b"state".to_vec());
         write(dir.path(), &snap, FsyncPolicy::Never).unwrap();
         let path = dir.path().join(names::snapshot(9));
         assert_eq!(read(&path, 9).unwrap(), snap);
@@ -85,5 +91,14 @@ mod tests {
             std::fs::write(&path, &bad).unwrap();
             assert!(matches!(read(&path, 9), Err(StorageError::Corrupt { .. })), "byte {i}");
         }
+    }
+
+    #[test]
+    fn a_stored_snapshot_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = Snapshot::new(SnapshotMeta { index: 9, term: 2 }, b"state".to_vec()).stored();
+        let err = write(dir.path(), &snap, FsyncPolicy::Never).unwrap_err();
+        assert!(matches!(err, StorageError::SnapshotNotInMemory { index: 9 }), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
     }
 }

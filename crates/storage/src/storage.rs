@@ -2,7 +2,7 @@
 //!
 //! Layout: `wal-<first>.log` segments of records (see `record.rs`), the
 //! `term` file, at most one `snapshot-<index>.snap` (two while a newer one,
-//! written by a [`SnapshotWriter`], waits to be adopted), and `LOCK`.
+//! written by a [`SnapshotFiles`], waits to be adopted), and `LOCK`.
 //!
 //! Suffix truncation is physical: the segments after the one holding the
 //! first replaced index are deleted (newest first), the directory synced,
@@ -184,18 +184,18 @@ impl Storage {
     pub fn compact(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.check()?;
         self.check_snapshot(snapshot)?;
-        let result = self.snapshot_writer().write(snapshot).and_then(|()| self.adopt(snapshot.meta));
+        let result = self.snapshot_files().write(snapshot).and_then(|()| self.adopt(snapshot.meta));
         self.poison_on_err(result)
     }
 
     /// A handle that writes snapshot files into this directory from another
     /// thread, so that a large local snapshot reaches the disk while the log
     /// goes on appending; [`Storage::compact_written`] then adopts it.
-    pub fn snapshot_writer(&self) -> SnapshotWriter {
-        SnapshotWriter { dir: self.dir.clone(), policy: self.opts.fsync }
+    pub fn snapshot_files(&self) -> SnapshotFiles {
+        SnapshotFiles { dir: self.dir.clone(), policy: self.opts.fsync }
     }
 
-    /// [`Storage::compact`] for a snapshot a [`SnapshotWriter`] has already
+    /// [`Storage::compact`] for a snapshot a [`SnapshotFiles`] has already
     /// made durable. One that is no later than the stored snapshot (the
     /// leader's arrived while it was being written) is dropped, file and
     /// all, and is not an error. Errors if the file is missing: adopting it
@@ -460,20 +460,34 @@ impl Storage {
     }
 }
 
-/// Writes snapshot files into a data directory; see
-/// [`Storage::snapshot_writer`]. It touches only files of its own until the
-/// final rename, so it needs no lock on the [`Storage`].
+/// Writes and reads snapshot files of a data directory from any thread;
+/// see [`Storage::snapshot_files`]. Writing touches only files of its own
+/// until the final rename, and reading only whole renamed files, so neither
+/// needs a lock on the [`Storage`].
 #[derive(Clone, Debug)]
-pub struct SnapshotWriter {
+pub struct SnapshotFiles {
     dir: PathBuf,
     policy: FsyncPolicy,
 }
 
-impl SnapshotWriter {
+impl SnapshotFiles {
     /// Durably writes `snapshot` as `snapshot-<index>.snap`, synced 8 MiB
     /// at a time so that other files' fsyncs on the same disk never queue
-    /// behind the whole snapshot.
+    /// behind the whole snapshot. Its bytes must be in memory.
     pub fn write(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
         snapshot_file::write(&self.dir, snapshot, self.policy)
+    }
+
+    /// Reads back and verifies the snapshot at `meta`, bytes in memory. It
+    /// is gone once a later snapshot has replaced it (an I/O error, not
+    /// found): the caller asked for one it no longer needs.
+    pub fn read(&self, meta: SnapshotMeta) -> Result<Snapshot, StorageError> {
+        let path = self.dir.join(names::snapshot(meta.index));
+        let snapshot = snapshot_file::read(&path, meta.index)?;
+        if snapshot.meta != meta {
+            let cause = format!("holds term {} where term {} was expected", snapshot.meta.term, meta.term);
+            return Err(StorageError::corrupt(&path, 16, cause));
+        }
+        Ok(snapshot)
     }
 }

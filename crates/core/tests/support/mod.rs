@@ -148,7 +148,7 @@ impl Cluster {
         if let Some(s) = &rd.snapshot {
             disk.snapshot = Some(s.clone());
             disk.entries.clear();
-            *self.kv.get_mut(&id).expect("kv") = KvStore::restore(&s.data).expect("snapshot");
+            *self.kv.get_mut(&id).expect("kv") = KvStore::restore(s.data.bytes().expect("bytes")).expect("snapshot");
         }
         if let Some(t) = rd.term {
             disk.term = t;

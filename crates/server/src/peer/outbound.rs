@@ -34,6 +34,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use kvraft_proto as pb;
+use kvraft_storage::SnapshotFiles;
+
 use super::frame;
 use crate::convert::message_to_pb;
 
@@ -116,11 +119,13 @@ pub struct Transport {
     secret: String,
     peers: HashMap<NodeId, PeerLink>,
     tracer: kvraft_trace::Tracer,
+    /// Where a snapshot the core holds only by size is read back from.
+    snapshots: SnapshotFiles,
 }
 
 impl Transport {
-    pub fn new(me: NodeId, secret: String, tracer: kvraft_trace::Tracer) -> Self {
-        Transport { me, secret, peers: HashMap::new(), tracer }
+    pub fn new(me: NodeId, secret: String, tracer: kvraft_trace::Tracer, snapshots: SnapshotFiles) -> Self {
+        Transport { me, secret, peers: HashMap::new(), tracer, snapshots }
     }
 
     /// Points `id` at `addr`, (re)starting its link if the address changed.
@@ -149,23 +154,15 @@ impl Transport {
         } else {
             Vec::new()
         };
-        let mut parts = message_to_pb(msg);
-        if let Some(first) = parts.first_mut() {
-            first.trace = token;
+        if let Message::InstallSnapshot { snapshot, .. } = &msg
+            && snapshot.data.bytes().is_none()
+        {
+            send_stored(self.snapshots.clone(), link.shared.clone(), msg, token);
+            return;
         }
-        let sized: Vec<_> = parts.into_iter().map(|m| (m.encoded_len(), m)).collect();
-        let bytes: usize = sized.iter().map(|(len, _)| 4 + len).sum();
-        let mut outbox = link.shared.outbox();
-        if outbox.conn.is_none() {
-            return; // unreachable for now: Raft will resend
+        if enqueue(&mut link.shared.outbox(), message_to_pb(msg), token) {
+            link.dirty = true;
         }
-        if !outbox.buf.is_empty() && outbox.buf.len() + bytes > PEER_QUEUE_BYTES {
-            return; // the peer is not keeping up: drop it whole; Raft will resend
-        }
-        for (len, m) in &sized {
-            frame::push(&mut outbox.buf, m, *len);
-        }
-        link.dirty = true;
     }
 
     /// Writes every peer's new frames to its socket, as far as the socket
@@ -187,6 +184,77 @@ impl Transport {
             }
         }
     }
+}
+
+/// Appends a message's frames to `outbox`, the first one carrying the trace
+/// `token`, if they fit (see the module's invariants). False if dropped.
+fn enqueue(outbox: &mut Outbox, parts: Vec<pb::PeerMessage>, token: Vec<u8>) -> bool {
+    let (sized, bytes) = sized(parts, token);
+    if !room_for(outbox, bytes) {
+        return false;
+    }
+    for (len, m) in &sized {
+        frame::push(&mut outbox.buf, m, *len);
+    }
+    true
+}
+
+/// A message's parts with their encoded lengths, the first one carrying
+/// the trace `token`, and the bytes their frames take.
+fn sized(mut parts: Vec<pb::PeerMessage>, token: Vec<u8>) -> (Vec<(usize, pb::PeerMessage)>, usize) {
+    if let Some(first) = parts.first_mut() {
+        first.trace = token;
+    }
+    let sized: Vec<_> = parts.into_iter().map(|m| (m.encoded_len(), m)).collect();
+    let bytes = sized.iter().map(|(len, _)| 4 + len).sum();
+    (sized, bytes)
+}
+
+/// Whether `bytes` more may be queued. Not while the peer is unreachable,
+/// nor beyond the budget unless the outbox is empty: the message is then
+/// dropped whole, and Raft resends.
+fn room_for(outbox: &Outbox, bytes: usize) -> bool {
+    outbox.conn.is_some() && (outbox.buf.is_empty() || outbox.buf.len() + bytes <= PEER_QUEUE_BYTES)
+}
+
+/// Sends a snapshot the core holds only by size: a blocking task reads it
+/// back from the data directory and frames it (at a million keys, 100 MB:
+/// neither on the loop nor under the outbox's lock, which the loop takes
+/// for every message), queues the frames, and leaves the writing to the
+/// link task. One that a later snapshot has replaced meanwhile is gone
+/// from the disk and is not sent: the core, its patience out, sends the
+/// later one.
+fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: Vec<u8>) {
+    let Message::InstallSnapshot { term, leader, snapshot, read_ctx } = msg else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || {
+        let snapshot = match files.read(snapshot.meta) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("snapshot at index {} not sent: {e}", snapshot.meta.index);
+                return;
+            }
+        };
+        let (sized, bytes) = sized(message_to_pb(Message::InstallSnapshot { term, leader, snapshot, read_ctx }), token);
+        let mut frames = BytesMut::with_capacity(bytes);
+        for (len, m) in &sized {
+            frame::push(&mut frames, m, *len);
+        }
+        drop(sized);
+        let mut outbox = shared.outbox();
+        if !room_for(&outbox, frames.len()) {
+            return;
+        }
+        if outbox.buf.is_empty() {
+            outbox.buf = frames;
+        } else {
+            outbox.buf.extend_from_slice(&frames);
+        }
+        outbox.backlogged = true;
+        drop(outbox);
+        shared.wake.notify_one();
+    });
 }
 
 /// A peer's link: connects, says hello, publishes the connection to the

@@ -115,7 +115,7 @@ fn leftovers_of_an_interrupted_snapshot_write_are_cleaned_up() {
     assert_eq!(snapshot_files(dir.path()), vec![old]);
 }
 
-/// A snapshot written by a `SnapshotWriter` (on another thread in the
+/// A snapshot written by a `SnapshotFiles` (on another thread in the
 /// server) while the log goes on appending, then adopted: the same result
 /// as `compact`, and recovery returns it.
 #[test]
@@ -125,7 +125,7 @@ fn a_written_snapshot_is_adopted_while_the_log_goes_on() {
     let (mut s, _) = open(dir.path(), opts);
     s.append(&entries(1..=100, 1)).unwrap();
     s.sync().unwrap();
-    let writer = s.snapshot_writer();
+    let writer = s.snapshot_files();
     let t = std::thread::spawn(move || writer.write(&snapshot(60, 1)));
     s.append(&entries(101..=120, 1)).unwrap();
     s.sync().unwrap();
@@ -153,14 +153,14 @@ fn a_written_snapshot_behind_the_stored_one_is_dropped() {
     let (mut s, _) = open(dir.path(), opts);
     s.append(&entries(1..=50, 1)).unwrap();
     s.sync().unwrap();
-    s.snapshot_writer().write(&snapshot(40, 1)).unwrap();
+    s.snapshot_files().write(&snapshot(40, 1)).unwrap();
     s.install_snapshot(&snapshot(80, 2)).unwrap();
     // The installation removed the written file, or it is removed now.
     s.compact_written(snapshot(40, 1).meta).unwrap();
     assert_eq!(s.snapshot_meta(), snapshot(80, 2).meta);
     assert_eq!(snapshot_files(dir.path()).len(), 1);
     // The same again with the file still there when it is dropped.
-    s.snapshot_writer().write(&snapshot(70, 2)).unwrap();
+    s.snapshot_files().write(&snapshot(70, 2)).unwrap();
     assert_eq!(snapshot_files(dir.path()).len(), 2);
     s.compact_written(snapshot(70, 2).meta).unwrap();
     assert_eq!(snapshot_files(dir.path()).len(), 1);
@@ -195,14 +195,11 @@ fn adopting_a_snapshot_that_was_never_written_is_an_error() {
 fn concurrent_writers_of_one_snapshot_leave_it_whole() {
     let dir = tempdir();
     let (s, _) = open(dir.path(), options(FsyncPolicy::Never, 400));
-    let big = kvraft_core::Snapshot {
-        meta: kvraft_core::SnapshotMeta { index: 9, term: 1 },
-        data: std::sync::Arc::new(vec![7u8; 16 << 20]),
-    };
+    let big = kvraft_core::Snapshot::new(kvraft_core::SnapshotMeta { index: 9, term: 1 }, vec![7u8; 16 << 20]);
     let start = std::sync::Arc::new(std::sync::Barrier::new(4));
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            let (w, b, start) = (s.snapshot_writer(), big.clone(), start.clone());
+            let (w, b, start) = (s.snapshot_files(), big.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
                 w.write(&b)
@@ -215,4 +212,20 @@ fn concurrent_writers_of_one_snapshot_leave_it_whole() {
     drop(s);
     let (_, rec) = open(dir.path(), options(FsyncPolicy::Never, 400));
     assert_eq!(rec.snapshot, Some(big));
+}
+
+/// The stored snapshot reads back whole; one that a later snapshot replaced,
+/// or a meta the file does not hold, is an error, not a wrong snapshot.
+#[test]
+fn the_stored_snapshot_reads_back_until_replaced() {
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), options(FsyncPolicy::Never, 400));
+    let files = s.snapshot_files();
+    s.append(&entries(1..=50, 1)).unwrap();
+    s.compact(&snapshot(40, 1)).unwrap();
+    assert_eq!(files.read(snapshot(40, 1).meta).unwrap(), snapshot(40, 1));
+    assert!(matches!(files.read(snapshot(40, 2).meta), Err(StorageError::Corrupt { .. })), "wrong term");
+    s.compact(&snapshot(45, 1)).unwrap();
+    assert_eq!(files.read(snapshot(45, 1).meta).unwrap(), snapshot(45, 1));
+    assert!(matches!(files.read(snapshot(40, 1).meta), Err(StorageError::Io { .. })), "replaced");
 }

@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use kvraft_core::kv::{Command, Op};
 use kvraft_core::{Entry, Index, Payload, Snapshot, SnapshotMeta, Term};
@@ -39,7 +38,7 @@ pub fn entries(indexes: std::ops::RangeInclusive<Index>, term: Term) -> Vec<Entr
 }
 
 pub fn snapshot(index: Index, term: Term) -> Snapshot {
-    Snapshot { meta: SnapshotMeta { index, term }, data: Arc::new(format!("state up to {index}").into_bytes()) }
+    Snapshot::new(SnapshotMeta { index, term }, format!("state up to {index}").into_bytes())
 }
 
 pub fn options(fsync: FsyncPolicy, segment_bytes: u64) -> StorageOptions {
