@@ -79,7 +79,7 @@ impl DiskStats {
 pub struct Disk {
     tx: mpsc::Sender<DiskJob>,
     storage: Arc<Mutex<Storage>>,
-    writer: SnapshotFiles,
+    snapshots: SnapshotFiles,
     pub stats: Arc<DiskStats>,
     /// Jobs queued whose completion the loop has not handled yet.
     outstanding: usize,
@@ -88,7 +88,7 @@ pub struct Disk {
 impl Disk {
     /// Starts the disk thread; `done` is the loop's input queue.
     pub fn start(storage: Storage, done: UnboundedSender<Input>) -> Disk {
-        let writer = storage.snapshot_files();
+        let snapshots = storage.snapshot_files();
         let storage = Arc::new(Mutex::new(storage));
         let stats = Arc::new(DiskStats::default());
         let (tx, rx) = mpsc::channel::<DiskJob>();
@@ -97,12 +97,12 @@ impl Disk {
             .name("kvraft-disk".into())
             .spawn(move || disk_thread(rx, &s, &st, &done))
             .expect("spawning the disk thread");
-        Disk { tx, storage, writer, stats, outstanding: 0 }
+        Disk { tx, storage, snapshots, stats, outstanding: 0 }
     }
 
-    /// Writes snapshot files beside the log, from any thread.
+    /// Writes and reads snapshot files beside the log, from any thread.
     pub fn snapshot_files(&self) -> SnapshotFiles {
-        self.writer.clone()
+        self.snapshots.clone()
     }
 
     /// Hands `job` to the disk thread. False if the thread is gone (the

@@ -499,10 +499,10 @@ impl NodeLoop {
         if self.snapshot_in_flight || applied < self.node.snapshot_meta().index + self.snapshot_entries {
             return;
         }
-        let writer = self.disk.snapshot_files();
-        self.snapshot_in_flight = snapshot::save_in_background(self.kv.clone(), writer.clone(), self.inputs.clone());
+        let files = self.disk.snapshot_files();
+        self.snapshot_in_flight = snapshot::save_in_background(self.kv.clone(), files.clone(), self.inputs.clone());
         if !self.snapshot_in_flight {
-            let s = snapshot::save(self.kv.clone(), &writer);
+            let s = snapshot::save(self.kv.clone(), &files);
             self.install_local_snapshot(s);
         }
     }

@@ -47,10 +47,10 @@ const NICE: libc::c_int = 10;
 
 /// [`save`] on a thread of its own, at a lower priority, the result sent to
 /// `done`. False if no thread could be started (then nothing is sent).
-pub fn save_in_background(kv: KvStore, writer: SnapshotFiles, done: UnboundedSender<Input>) -> bool {
+pub fn save_in_background(kv: KvStore, files: SnapshotFiles, done: UnboundedSender<Input>) -> bool {
     let job = move || {
         lower_priority();
-        let _ = done.send(Input::SnapshotSaved(save(kv, &writer)));
+        let _ = done.send(Input::SnapshotSaved(save(kv, &files)));
     };
     match std::thread::Builder::new().name("kvraft-snapshot".into()).spawn(job) {
         Ok(_) => true,
