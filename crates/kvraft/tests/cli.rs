@@ -122,3 +122,19 @@ fn bench_append_against_etcd_is_refused_in_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("append is not supported against etcd"), "{err}");
 }
+
+/// A load far beyond any machine is refused in one line before anything
+/// starts (it used to try to open that many sessions).
+#[test]
+fn bench_refuses_an_absurd_load_in_one_line() {
+    for (args, says) in [
+        (&["bench", "--clients", "1000000"][..], "--clients is at most 10000"),
+        (&["bench", "--window", "100000"][..], "--window at most 1024"),
+        (&["bench", "--value-size", "2000000"][..], "--value-size is at most 1048576"),
+    ] {
+        let (code, out, err) = kvraft(args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

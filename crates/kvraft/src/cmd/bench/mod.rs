@@ -125,12 +125,26 @@ enum What {
     },
 }
 
+/// Bounds on the load's shape (see `run`).
+const MAX_CLIENTS: u64 = 10_000;
+const MAX_WINDOW: usize = 1_024;
+const MAX_VALUE_BYTES: usize = kvraft_server::convert::MAX_VALUE_BYTES;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if cfg!(not(feature = "etcd")) && (args.etcd.is_some() || args.compare_etcd) {
         bail!("{NO_ETCD}");
     }
     if args.clients == 0 || args.window == 0 || args.keys == 0 || args.duration == 0 {
         bail!("--clients, --window, --keys and --duration must be at least 1");
+    }
+    // Each client is a session with connections of its own, each lane a
+    // task: far beyond what a machine can drive, they would only exhaust
+    // its file descriptors or memory before the first operation.
+    if args.clients > MAX_CLIENTS || args.window > MAX_WINDOW {
+        bail!("--clients is at most {MAX_CLIENTS} and --window at most {MAX_WINDOW}");
+    }
+    if args.value_size > MAX_VALUE_BYTES {
+        bail!("--value-size is at most {MAX_VALUE_BYTES} (the largest value a server accepts)");
     }
     if args.compare_etcd && !matches!(args.members, 3 | 5) {
         bail!("--members must be 3 or 5");
