@@ -161,28 +161,48 @@ pub fn message_to_pb(m: Message) -> Vec<pb::PeerMessage> {
             let Some(data) = snapshot.data.bytes() else {
                 return Vec::new();
             };
-            let mut chunks = Vec::new();
-            let mut offset = 0;
-            loop {
-                let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
-                chunks.push(wrap(Msg::Snapshot(pb::SnapshotChunk {
-                    term,
-                    leader,
-                    read_ctx,
-                    index: snapshot.meta.index,
-                    snapshot_term: snapshot.meta.term,
-                    offset: offset as u64,
-                    data: data[offset..end].to_vec(),
-                    last: end == data.len(),
-                })));
-                if end == data.len() {
-                    return chunks;
-                }
-                offset = end;
-            }
+            let head = ChunkHead { term, leader, read_ctx, meta: snapshot.meta };
+            chunk_ranges(data.len()).map(|(from, to, last)| head.chunk(from, data[from..to].to_vec(), last)).collect()
         }
         // Coord-bound messages never travel on the Peer service.
         Message::LogState(_) | Message::BecomeLeaderResponse { .. } => Vec::new(),
+    }
+}
+
+/// Where a snapshot's bytes are cut into chunks: `(from, to, last)`, at
+/// least one (an empty snapshot is one empty chunk).
+pub fn chunk_ranges(len: usize) -> impl Iterator<Item = (usize, usize, bool)> {
+    let n = len.div_ceil(SNAPSHOT_CHUNK_BYTES).max(1);
+    (0..n).map(move |i| {
+        let from = i * SNAPSHOT_CHUNK_BYTES;
+        let to = (from + SNAPSHOT_CHUNK_BYTES).min(len);
+        (from, to, i + 1 == n)
+    })
+}
+
+/// What every chunk of one InstallSnapshot carries.
+#[derive(Clone, Copy)]
+pub struct ChunkHead {
+    pub term: u64,
+    pub leader: u64,
+    pub read_ctx: u64,
+    pub meta: SnapshotMeta,
+}
+
+impl ChunkHead {
+    /// The wire message of the chunk holding `data` from `offset`.
+    pub fn chunk(&self, offset: usize, data: Vec<u8>, last: bool) -> pb::PeerMessage {
+        let chunk = pb::SnapshotChunk {
+            term: self.term,
+            leader: self.leader,
+            read_ctx: self.read_ctx,
+            index: self.meta.index,
+            snapshot_term: self.meta.term,
+            offset: offset as u64,
+            data,
+            last,
+        };
+        pb::PeerMessage { msg: Some(pb::peer_message::Msg::Snapshot(chunk)), trace: Vec::new() }
     }
 }
 
@@ -267,6 +287,18 @@ impl SnapshotAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_chunks_cover_the_bytes_once_and_the_last_says_so() {
+        const C: usize = SNAPSHOT_CHUNK_BYTES;
+        assert_eq!(chunk_ranges(0).collect::<Vec<_>>(), [(0, 0, true)]);
+        assert_eq!(chunk_ranges(5).collect::<Vec<_>>(), [(0, 5, true)]);
+        assert_eq!(chunk_ranges(2 * C).collect::<Vec<_>>(), [(0, C, false), (C, 2 * C, true)]);
+        assert_eq!(
+            chunk_ranges(2 * C + 5).collect::<Vec<_>>(),
+            [(0, C, false), (C, 2 * C, false), (2 * C, 2 * C + 5, true)]
+        );
+    }
 
     #[test]
     fn messages_round_trip_and_snapshots_are_chunked() {

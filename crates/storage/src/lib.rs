@@ -31,4 +31,5 @@ pub use error::StorageError;
 pub use group_commit::{GroupCommit, GroupCommitStats, Job, Pending};
 pub use options::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, StorageOptions};
 pub use recovery::Recovered;
+pub use snapshot_file::StoredSnapshot;
 pub use storage::{SnapshotFiles, Storage};

@@ -6,7 +6,9 @@
 //! previous snapshot or the new one, whole. Older snapshots are deleted only
 //! once the new one is durable.
 
-use std::path::Path;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use kvraft_core::{Index, Snapshot, SnapshotMeta};
 
@@ -72,6 +74,88 @@ pub fn read(path: &Path, index: Index) -> Result<Snapshot, StorageError> {
     Ok(Snapshot::new(meta, bytes))
 }
 
+/// A verified snapshot file open for reading its data in pieces: the whole
+/// file's checksum is checked when it is opened (streaming, in 1 MiB
+/// reads), so no piece of a corrupt file is ever handed out, and no more
+/// than a piece is in memory at a time.
+#[derive(Debug)]
+pub struct StoredSnapshot {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl StoredSnapshot {
+    /// Opens `path`, which must hold the snapshot at `meta`.
+    pub fn open(path: &Path, meta: SnapshotMeta) -> Result<StoredSnapshot, StorageError> {
+        let file = File::open(path).map_err(StorageError::io(path, "open"))?;
+        let size = file.metadata().map_err(StorageError::io(path, "stat"))?.len();
+        let corrupt = |offset: u64, cause: String| StorageError::corrupt(path, offset, cause);
+        if size < (HEADER_LEN + TRAILER_LEN) as u64 {
+            return Err(corrupt(0, format!("snapshot file too short ({size} bytes)")));
+        }
+        let mut header = [0u8; HEADER_LEN];
+        read_exact_at(&file, path, &mut header, 0)?;
+        let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+        if &header[..8] != MAGIC {
+            return Err(corrupt(0, "not a snapshot file (bad magic)".into()));
+        }
+        let len = size - (HEADER_LEN + TRAILER_LEN) as u64;
+        if word(24) != len {
+            return Err(corrupt(24, format!("data length {} but {len} bytes present", word(24))));
+        }
+        let found = SnapshotMeta { index: word(8), term: word(16) };
+        if found != meta {
+            let cause = format!(
+                "holds index {} term {} where {} {} was expected",
+                found.index, found.term, meta.index, meta.term
+            );
+            return Err(corrupt(8, cause));
+        }
+        let mut crc = crc32c::crc32c(&header);
+        let mut piece = vec![0u8; VERIFY_PIECE.min(len as usize)];
+        let mut at = HEADER_LEN as u64;
+        while at < size - TRAILER_LEN as u64 {
+            let n = piece.len().min((size - TRAILER_LEN as u64 - at) as usize);
+            read_exact_at(&file, path, &mut piece[..n], at)?;
+            crc = crc32c::crc32c_append(crc, &piece[..n]);
+            at += n as u64;
+        }
+        let mut trailer = [0u8; TRAILER_LEN];
+        read_exact_at(&file, path, &mut trailer, at)?;
+        if u32::from_le_bytes(trailer) != crc {
+            return Err(corrupt(at, "snapshot checksum mismatch".into()));
+        }
+        Ok(StoredSnapshot { file, path: path.to_path_buf(), len })
+    }
+
+    /// Bytes of data.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `buf` with the data from `offset` on.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.len);
+        if end.is_none() {
+            let cause = format!("{} bytes at {offset} are past the data's {} bytes", buf.len(), self.len);
+            return Err(StorageError::corrupt(&self.path, offset, cause));
+        }
+        read_exact_at(&self.file, &self.path, buf, HEADER_LEN as u64 + offset)
+    }
+}
+
+/// Verification reads the file this much at a time.
+const VERIFY_PIECE: usize = 1 << 20;
+
+fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], at: u64) -> Result<(), StorageError> {
+    file.read_exact_at(buf, at).map_err(StorageError::io(path, "read"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +175,37 @@ mod tests {
             std::fs::write(&path, &bad).unwrap();
             assert!(matches!(read(&path, 9), Err(StorageError::Corrupt { .. })), "byte {i}");
         }
+    }
+
+    #[test]
+    fn an_opened_snapshot_reads_back_in_pieces_and_any_flipped_byte_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * VERIFY_PIECE + 7).map(|i| (i % 251) as u8).collect();
+        let meta = SnapshotMeta { index: 9, term: 2 };
+        write(dir.path(), &Snapshot::new(meta, data.clone()), FsyncPolicy::Never).unwrap();
+        let path = dir.path().join(names::snapshot(9));
+        let opened = StoredSnapshot::open(&path, meta).unwrap();
+        assert_eq!(opened.len(), data.len() as u64);
+        let mut back = Vec::new();
+        let mut piece = vec![0u8; 1000];
+        while (back.len() as u64) < opened.len() {
+            let n = piece.len().min(data.len() - back.len());
+            opened.read_at(back.len() as u64, &mut piece[..n]).unwrap();
+            back.extend_from_slice(&piece[..n]);
+        }
+        assert_eq!(back, data);
+        assert!(opened.read_at(data.len() as u64 - 3, &mut [0u8; 4]).is_err(), "past the end");
+        let wrong = SnapshotMeta { index: 9, term: 3 };
+        assert!(matches!(StoredSnapshot::open(&path, wrong), Err(StorageError::Corrupt { .. })));
+        let good = std::fs::read(&path).unwrap();
+        for i in [0, 8, 20, 30, 40, VERIFY_PIECE + 100, good.len() - 10, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[i] ^= 0x10;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(matches!(StoredSnapshot::open(&path, meta), Err(StorageError::Corrupt { .. })), "byte {i}");
+        }
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        assert!(matches!(StoredSnapshot::open(&path, meta), Err(StorageError::Corrupt { .. })), "cut short");
     }
 
     #[test]

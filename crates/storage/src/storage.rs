@@ -478,16 +478,11 @@ impl SnapshotFiles {
         snapshot_file::write(&self.dir, snapshot, self.policy)
     }
 
-    /// Reads back and verifies the snapshot at `meta`, bytes in memory. It
-    /// is gone once a later snapshot has replaced it (an I/O error, not
-    /// found): the caller asked for one it no longer needs.
-    pub fn read(&self, meta: SnapshotMeta) -> Result<Snapshot, StorageError> {
-        let path = self.dir.join(names::snapshot(meta.index));
-        let snapshot = snapshot_file::read(&path, meta.index)?;
-        if snapshot.meta != meta {
-            let cause = format!("holds term {} where term {} was expected", snapshot.meta.term, meta.term);
-            return Err(StorageError::corrupt(&path, 16, cause));
-        }
-        Ok(snapshot)
+    /// Opens the snapshot at `meta` to read it back in pieces, its checksum
+    /// verified first. It is gone once a later snapshot has replaced it (an
+    /// I/O error, not found): the caller asked for one it no longer needs.
+    /// Once open, it stays readable even if it is replaced meanwhile.
+    pub fn open(&self, meta: SnapshotMeta) -> Result<snapshot_file::StoredSnapshot, StorageError> {
+        snapshot_file::StoredSnapshot::open(&self.dir.join(names::snapshot(meta.index)), meta)
     }
 }

@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,13 +36,15 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use kvraft_proto as pb;
-use kvraft_storage::SnapshotFiles;
+use kvraft_storage::{SnapshotFiles, StorageError};
 
 use super::frame;
-use crate::convert::message_to_pb;
+use crate::convert::{ChunkHead, chunk_ranges, message_to_pb};
 
 /// Bytes queued per peer before new messages are dropped.
 const PEER_QUEUE_BYTES: usize = 64 << 20;
+/// An emptied outbox larger than this gives its memory back.
+const KEEP_CAPACITY: usize = 4 << 20;
 /// A connection whose socket takes nothing for this long is replaced: after
 /// a long partition TCP's retransmission timer may have backed off to tens
 /// of seconds, while a new connection goes as soon as the network is back.
@@ -76,12 +79,16 @@ impl Outbox {
                 }
             }
         }
+        if self.buf.capacity() > KEEP_CAPACITY {
+            // A snapshot went: do not keep its 100 MB for small messages.
+            self.buf = BytesMut::new();
+        }
         true
     }
 
     fn close(&mut self) {
         self.conn = None;
-        self.buf.clear();
+        self.buf = BytesMut::new();
         self.backlogged = false;
     }
 }
@@ -92,6 +99,9 @@ struct Shared {
     outbox: Mutex<Outbox>,
     /// The loop left work for the link task: bytes, or a broken connection.
     wake: Notify,
+    /// A stored snapshot is being read back for this peer: another one is
+    /// not started meanwhile (each holds the whole snapshot's frames).
+    reading_snapshot: AtomicBool,
 }
 
 impl Shared {
@@ -217,31 +227,31 @@ fn room_for(outbox: &Outbox, bytes: usize) -> bool {
     outbox.conn.is_some() && (outbox.buf.is_empty() || outbox.buf.len() + bytes <= PEER_QUEUE_BYTES)
 }
 
-/// Sends a snapshot the core holds only by size: a blocking task reads it
-/// back from the data directory and frames it (at a million keys, 100 MB:
-/// neither on the loop nor under the outbox's lock, which the loop takes
-/// for every message), queues the frames, and leaves the writing to the
-/// link task. One that a later snapshot has replaced meanwhile is gone
-/// from the disk and is not sent: the core, its patience out, sends the
-/// later one.
+/// Sends a snapshot the core holds only by size: a blocking task opens it
+/// (its checksum verified first), frames it a chunk at a time straight from
+/// the file (at a million keys, 100 MB: neither on the loop, nor under the
+/// outbox's lock, which the loop takes for every message, nor held twice),
+/// queues the frames, and leaves the writing to the link task. One that a
+/// later snapshot has replaced meanwhile is gone from the disk and is not
+/// sent: the core, its patience out, sends the later one.
 fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: Vec<u8>) {
     let Message::InstallSnapshot { term, leader, snapshot, read_ctx } = msg else {
         return;
     };
+    if shared.reading_snapshot.swap(true, Ordering::AcqRel) {
+        return; // one is on its way already; Raft resends if it is lost
+    }
+    let head = ChunkHead { term, leader, read_ctx, meta: snapshot.meta };
     tokio::task::spawn_blocking(move || {
-        let snapshot = match files.read(snapshot.meta) {
-            Ok(s) => s,
+        let framed = frame_stored(&files, head, token);
+        shared.reading_snapshot.store(false, Ordering::Release);
+        let frames = match framed {
+            Ok(f) => f,
             Err(e) => {
-                tracing::warn!("snapshot at index {} not sent: {e}", snapshot.meta.index);
+                tracing::warn!("snapshot at index {} not sent: {e}", head.meta.index);
                 return;
             }
         };
-        let (sized, bytes) = sized(message_to_pb(Message::InstallSnapshot { term, leader, snapshot, read_ctx }), token);
-        let mut frames = BytesMut::with_capacity(bytes);
-        for (len, m) in &sized {
-            frame::push(&mut frames, m, *len);
-        }
-        drop(sized);
         let mut outbox = shared.outbox();
         if !room_for(&outbox, frames.len()) {
             return;
@@ -255,6 +265,22 @@ fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: V
         drop(outbox);
         shared.wake.notify_one();
     });
+}
+
+/// The frames of a stored snapshot's chunks, the first carrying `token`.
+fn frame_stored(files: &SnapshotFiles, head: ChunkHead, token: Vec<u8>) -> Result<BytesMut, StorageError> {
+    let stored = files.open(head.meta)?;
+    let len = usize::try_from(stored.len()).unwrap_or(usize::MAX);
+    let mut frames = BytesMut::with_capacity(len.saturating_add(len / 1000 + 64));
+    let mut token = Some(token);
+    for (from, to, last) in chunk_ranges(len) {
+        let mut data = vec![0u8; to - from];
+        stored.read_at(from as u64, &mut data)?;
+        let mut m = head.chunk(from, data, last);
+        m.trace = token.take().unwrap_or_default();
+        frame::push(&mut frames, &m, m.encoded_len());
+    }
+    Ok(frames)
 }
 
 /// A peer's link: connects, says hello, publishes the connection to the
