@@ -238,6 +238,9 @@ fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: V
     let Message::InstallSnapshot { term, leader, snapshot, read_ctx } = msg else {
         return;
     };
+    if shared.outbox().conn.is_none() {
+        return; // unreachable: not worth reading 100 MB for
+    }
     if shared.reading_snapshot.swap(true, Ordering::AcqRel) {
         return; // one is on its way already; Raft resends if it is lost
     }
