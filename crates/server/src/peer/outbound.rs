@@ -7,17 +7,22 @@
 //! non-blocking write. So a message is on the wire before the loop's own
 //! fsync starts, with no task hand-off in between. Whatever the socket does
 //! not take at once is finished by the peer's link task, which also
-//! (re)connects and notices a connection the peer closed.
+//! (re)connects and notices a connection the peer closed. The exception is
+//! a snapshot the core holds only by size: a blocking task reads it back
+//! from the data directory, frames it, and queues it when done (so it may
+//! go after messages the loop sent later, which Raft tolerates), one such
+//! task per peer at a time.
 //!
 //! Invariants:
-//! - the outbox holds whole frames, in the order the loop sent them, and
+//! - the outbox holds whole frames, in the order they were queued, and
 //!   only while a connection is up: a message sent while the peer is
 //!   unreachable is dropped (Raft resends), and a connection that breaks
 //!   takes its unwritten frames with it, so a new one starts at a frame;
 //! - the outbox holds at most [`PEER_QUEUE_BYTES`] (plus one message, so a
-//!   snapshot chunk larger than the budget can still go); a message that
-//!   does not fit is dropped whole. Counting bytes matters: a slow follower
-//!   must not pin gigabytes of snapshot chunks in the leader;
+//!   snapshot larger than the budget can still go); a message that does
+//!   not fit is dropped whole. Counting bytes matters: a slow follower must
+//!   not pin gigabytes of snapshot chunks in the leader; and an outbox that
+//!   empties gives a snapshot's worth of capacity back;
 //! - bytes are written only under the outbox's lock, so the loop and the
 //!   link task never interleave frames.
 
