@@ -158,6 +158,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     }
     clock.say(format!("coord: all {} servers joined; server {} leads term {}", layout.n, info.leader_id, info.term));
 
+    let first_term = info.term;
     // Watch the coord and report every change as it happens.
     let watcher = {
         let (coord, clock) = (layout.coord_client.clone(), clock.clone());
@@ -254,6 +255,23 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
         let refused = if r > 0 { format!(", {r} refused with a typed error (no quorum)") } else { String::new() };
         clock.say(format!("client {}: {} operations done, {w} wrong{refused}, slowest {s:?}", c + 1, args.ops));
     }
+    // A failover is shown once the coord has selected the next leader. Its
+    // detection and selection (a few hundred ms) may outlast the clients'
+    // run, which goes on at the old leader through a partition: wait for it.
+    if matches!(args.fail, Failure::Leader | Failure::Partition) {
+        let deadline = Instant::now() + FAILOVER_WAIT;
+        loop {
+            match local::leader(&layout.coord_client, Duration::ZERO).await {
+                Ok(l) if l.leader_id != 0 && l.term > first_term => break,
+                _ if Instant::now() >= deadline => {
+                    clock.say(format!("coord: no new leader within {FAILOVER_WAIT:?}"));
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    // Time for the watcher to report what it last saw.
     tokio::time::sleep(Duration::from_millis(300)).await;
     watcher.abort();
 
@@ -286,6 +304,9 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     println!("configs, data and logs: {}", layout.dir.display());
     Ok(if wrong == 0 && consistent { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
+
+/// How long the demo waits for the coord to select the next leader.
+const FAILOVER_WAIT: Duration = Duration::from_secs(10);
 
 async fn inject(fail: Failure, coord: &str, layout: &Layout, children: &mut Children, clock: &Clock) {
     let leader = local::leader(coord, Duration::from_secs(2)).await.map(|l| l.leader_id).unwrap_or(0);
