@@ -422,3 +422,50 @@ fn startup_errors_are_one_line() {
     assert_ne!(code, 0);
     assert!(err.lines().last().unwrap_or_default().contains("data directory"), "{err}");
 }
+
+/// A leader whose snapshot file went bad on disk stops when it must send
+/// it, naming the file (fail-stop, as on any storage error), instead of
+/// sending nothing, forever.
+#[test]
+fn a_corrupt_snapshot_the_leader_must_send_stops_it() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(3, r#", "SnapshotEntries": 40"#);
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let leader = c.select_leader().await;
+        let lagging = if leader == 3 { 2 } else { 3 };
+        c.kill9(lagging);
+        write_some(&c, leader, "a", 300).await;
+        c.wait_until("the leader compacted", Duration::from_secs(10), || async {
+            c.status(leader).await.snapshot_index >= 200
+        })
+        .await;
+        let dir = c.servers[(leader - 1) as usize].data_dir.clone();
+        let snap = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "snap"))
+            .expect("a snapshot file");
+        let mut bytes = std::fs::read(&snap).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&snap, bytes).unwrap();
+        c.start(lagging);
+        c.configure().await;
+        let child = c.server(leader).child.as_mut().unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "the leader did not stop on a corrupt snapshot");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        c.server(leader).child = None;
+        assert!(!status.success());
+        let log = std::fs::read_to_string(&c.servers[(leader - 1) as usize].log).unwrap();
+        let last = log.lines().last().unwrap_or_default();
+        assert!(last.contains("corrupt") && last.contains("snapshot-"), "{log}");
+    });
+}

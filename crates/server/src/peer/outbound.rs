@@ -238,7 +238,9 @@ fn room_for(outbox: &Outbox, bytes: usize) -> bool {
 /// outbox's lock, which the loop takes for every message, nor held twice),
 /// queues the frames, and leaves the writing to the link task. One that a
 /// later snapshot has replaced meanwhile is gone from the disk and is not
-/// sent: the core, its patience out, sends the later one.
+/// sent: the core, its patience out, sends the later one. One that cannot
+/// be read, or is corrupt, stops the process (fail-stop, as on any storage
+/// error: its durable state is no longer what it acknowledged).
 fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: Vec<u8>) {
     let Message::InstallSnapshot { term, leader, snapshot, read_ctx } = msg else {
         return;
@@ -255,10 +257,11 @@ fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: V
         shared.reading_snapshot.store(false, Ordering::Release);
         let frames = match framed {
             Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("snapshot at index {} not sent: {e}", head.meta.index);
-                return;
-            }
+            // Replaced by a later snapshot since the core asked: not needed.
+            Err(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return,
+            // The durable snapshot went bad on disk (or cannot be read): as
+            // on any storage error, stop rather than go on without it.
+            Err(e) => crate::disk::fail_stop(&e),
         };
         let mut outbox = shared.outbox();
         if !room_for(&outbox, frames.len()) {
