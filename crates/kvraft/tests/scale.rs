@@ -37,7 +37,7 @@ fn scale_reports_each_doubling_and_the_restarts() {
     let run = dir.path().join("cluster");
     let mut bench = Bench(
         Command::new(env!("CARGO_BIN_EXE_kvraft"))
-            .args(["bench", "scale", "--keys", "4000", "--json", "--dir"])
+            .args(["bench", "scale", "--keys", "4000", "--snapshot-entries", "1000", "--json", "--dir"])
             .arg(&run)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path).unwrap())
@@ -95,6 +95,11 @@ fn scale_reports_each_doubling_and_the_restarts() {
     assert!(r["all_leader_secs"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["follower_target_index"].as_u64().unwrap() >= 4000, "{r}");
     assert!(r["rss_bytes_max_after_restart"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["lagging_writes"], 1100, "{r}");
+    assert!(r["lagging_caught_up_secs"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["lagging_snapshot_index"].as_u64().unwrap() > 4000, "it was sent a snapshot: {r}");
+    let before = r["leader_rss_bytes_before_send"].as_u64().unwrap();
+    assert!(before > 0 && r["leader_rss_bytes_max_during_send"].as_u64().unwrap() >= before, "{r}");
     assert_eq!(r["verified"], 1000, "{r}");
     assert_eq!(lines.len(), steps.len() + 1, "{out}");
 }

@@ -12,6 +12,10 @@
 //! - one follower is SIGKILLed and restarted: the time from the spawn until
 //!   it serves its status (it read its snapshot and WAL), and until it has
 //!   applied the commit index the leader had at the kill;
+//! - one follower is SIGKILLed while the others take more than a snapshot's
+//!   worth of writes, then restarted: the time until it has caught up
+//!   through the leader's snapshot, and the leader's resident memory
+//!   meanwhile (the snapshot is read back from its disk to be sent);
 //! - every server is SIGKILLed and restarted (the coord stays): the time
 //!   until a restarted server leads, and until a Get of a loaded key returns
 //!   the value that was written.
@@ -309,6 +313,68 @@ impl Cluster {
     }
 }
 
+/// (b) A follower is SIGKILLed while the others take a tenth more than a
+/// snapshot's worth of writes (the loaded keys rewritten with the same
+/// values), until the leader's snapshot is past everything the follower
+/// has; then it is restarted, and the leader must send it the snapshot,
+/// read back from its disk. Times the catch-up, and samples the leader's
+/// resident memory meanwhile.
+async fn lagging_follower(c: &mut Cluster, args: &Args) -> anyhow::Result<Lagging> {
+    let coord = c.layout.coord_client.clone();
+    let every = args.snapshot_entries.unwrap_or(kvraft_server::config::DEFAULT_SNAPSHOT_ENTRIES);
+    let writes = every + every / 10;
+    let (leader, behind, _) = c.caught_up(CATCH_UP_LIMIT).await?;
+    let follower = c.ids().rev().find(|&id| id != leader).ok_or_else(|| anyhow!("no follower"))?;
+    c.kill(follower);
+    let writers = clients(&coord, args.clients, args.window, "lagging")?;
+    let mut left = writes;
+    while left > 0 {
+        let n = left.min(args.keys);
+        load(c, &writers, args.window, 0, n, args.value_size, None).await?;
+        left -= n;
+    }
+    for w in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w.stop()).await;
+    }
+    let deadline = Instant::now() + CATCH_UP_LIMIT;
+    let target = loop {
+        c.check_alive()?;
+        let s = local::server_status(c.addr(leader)).await?;
+        if s.snapshot_index > behind {
+            break s.commit_index;
+        }
+        if Instant::now() > deadline {
+            bail!("the leader's snapshot did not pass index {behind} within {CATCH_UP_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let leader_rss = |c: &Cluster| c.pid(leader).and_then(proc_memory).map_or(0, |m| m.0);
+    let leader_rss_before = leader_rss(c);
+    let mut leader_rss_max = leader_rss_before;
+    let spawned = Instant::now();
+    c.spawn(follower)?;
+    let snapshot_index = loop {
+        c.check()?;
+        leader_rss_max = leader_rss_max.max(leader_rss(c));
+        if let Ok(s) = local::server_status(c.addr(follower)).await
+            && s.applied_index >= target
+        {
+            if s.snapshot_index <= behind {
+                bail!("server {follower} caught up without the leader's snapshot (at {})", s.snapshot_index);
+            }
+            break s.snapshot_index;
+        }
+        if spawned.elapsed() > RECOVERY_LIMIT {
+            bail!(
+                "server {follower} did not apply index {target} within {RECOVERY_LIMIT:?} of its restart; see {}",
+                c.log(follower).display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    Ok(Lagging { follower, writes, snapshot_index, caught_up: spawned.elapsed(), leader_rss_before, leader_rss_max })
+}
+
 /// Writes `SnapshotEntries` into a server config made by [`Layout::create`].
 fn set_snapshot_entries(path: &Path, every: u64) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -574,6 +640,17 @@ impl Step {
     }
 }
 
+/// A follower that missed more than a snapshot's worth of writes, sent
+/// the leader's snapshot (read back from its disk) when it restarts.
+struct Lagging {
+    follower: u64,
+    writes: u64,
+    snapshot_index: u64,
+    caught_up: Duration,
+    leader_rss_before: u64,
+    leader_rss_max: u64,
+}
+
 /// The restarts' figures.
 struct Restarts {
     follower: u64,
@@ -581,6 +658,7 @@ struct Restarts {
     follower_serving: Duration,
     follower_caught_up: Duration,
     follower_rss: u64,
+    lagging: Lagging,
     all_leader: Duration,
     all_get: Duration,
     get_key: String,
@@ -600,6 +678,12 @@ impl Restarts {
             "follower_serving_secs": self.follower_serving.as_secs_f64(),
             "follower_restart_secs": self.follower_caught_up.as_secs_f64(),
             "follower_rss_bytes": self.follower_rss,
+            "lagging_follower": self.lagging.follower,
+            "lagging_writes": self.lagging.writes,
+            "lagging_snapshot_index": self.lagging.snapshot_index,
+            "lagging_caught_up_secs": self.lagging.caught_up.as_secs_f64(),
+            "leader_rss_bytes_before_send": self.lagging.leader_rss_before,
+            "leader_rss_bytes_max_during_send": self.lagging.leader_rss_max,
             "all_leader_secs": self.all_leader.as_secs_f64(),
             "all_restart_secs": self.all_get.as_secs_f64(),
             "get_key": self.get_key,
@@ -611,9 +695,12 @@ impl Restarts {
 
     fn lines(&self, n: u64) -> String {
         let per: Vec<String> = self.rss_after.iter().map(|&b| mib(b)).collect();
+        let l = &self.lagging;
         format!(
             "restart one follower (server {}, SIGKILL): serving after {:.2} s (its snapshot and WAL read), \
              applied the leader's commit index {} after {:.2} s; RSS then {}\n\
+             a follower that missed {} writes (server {}, SIGKILL, restarted): sent the leader's snapshot \
+             (index {}), caught up after {:.2} s; the leader's RSS {} before, at most {} meanwhile\n\
              restart all {n} servers (SIGKILL): a leader after {:.2} s, a Get of {} right after {:.2} s; \
              RSS once caught up {}; {} values read back and right",
             self.follower,
@@ -621,6 +708,12 @@ impl Restarts {
             self.target_index,
             self.follower_caught_up.as_secs_f64(),
             mib(self.follower_rss),
+            thousands(l.writes),
+            l.follower,
+            l.snapshot_index,
+            l.caught_up.as_secs_f64(),
+            mib(l.leader_rss_before),
+            mib(l.leader_rss_max),
             self.all_leader.as_secs_f64(),
             self.get_key,
             self.all_get.as_secs_f64(),
@@ -785,7 +878,9 @@ async fn restarts(c: &mut Cluster, args: &Args) -> anyhow::Result<Restarts> {
         .map(|m| m.0)
         .ok_or_else(|| anyhow!("no memory figures for server {follower}"))?;
 
-    // (b) Every server, killed and restarted; the coord stays.
+    let lagging = lagging_follower(c, args).await?;
+
+    // (c) Every server, killed and restarted; the coord stays.
     c.caught_up(CATCH_UP_LIMIT).await?;
     let last = args.keys - 1;
     let get_key = key_of(last);
@@ -852,6 +947,7 @@ async fn restarts(c: &mut Cluster, args: &Args) -> anyhow::Result<Restarts> {
         follower_serving,
         follower_caught_up: caught_up,
         follower_rss,
+        lagging,
         all_leader,
         all_get,
         get_key,
