@@ -122,6 +122,39 @@ async fn write_some(c: &TestCluster, leader: u64, client: &str, n: u64) {
     }
 }
 
+/// Waits until server `id` exits (failing with `what` after `within`),
+/// checks it failed, and returns the last line of its log.
+fn stopped(c: &mut TestCluster, id: u64, within: Duration, what: &str) -> String {
+    let child = c.server(id).child.as_mut().unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < within, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.server(id).child = None;
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&c.servers[(id - 1) as usize].log).unwrap();
+    log.lines().last().unwrap_or_default().to_owned()
+}
+
+/// Three servers that snapshot every 40 entries; one follower killed, then
+/// 300 writes: the leader has compacted past it. Returns the cluster, the
+/// leader and the killed follower.
+async fn lagging_cluster() -> (TestCluster, u64, u64) {
+    let mut c = TestCluster::new(3, r#", "SnapshotEntries": 40"#);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let leader = c.select_leader().await;
+    let lagging = if leader == 3 { 2 } else { 3 };
+    c.kill9(lagging);
+    write_some(&c, leader, "a", 300).await;
+    (c, leader, lagging)
+}
+
 /// Where a WAL segment's records end, before the zero-filled room after
 /// them (framing: `len:u32 | crc:u32 | type:u8 | payload`).
 fn records_end(bytes: &[u8]) -> usize {
@@ -177,20 +210,8 @@ fn corruption_before_the_tail_stops_the_server() {
         bytes[mid] ^= 0xff;
         std::fs::write(&seg, bytes).unwrap();
         c.start(1);
-        let child = c.server(1).child.as_mut().unwrap();
-        let start = std::time::Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "server did not stop on a corrupt log");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        c.server(1).child = None;
-        assert!(!status.success());
-        let log = std::fs::read_to_string(&c.servers[0].log).unwrap();
-        let last = log.lines().last().unwrap_or_default();
-        assert!(last.contains("corrupt"), "{log}");
+        let last = stopped(&mut c, 1, Duration::from_secs(10), "server did not stop on a corrupt log");
+        assert!(last.contains("corrupt"), "{last}");
         assert!(last.contains("wal-"), "the error names the file: {last}");
     });
 }
@@ -200,14 +221,7 @@ fn corruption_before_the_tail_stops_the_server() {
 #[test]
 fn lagging_follower_is_caught_up_by_snapshot() {
     runtime().block_on(async {
-        let mut c = TestCluster::new(3, r#", "SnapshotEntries": 40"#);
-        for id in 1..=3 {
-            c.start(id);
-        }
-        let leader = c.select_leader().await;
-        let lagging = if leader == 3 { 2 } else { 3 };
-        c.kill9(lagging);
-        write_some(&c, leader, "a", 300).await;
+        let (mut c, leader, lagging) = lagging_cluster().await;
         let st = c.status(leader).await;
         assert!(st.snapshot_index >= 200, "the leader compacted: {st:?}");
         c.start(lagging);
@@ -429,14 +443,7 @@ fn startup_errors_are_one_line() {
 #[test]
 fn a_corrupt_snapshot_the_leader_must_send_stops_it() {
     runtime().block_on(async {
-        let mut c = TestCluster::new(3, r#", "SnapshotEntries": 40"#);
-        for id in 1..=3 {
-            c.start(id);
-        }
-        let leader = c.select_leader().await;
-        let lagging = if leader == 3 { 2 } else { 3 };
-        c.kill9(lagging);
-        write_some(&c, leader, "a", 300).await;
+        let (mut c, leader, lagging) = lagging_cluster().await;
         c.wait_until("the leader compacted", Duration::from_secs(10), || async {
             c.status(leader).await.snapshot_index >= 200
         })
@@ -453,19 +460,7 @@ fn a_corrupt_snapshot_the_leader_must_send_stops_it() {
         std::fs::write(&snap, bytes).unwrap();
         c.start(lagging);
         c.configure().await;
-        let child = c.server(leader).child.as_mut().unwrap();
-        let start = std::time::Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "the leader did not stop on a corrupt snapshot");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        c.server(leader).child = None;
-        assert!(!status.success());
-        let log = std::fs::read_to_string(&c.servers[(leader - 1) as usize].log).unwrap();
-        let last = log.lines().last().unwrap_or_default();
-        assert!(last.contains("corrupt") && last.contains("snapshot-"), "{log}");
+        let last = stopped(&mut c, leader, Duration::from_secs(20), "the leader did not stop on a corrupt snapshot");
+        assert!(last.contains("corrupt") && last.contains("snapshot-"), "{last}");
     });
 }
