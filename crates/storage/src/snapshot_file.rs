@@ -48,28 +48,14 @@ pub fn read(path: &Path, index: Index) -> Result<Snapshot, StorageError> {
     if crc32c::crc32c(body) != stored {
         return Err(corrupt(body.len(), "snapshot checksum mismatch".into()));
     }
-    let (header, data) = body.split_at(HEADER_LEN);
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&header[at..at + 8]);
-        u64::from_le_bytes(w)
-    };
-    if &header[..8] != MAGIC {
-        return Err(corrupt(0, "not a snapshot file (bad magic)".into()));
-    }
-    let meta = SnapshotMeta { index: word(8), term: word(16) };
-    if word(24) != data.len() as u64 {
-        let cause = format!("data length {} but {} bytes present", word(24), data.len());
-        return Err(corrupt(24, cause));
-    }
+    let (meta, len) = parse_header(path, &body[..HEADER_LEN], bytes.len() as u64)?;
     if meta.index != index {
         let cause = format!("file name says index {index} but it holds index {}", meta.index);
         return Err(corrupt(8, cause));
     }
-    let len = data.len();
     // In place: a 100 MB snapshot is not copied into a second buffer.
     let mut bytes = bytes;
-    bytes.truncate(HEADER_LEN + len);
+    bytes.truncate(HEADER_LEN + len as usize);
     bytes.drain(..HEADER_LEN);
     Ok(Snapshot::new(meta, bytes))
 }
@@ -96,15 +82,7 @@ impl StoredSnapshot {
         }
         let mut header = [0u8; HEADER_LEN];
         read_exact_at(&file, path, &mut header, 0)?;
-        let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
-        if &header[..8] != MAGIC {
-            return Err(corrupt(0, "not a snapshot file (bad magic)".into()));
-        }
-        let len = size - (HEADER_LEN + TRAILER_LEN) as u64;
-        if word(24) != len {
-            return Err(corrupt(24, format!("data length {} but {len} bytes present", word(24))));
-        }
-        let found = SnapshotMeta { index: word(8), term: word(16) };
+        let (found, len) = parse_header(path, &header, size)?;
         if found != meta {
             let cause = format!(
                 "holds index {} term {} where {} {} was expected",
@@ -147,6 +125,20 @@ impl StoredSnapshot {
         }
         read_exact_at(&self.file, &self.path, buf, HEADER_LEN as u64 + offset)
     }
+}
+
+/// The meta and the data length a header states, checked against the
+/// magic and the size of the file it opens (`file_size` bytes).
+fn parse_header(path: &Path, header: &[u8], file_size: u64) -> Result<(SnapshotMeta, u64), StorageError> {
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    if &header[..8] != MAGIC {
+        return Err(StorageError::corrupt(path, 0, "not a snapshot file (bad magic)"));
+    }
+    let len = file_size - (HEADER_LEN + TRAILER_LEN) as u64;
+    if word(24) != len {
+        return Err(StorageError::corrupt(path, 24, format!("data length {} but {len} bytes present", word(24))));
+    }
+    Ok((SnapshotMeta { index: word(8), term: word(16) }, len))
 }
 
 /// Verification reads the file this much at a time.

@@ -203,8 +203,12 @@ impl Transport {
 
 /// Appends a message's frames to `outbox`, the first one carrying the trace
 /// `token`, if they fit (see the module's invariants). False if dropped.
-fn enqueue(outbox: &mut Outbox, parts: Vec<pb::PeerMessage>, token: Vec<u8>) -> bool {
-    let (sized, bytes) = sized(parts, token);
+fn enqueue(outbox: &mut Outbox, mut parts: Vec<pb::PeerMessage>, token: Vec<u8>) -> bool {
+    if let Some(first) = parts.first_mut() {
+        first.trace = token;
+    }
+    let sized: Vec<_> = parts.into_iter().map(|m| (m.encoded_len(), m)).collect();
+    let bytes = sized.iter().map(|(len, _)| 4 + len).sum();
     if !room_for(outbox, bytes) {
         return false;
     }
@@ -212,17 +216,6 @@ fn enqueue(outbox: &mut Outbox, parts: Vec<pb::PeerMessage>, token: Vec<u8>) -> 
         frame::push(&mut outbox.buf, m, *len);
     }
     true
-}
-
-/// A message's parts with their encoded lengths, the first one carrying
-/// the trace `token`, and the bytes their frames take.
-fn sized(mut parts: Vec<pb::PeerMessage>, token: Vec<u8>) -> (Vec<(usize, pb::PeerMessage)>, usize) {
-    if let Some(first) = parts.first_mut() {
-        first.trace = token;
-    }
-    let sized: Vec<_> = parts.into_iter().map(|m| (m.encoded_len(), m)).collect();
-    let bytes = sized.iter().map(|(len, _)| 4 + len).sum();
-    (sized, bytes)
 }
 
 /// Whether `bytes` more may be queued. Not while the peer is unreachable,
