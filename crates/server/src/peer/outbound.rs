@@ -8,10 +8,10 @@
 //! fsync starts, with no task hand-off in between. Whatever the socket does
 //! not take at once is finished by the peer's link task, which also
 //! (re)connects and notices a connection the peer closed. The exception is
-//! a snapshot the core holds only by size: a blocking task reads it back
-//! from the data directory, frames it, and queues it when done (so it may
-//! go after messages the loop sent later, which Raft tolerates), one such
-//! task per peer at a time.
+//! a snapshot the core holds only by size: a task streams it from the data
+//! directory, queueing a chunk at a time as the outbox drains (so its
+//! chunks go between messages the loop sent later, which the receiver and
+//! Raft tolerate), one such stream per peer at a time.
 //!
 //! Invariants:
 //! - the outbox holds whole frames, in the order they were queued, and
@@ -19,17 +19,21 @@
 //!   unreachable is dropped (Raft resends), and a connection that breaks
 //!   takes its unwritten frames with it, so a new one starts at a frame;
 //! - the outbox holds at most [`PEER_QUEUE_BYTES`] (plus one message, so a
-//!   snapshot larger than the budget can still go); a message that does
-//!   not fit is dropped whole. Counting bytes matters: a slow follower must
-//!   not pin gigabytes of snapshot chunks in the leader; and an outbox that
-//!   empties gives a snapshot's worth of capacity back;
+//!   snapshot in memory larger than the budget can still go); a message
+//!   that does not fit is dropped whole. Counting bytes matters: a slow
+//!   follower must not pin gigabytes of snapshot chunks in the leader; and
+//!   an outbox that empties gives a snapshot's worth of capacity back. A
+//!   streamed snapshot adds a chunk only while the outbox holds less than
+//!   one, so it stays near two chunks however large the snapshot;
+//! - the chunks of one snapshot are never interleaved with another's: no
+//!   snapshot is queued for a peer while one is being streamed to it;
 //! - bytes are written only under the outbox's lock, so the loop and the
 //!   link task never interleave frames.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -44,7 +48,7 @@ use kvraft_proto as pb;
 use kvraft_storage::{SnapshotFiles, StorageError};
 
 use super::frame;
-use crate::convert::{ChunkHead, chunk_ranges, message_to_pb};
+use crate::convert::{ChunkHead, SNAPSHOT_CHUNK_BYTES, chunk_ranges, message_to_pb};
 
 /// Bytes queued per peer before new messages are dropped.
 const PEER_QUEUE_BYTES: usize = 64 << 20;
@@ -104,9 +108,12 @@ struct Shared {
     outbox: Mutex<Outbox>,
     /// The loop left work for the link task: bytes, or a broken connection.
     wake: Notify,
-    /// A stored snapshot is being read back for this peer: another one is
-    /// not started meanwhile (each holds the whole snapshot's frames).
-    reading_snapshot: AtomicBool,
+    /// The link task emptied the outbox, or the connection went: a snapshot
+    /// being streamed may queue its next chunk (or give up).
+    drained: Notify,
+    /// A snapshot is being streamed to this peer: another one is not
+    /// started meanwhile (its chunks would interleave with this one's).
+    sending_snapshot: AtomicBool,
 }
 
 impl Shared {
@@ -169,11 +176,14 @@ impl Transport {
         } else {
             Vec::new()
         };
-        if let Message::InstallSnapshot { snapshot, .. } = &msg
-            && snapshot.data.bytes().is_none()
-        {
-            send_stored(self.snapshots.clone(), link.shared.clone(), msg, token);
-            return;
+        if let Message::InstallSnapshot { snapshot, .. } = &msg {
+            if link.shared.sending_snapshot.load(Ordering::Acquire) {
+                return; // its chunks would interleave with those being streamed; Raft resends
+            }
+            if snapshot.data.bytes().is_none() {
+                send_stored(self.snapshots.clone(), link.shared.clone(), msg, token);
+                return;
+            }
         }
         if enqueue(&mut link.shared.outbox(), message_to_pb(msg), token) {
             link.dirty = true;
@@ -225,66 +235,118 @@ fn room_for(outbox: &Outbox, bytes: usize) -> bool {
     outbox.conn.is_some() && (outbox.buf.is_empty() || outbox.buf.len() + bytes <= PEER_QUEUE_BYTES)
 }
 
-/// Sends a snapshot the core holds only by size: a blocking task opens it
-/// (its checksum verified first), frames it a chunk at a time straight from
-/// the file (at a million keys, 100 MB: neither on the loop, nor under the
-/// outbox's lock, which the loop takes for every message, nor held twice),
-/// queues the frames, and leaves the writing to the link task. One that a
-/// later snapshot has replaced meanwhile is gone from the disk and is not
-/// sent: the core, its patience out, sends the later one. One that cannot
-/// be read, or is corrupt, stops the process (fail-stop, as on any storage
-/// error: its durable state is no longer what it acknowledged).
+/// Sends a snapshot the core holds only by size, streamed from its file:
+/// opened on a blocking task (its checksum verified first), then one chunk
+/// at a time read and framed on a blocking task and queued only once the
+/// outbox holds less than a chunk. So at a million keys (100 MB) neither the
+/// loop nor the outbox's lock carries the snapshot, and the leader holds
+/// about two chunks of it per follower, however slowly the follower reads.
+/// One that a later snapshot has replaced before it was opened is gone from
+/// the disk and is not sent: the core, its patience out, sends the later
+/// one. One that cannot be read, or is corrupt, stops the process
+/// (fail-stop, as on any storage error: its durable state is no longer what
+/// it acknowledged). The send is given up if the connection it started on
+/// goes, or takes nothing for [`STALLED`] twice over: the follower would
+/// get a snapshot without its start, and Raft resends.
 fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: Vec<u8>) {
     let Message::InstallSnapshot { term, leader, snapshot, read_ctx } = msg else {
         return;
     };
-    if shared.outbox().conn.is_none() {
+    // Weak: the link must be able to close it (a `Weak` also keeps its
+    // address from being reused by a later connection).
+    let Some(conn) = shared.outbox().conn.as_ref().map(Arc::downgrade) else {
         return; // unreachable: not worth reading 100 MB for
-    }
-    if shared.reading_snapshot.swap(true, Ordering::AcqRel) {
-        return; // one is on its way already; Raft resends if it is lost
-    }
+    };
+    shared.sending_snapshot.store(true, Ordering::Release);
     let head = ChunkHead { term, leader, read_ctx, meta: snapshot.meta };
-    tokio::task::spawn_blocking(move || {
-        let framed = frame_stored(&files, head, token);
-        shared.reading_snapshot.store(false, Ordering::Release);
-        let frames = match framed {
-            Ok(f) => f,
+    tokio::spawn(async move {
+        let sent = stream_stored(&files, &shared, &conn, head, token).await;
+        shared.sending_snapshot.store(false, Ordering::Release);
+        match sent {
+            Ok(()) => {}
             // Replaced by a later snapshot since the core asked: not needed.
-            Err(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return,
+            Err(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
             // The durable snapshot went bad on disk (or cannot be read): as
             // on any storage error, stop rather than go on without it.
             Err(e) => crate::disk::fail_stop(&e),
-        };
-        let mut outbox = shared.outbox();
-        if !room_for(&outbox, frames.len()) {
-            return;
         }
-        if outbox.buf.is_empty() {
-            outbox.buf = frames;
-        } else {
-            outbox.buf.extend_from_slice(&frames);
-        }
-        outbox.backlogged = true;
-        drop(outbox);
-        shared.wake.notify_one();
     });
 }
 
-/// The frames of a stored snapshot's chunks, the first carrying `token`.
-fn frame_stored(files: &SnapshotFiles, head: ChunkHead, token: Vec<u8>) -> Result<BytesMut, StorageError> {
-    let stored = files.open(head.meta)?;
+/// Queues the frames of a stored snapshot's chunks on `conn`'s outbox as it
+/// drains, the first carrying `token`. `Ok` also when given up (see
+/// [`send_stored`]).
+async fn stream_stored(
+    files: &SnapshotFiles,
+    shared: &Shared,
+    conn: &Weak<TcpStream>,
+    head: ChunkHead,
+    token: Vec<u8>,
+) -> Result<(), StorageError> {
+    let files = files.clone();
+    let Some(stored) = blocking(move || files.open(head.meta)).await? else {
+        return Ok(());
+    };
+    let stored = Arc::new(stored);
     let len = usize::try_from(stored.len()).unwrap_or(usize::MAX);
-    let mut frames = BytesMut::with_capacity(len.saturating_add(len / 1000 + 64));
     let mut token = Some(token);
     for (from, to, last) in chunk_ranges(len) {
-        let mut data = vec![0u8; to - from];
-        stored.read_at(from as u64, &mut data)?;
-        let mut m = head.chunk(from, data, last);
-        m.trace = token.take().unwrap_or_default();
-        frame::push(&mut frames, &m, m.encoded_len());
+        let stored = stored.clone();
+        let token = token.take().unwrap_or_default();
+        let framed = blocking(move || {
+            let mut data = vec![0u8; to - from];
+            stored.read_at(from as u64, &mut data)?;
+            let mut m = head.chunk(from, data, last);
+            m.trace = token;
+            let mut frame = BytesMut::new();
+            frame::push(&mut frame, &m, m.encoded_len());
+            Ok(frame)
+        })
+        .await?;
+        let Some(frame) = framed else { return Ok(()) };
+        if !queue_when_drained(shared, conn, frame).await {
+            return Ok(());
+        }
     }
-    Ok(frames)
+    Ok(())
+}
+
+/// Runs `f` on a blocking thread (file reads must not stall the loop's).
+/// `None` if the runtime is shutting down (`f` cannot panic).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<Option<T>, StorageError> {
+    tokio::task::spawn_blocking(f).await.ok().transpose()
+}
+
+/// Queues `frame` once the outbox holds less than a chunk, and hands the
+/// writing to the link task. False if `conn` went meanwhile, or nothing
+/// drained for twice [`STALLED`] (the link task replaces a stalled
+/// connection after one).
+async fn queue_when_drained(shared: &Shared, conn: &Weak<TcpStream>, frame: BytesMut) -> bool {
+    loop {
+        let drained = shared.drained.notified();
+        {
+            let mut outbox = shared.outbox();
+            if !outbox.conn.as_ref().is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), conn.as_ptr())) {
+                return false;
+            }
+            if outbox.buf.len() < SNAPSHOT_CHUNK_BYTES {
+                if outbox.buf.is_empty() {
+                    outbox.buf = frame;
+                } else {
+                    outbox.buf.extend_from_slice(&frame);
+                }
+                outbox.backlogged = true;
+                drop(outbox);
+                shared.wake.notify_one();
+                return true;
+            }
+        }
+        if tokio::time::timeout(2 * STALLED, drained).await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// A peer's link: connects, says hello, publishes the connection to the
@@ -302,6 +364,8 @@ async fn link(addr: String, hello: Vec<u8>, shared: Arc<Shared>) {
             if outbox.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
                 outbox.close();
             }
+            drop(outbox);
+            shared.drained.notify_one(); // a snapshot being streamed gives up
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -357,6 +421,8 @@ async fn finish_writes(shared: &Shared, conn: &TcpStream) -> bool {
             }
             if outbox.buf.is_empty() {
                 outbox.backlogged = false;
+                drop(outbox);
+                shared.drained.notify_one();
                 return true;
             }
         }
@@ -364,5 +430,134 @@ async fn finish_writes(shared: &Shared, conn: &TcpStream) -> bool {
             Ok(Ok(())) => {}
             _ => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use kvraft_core::{Snapshot, SnapshotMeta};
+    use kvraft_storage::{Storage, StorageOptions};
+    use tokio::net::{TcpListener, TcpSocket};
+
+    use super::*;
+    use crate::convert::SnapshotAssembler;
+
+    /// Small socket buffers, so that what the follower has not read stays
+    /// in the leader's outbox rather than in the kernel.
+    const SOCKET_BUFFER: u32 = 64 << 10;
+
+    /// A connection whose far end reads only when told to.
+    async fn slow_pair() -> (TcpStream, TcpStream) {
+        let listening = TcpSocket::new_v4().unwrap();
+        listening.set_recv_buffer_size(SOCKET_BUFFER).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener: TcpListener = listening.listen(1).unwrap();
+        let sending = TcpSocket::new_v4().unwrap();
+        sending.set_send_buffer_size(SOCKET_BUFFER).unwrap();
+        let (near, far) = tokio::join!(sending.connect(listener.local_addr().unwrap()), listener.accept());
+        (near.unwrap(), far.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_stored_snapshot_is_streamed_as_the_follower_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let data: Vec<u8> = (0..24 * SNAPSHOT_CHUNK_BYTES + 123).map(|i| (i % 251) as u8).collect();
+        let meta = SnapshotMeta { index: 40, term: 2 };
+        let snapshot = Snapshot::new(meta, data.clone());
+        storage.snapshot_files().write(&snapshot).unwrap();
+
+        let (near, mut far) = slow_pair().await;
+        let near = Arc::new(near);
+        let shared = Arc::new(Shared::default());
+        shared.outbox().conn = Some(near.clone());
+        let link = tokio::spawn({
+            let shared = shared.clone();
+            async move { tend(&shared, &near).await }
+        });
+        let msg = Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 7, snapshot: snapshot.stored() };
+        send_stored(storage.snapshot_files(), shared.clone(), msg, b"token".to_vec());
+
+        // The follower reads nothing: the stream must stop with about two
+        // chunks queued, not the whole 24 MiB.
+        let (mut most, mut last, mut since) = (0, usize::MAX, Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while since.elapsed() < Duration::from_millis(300) {
+            assert!(Instant::now() < deadline, "the stream never settled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let queued = shared.outbox().buf.len();
+            most = most.max(queued);
+            if queued != last {
+                (last, since) = (queued, Instant::now());
+            }
+        }
+        assert!(last > 0, "nothing left queued: the socket took it all, so this proves nothing");
+        assert!(most <= 2 * SNAPSHOT_CHUNK_BYTES + 1024, "{most} bytes queued at once");
+        assert!(shared.sending_snapshot.load(Ordering::Acquire), "the stream ended early");
+
+        // Once read, the chunks make up the snapshot, in order.
+        let mut scratch = Vec::new();
+        let mut assembler = SnapshotAssembler::default();
+        let mut first = true;
+        let received = loop {
+            let m = frame::read(&mut far, &mut scratch).await.unwrap().expect("a frame");
+            if first {
+                assert_eq!(m.trace, b"token", "the first chunk carries the trace token");
+                first = false;
+            }
+            if let Some(msg) = assembler.accept(m).unwrap() {
+                break msg;
+            }
+        };
+        let Message::InstallSnapshot { term, leader, read_ctx, snapshot: got } = received else {
+            panic!("not a snapshot: {received:?}");
+        };
+        assert_eq!((term, leader, read_ctx, got.meta), (3, 1, 7, meta));
+        assert_eq!(got.data.bytes(), Some(data.as_slice()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.sending_snapshot.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the stream did not finish");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(shared.outbox().buf.is_empty());
+        link.abort();
+    }
+
+    #[tokio::test]
+    async fn a_stream_gives_up_when_its_connection_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let meta = SnapshotMeta { index: 40, term: 2 };
+        let snapshot = Snapshot::new(meta, vec![5; 16 * SNAPSHOT_CHUNK_BYTES]);
+        storage.snapshot_files().write(&snapshot).unwrap();
+
+        let (near, _far) = slow_pair().await;
+        let near = Arc::new(near);
+        let shared = Arc::new(Shared::default());
+        shared.outbox().conn = Some(near.clone());
+        let link = tokio::spawn({
+            let shared = shared.clone();
+            async move { tend(&shared, &near).await }
+        });
+        let msg = Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 0, snapshot: snapshot.stored() };
+        send_stored(storage.snapshot_files(), shared.clone(), msg, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while shared.outbox().buf.is_empty() {
+            assert!(Instant::now() < deadline, "nothing was queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        // The connection breaks, as the link task sees it.
+        link.abort();
+        shared.outbox().close();
+        shared.drained.notify_one();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.sending_snapshot.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the stream went on without its connection");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(shared.outbox().buf.is_empty(), "a chunk was queued with no connection");
     }
 }
