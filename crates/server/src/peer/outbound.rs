@@ -24,9 +24,12 @@
 //!   follower must not pin gigabytes of snapshot chunks in the leader; and
 //!   an outbox that empties gives a snapshot's worth of capacity back. A
 //!   streamed snapshot adds a chunk only while the outbox holds less than
-//!   one, so it stays near two chunks however large the snapshot;
+//!   one, so it stays under two chunks however large the snapshot;
 //! - the chunks of one snapshot are never interleaved with another's: no
 //!   snapshot is queued for a peer while one is being streamed to it;
+//! - a snapshot goes at most once per connection: the core asks for it
+//!   again whenever a heartbeat that overtook it is refused, and the
+//!   follower gets the copy already on its way;
 //! - bytes are written only under the outbox's lock, so the loop and the
 //!   link task never interleave frames.
 
@@ -37,7 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use kvraft_core::{Message, NodeId};
+use kvraft_core::{Message, NodeId, SnapshotMeta};
 use prost::Message as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -71,6 +74,12 @@ struct Outbox {
     /// The socket refused bytes and the link task is finishing them: the
     /// loop leaves writing to it until the outbox is empty again.
     backlogged: bool,
+    /// The snapshot last queued whole on this connection. The follower has
+    /// it or will (TCP keeps order), so it is not queued again here: while
+    /// one is on its way the core, answered by heartbeats that reached the
+    /// follower before it, asks for it again and again (a copy of 100 MB
+    /// each at a million keys).
+    snapshot_sent: Option<SnapshotMeta>,
 }
 
 impl Outbox {
@@ -99,6 +108,7 @@ impl Outbox {
         self.conn = None;
         self.buf = BytesMut::new();
         self.backlogged = false;
+        self.snapshot_sent = None;
     }
 }
 
@@ -108,8 +118,8 @@ struct Shared {
     outbox: Mutex<Outbox>,
     /// The loop left work for the link task: bytes, or a broken connection.
     wake: Notify,
-    /// The link task emptied the outbox, or the connection went: a snapshot
-    /// being streamed may queue its next chunk (or give up).
+    /// The link task wrote some of the outbox, or the connection went: a
+    /// snapshot being streamed may queue its next chunk (or give up).
     drained: Notify,
     /// A snapshot is being streamed to this peer: another one is not
     /// started meanwhile (its chunks would interleave with this one's).
@@ -133,6 +143,9 @@ struct PeerLink {
 impl Drop for PeerLink {
     fn drop(&mut self) {
         self.task.abort();
+        // Its connection goes now, and a snapshot being streamed gives up.
+        self.shared.outbox().close();
+        self.shared.drained.notify_one();
     }
 }
 
@@ -176,17 +189,26 @@ impl Transport {
         } else {
             Vec::new()
         };
+        let mut snapshot_meta = None;
         if let Message::InstallSnapshot { snapshot, .. } = &msg {
             if link.shared.sending_snapshot.load(Ordering::Acquire) {
                 return; // its chunks would interleave with those being streamed; Raft resends
+            }
+            if link.shared.outbox().snapshot_sent == Some(snapshot.meta) {
+                return; // on its way on this connection already
             }
             if snapshot.data.bytes().is_none() {
                 send_stored(self.snapshots.clone(), link.shared.clone(), msg, token);
                 return;
             }
+            snapshot_meta = Some(snapshot.meta);
         }
-        if enqueue(&mut link.shared.outbox(), message_to_pb(msg), token) {
+        let mut outbox = link.shared.outbox();
+        if enqueue(&mut outbox, message_to_pb(msg), token) {
             link.dirty = true;
+            if snapshot_meta.is_some() {
+                outbox.snapshot_sent = snapshot_meta;
+            }
         }
     }
 
@@ -239,15 +261,17 @@ fn room_for(outbox: &Outbox, bytes: usize) -> bool {
 /// opened on a blocking task (its checksum verified first), then one chunk
 /// at a time read and framed on a blocking task and queued only once the
 /// outbox holds less than a chunk. So at a million keys (100 MB) neither the
-/// loop nor the outbox's lock carries the snapshot, and the leader holds
-/// about two chunks of it per follower, however slowly the follower reads.
+/// loop nor the outbox's lock carries the snapshot, and the leader holds a
+/// few MiB of it per follower (under two chunks queued, one being framed),
+/// however slowly the follower reads.
 /// One that a later snapshot has replaced before it was opened is gone from
 /// the disk and is not sent: the core, its patience out, sends the later
 /// one. One that cannot be read, or is corrupt, stops the process
 /// (fail-stop, as on any storage error: its durable state is no longer what
 /// it acknowledged). The send is given up if the connection it started on
-/// goes, or takes nothing for [`STALLED`] twice over: the follower would
-/// get a snapshot without its start, and Raft resends.
+/// goes (the link task closes one that takes nothing for [`STALLED`]): the
+/// follower would get a snapshot without its start on the next one, and
+/// Raft resends.
 fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: Vec<u8>) {
     let Message::InstallSnapshot { term, leader, snapshot, read_ctx } = msg else {
         return;
@@ -304,7 +328,7 @@ async fn stream_stored(
         })
         .await?;
         let Some(frame) = framed else { return Ok(()) };
-        if !queue_when_drained(shared, conn, frame).await {
+        if !queue_when_drained(shared, conn, frame, last.then_some(head.meta)).await {
             return Ok(());
         }
     }
@@ -320,10 +344,16 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Queues `frame` once the outbox holds less than a chunk, and hands the
-/// writing to the link task. False if `conn` went meanwhile, or nothing
-/// drained for twice [`STALLED`] (the link task replaces a stalled
-/// connection after one).
-async fn queue_when_drained(shared: &Shared, conn: &Weak<TcpStream>, frame: BytesMut) -> bool {
+/// writing to the link task; with `whole`, the snapshot's last chunk, it
+/// notes that snapshot as sent on this connection. False if `conn` went
+/// meanwhile, or nothing was written for twice [`STALLED`] (a backstop:
+/// the link task replaces a connection stalled for one).
+async fn queue_when_drained(
+    shared: &Shared,
+    conn: &Weak<TcpStream>,
+    frame: BytesMut,
+    whole: Option<SnapshotMeta>,
+) -> bool {
     loop {
         let drained = shared.drained.notified();
         {
@@ -338,6 +368,9 @@ async fn queue_when_drained(shared: &Shared, conn: &Weak<TcpStream>, frame: Byte
                     outbox.buf.extend_from_slice(&frame);
                 }
                 outbox.backlogged = true;
+                if whole.is_some() {
+                    outbox.snapshot_sent = whole;
+                }
                 drop(outbox);
                 shared.wake.notify_one();
                 return true;
@@ -358,13 +391,18 @@ async fn link(addr: String, hello: Vec<u8>, shared: Arc<Shared>) {
         if let Ok(conn) = connect(&addr, &hello).await {
             backoff = FIRST_BACKOFF;
             let conn = Arc::new(conn);
-            shared.outbox().conn = Some(conn.clone());
-            tend(&shared, &conn).await;
-            let mut outbox = shared.outbox();
-            if outbox.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                outbox.close();
+            {
+                let mut outbox = shared.outbox();
+                outbox.close(); // a fresh start: nothing of an earlier connection
+                outbox.conn = Some(conn.clone());
             }
-            drop(outbox);
+            tend(&shared, &conn).await;
+            {
+                let mut outbox = shared.outbox();
+                if outbox.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                    outbox.close();
+                }
+            }
             shared.drained.notify_one(); // a snapshot being streamed gives up
         }
         tokio::time::sleep(backoff).await;
@@ -416,6 +454,7 @@ async fn finish_writes(shared: &Shared, conn: &TcpStream) -> bool {
             if !outbox.conn.as_ref().is_some_and(|c| std::ptr::eq(c.as_ref(), conn)) {
                 return false;
             }
+            let before = outbox.buf.len();
             if !outbox.write_some() {
                 return false;
             }
@@ -424,6 +463,10 @@ async fn finish_writes(shared: &Shared, conn: &TcpStream) -> bool {
                 drop(outbox);
                 shared.drained.notify_one();
                 return true;
+            }
+            if outbox.buf.len() < before {
+                drop(outbox);
+                shared.drained.notify_one(); // progress: a stream may queue its next chunk
             }
         }
         match tokio::time::timeout(STALLED, conn.writable()).await {
@@ -437,7 +480,7 @@ async fn finish_writes(shared: &Shared, conn: &TcpStream) -> bool {
 mod tests {
     use std::time::Instant;
 
-    use kvraft_core::{Snapshot, SnapshotMeta};
+    use kvraft_core::Snapshot;
     use kvraft_storage::{Storage, StorageOptions};
     use tokio::net::{TcpListener, TcpSocket};
 
@@ -447,41 +490,64 @@ mod tests {
     /// Small socket buffers, so that what the follower has not read stays
     /// in the leader's outbox rather than in the kernel.
     const SOCKET_BUFFER: u32 = 64 << 10;
+    const META: SnapshotMeta = SnapshotMeta { index: 40, term: 2 };
 
-    /// A connection whose far end reads only when told to.
-    async fn slow_pair() -> (TcpStream, TcpStream) {
+    /// A data directory holding a stored snapshot of `len` bytes at [`META`].
+    fn stored(len: usize) -> (tempfile::TempDir, Storage, Snapshot) {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let snapshot = Snapshot::new(META, (0..len).map(|i| (i % 251) as u8).collect());
+        storage.snapshot_files().write(&snapshot).unwrap();
+        (dir, storage, snapshot)
+    }
+
+    /// A listener whose connections take little before they are read.
+    fn slow_listener() -> TcpListener {
         let listening = TcpSocket::new_v4().unwrap();
         listening.set_recv_buffer_size(SOCKET_BUFFER).unwrap();
         listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener: TcpListener = listening.listen(1).unwrap();
+        listening.listen(4).unwrap()
+    }
+
+    /// A connection whose far end reads only when told to.
+    async fn slow_pair() -> (TcpStream, TcpStream) {
+        let listener = slow_listener();
         let sending = TcpSocket::new_v4().unwrap();
         sending.set_send_buffer_size(SOCKET_BUFFER).unwrap();
         let (near, far) = tokio::join!(sending.connect(listener.local_addr().unwrap()), listener.accept());
         (near.unwrap(), far.unwrap().0)
     }
 
-    #[tokio::test]
-    async fn a_stored_snapshot_is_streamed_as_the_follower_reads_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
-        let data: Vec<u8> = (0..24 * SNAPSHOT_CHUNK_BYTES + 123).map(|i| (i % 251) as u8).collect();
-        let meta = SnapshotMeta { index: 40, term: 2 };
-        let snapshot = Snapshot::new(meta, data.clone());
-        storage.snapshot_files().write(&snapshot).unwrap();
+    /// Waits up to 10 s for `done`.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 
-        let (near, mut far) = slow_pair().await;
-        let near = Arc::new(near);
-        let shared = Arc::new(Shared::default());
-        shared.outbox().conn = Some(near.clone());
-        let link = tokio::spawn({
-            let shared = shared.clone();
-            async move { tend(&shared, &near).await }
-        });
-        let msg = Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 7, snapshot: snapshot.stored() };
-        send_stored(storage.snapshot_files(), shared.clone(), msg, b"token".to_vec());
+    /// Reads frames from `far` until a whole snapshot has come (10 s at most).
+    async fn receive_snapshot(far: &mut TcpStream) -> (Message, Vec<u8>) {
+        let read = async {
+            let mut scratch = Vec::new();
+            let mut assembler = SnapshotAssembler::default();
+            let mut first_token = None;
+            loop {
+                let m = frame::read(far, &mut scratch).await.unwrap().expect("a frame");
+                first_token.get_or_insert_with(|| m.trace.clone());
+                if let Some(msg) = assembler.accept(m).unwrap() {
+                    return (msg, first_token.unwrap_or_default());
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read).await.expect("the snapshot came within 10 s")
+    }
 
-        // The follower reads nothing: the stream must stop with about two
-        // chunks queued, not the whole 24 MiB.
+    /// Waits until a stream to a follower that reads nothing has stopped
+    /// (the outbox unchanged for 300 ms, something left in it); returns the
+    /// most the outbox held meanwhile.
+    async fn settled(shared: &Shared) -> usize {
         let (mut most, mut last, mut since) = (0, usize::MAX, Instant::now());
         let deadline = Instant::now() + Duration::from_secs(20);
         while since.elapsed() < Duration::from_millis(300) {
@@ -494,46 +560,17 @@ mod tests {
             }
         }
         assert!(last > 0, "nothing left queued: the socket took it all, so this proves nothing");
-        assert!(most <= 2 * SNAPSHOT_CHUNK_BYTES + 1024, "{most} bytes queued at once");
-        assert!(shared.sending_snapshot.load(Ordering::Acquire), "the stream ended early");
+        most
+    }
 
-        // Once read, the chunks make up the snapshot, in order.
-        let mut scratch = Vec::new();
-        let mut assembler = SnapshotAssembler::default();
-        let mut first = true;
-        let received = loop {
-            let m = frame::read(&mut far, &mut scratch).await.unwrap().expect("a frame");
-            if first {
-                assert_eq!(m.trace, b"token", "the first chunk carries the trace token");
-                first = false;
-            }
-            if let Some(msg) = assembler.accept(m).unwrap() {
-                break msg;
-            }
-        };
-        let Message::InstallSnapshot { term, leader, read_ctx, snapshot: got } = received else {
-            panic!("not a snapshot: {received:?}");
-        };
-        assert_eq!((term, leader, read_ctx, got.meta), (3, 1, 7, meta));
-        assert_eq!(got.data.bytes(), Some(data.as_slice()));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while shared.sending_snapshot.load(Ordering::Acquire) {
-            assert!(Instant::now() < deadline, "the stream did not finish");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(shared.outbox().buf.is_empty());
-        link.abort();
+    fn install(snapshot: &Snapshot) -> Message {
+        Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 7, snapshot: snapshot.stored() }
     }
 
     #[tokio::test]
-    async fn a_stream_gives_up_when_its_connection_goes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (storage, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
-        let meta = SnapshotMeta { index: 40, term: 2 };
-        let snapshot = Snapshot::new(meta, vec![5; 16 * SNAPSHOT_CHUNK_BYTES]);
-        storage.snapshot_files().write(&snapshot).unwrap();
-
-        let (near, _far) = slow_pair().await;
+    async fn a_stored_snapshot_is_streamed_as_the_follower_reads_it() {
+        let (_dir, storage, snapshot) = stored(24 * SNAPSHOT_CHUNK_BYTES + 123);
+        let (near, mut far) = slow_pair().await;
         let near = Arc::new(near);
         let shared = Arc::new(Shared::default());
         shared.outbox().conn = Some(near.clone());
@@ -541,23 +578,106 @@ mod tests {
             let shared = shared.clone();
             async move { tend(&shared, &near).await }
         });
-        let msg = Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 0, snapshot: snapshot.stored() };
-        send_stored(storage.snapshot_files(), shared.clone(), msg, Vec::new());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while shared.outbox().buf.is_empty() {
-            assert!(Instant::now() < deadline, "nothing was queued");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), b"token".to_vec());
 
-        // The connection breaks, as the link task sees it.
+        // The follower reads nothing: the stream must stop with under two
+        // chunks queued, not the whole 24 MiB.
+        let most = settled(&shared).await;
+        assert!(most < 2 * SNAPSHOT_CHUNK_BYTES + 1024, "{most} bytes queued at once");
+        assert!(shared.sending_snapshot.load(Ordering::Acquire), "the stream ended early");
+
+        // Once read, the chunks make up the snapshot, in order.
+        let (received, token) = receive_snapshot(&mut far).await;
+        assert_eq!(token, b"token", "the first chunk carries the trace token");
+        let Message::InstallSnapshot { term, leader, read_ctx, snapshot: got } = received else {
+            panic!("not a snapshot: {received:?}");
+        };
+        assert_eq!((term, leader, read_ctx, got.meta), (3, 1, 7, META));
+        assert_eq!(got.data.bytes(), snapshot.data.bytes());
+        until("the stream ends", || !shared.sending_snapshot.load(Ordering::Acquire)).await;
+        assert!(shared.outbox().buf.is_empty());
+        assert_eq!(shared.outbox().snapshot_sent, Some(META));
         link.abort();
-        shared.outbox().close();
-        shared.drained.notify_one();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while shared.sending_snapshot.load(Ordering::Acquire) {
-            assert!(Instant::now() < deadline, "the stream went on without its connection");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(shared.outbox().buf.is_empty(), "a chunk was queued with no connection");
+    }
+
+    /// The transport as the loop uses it, its link connected to `listener`.
+    async fn transport_to(listener: &TcpListener, files: SnapshotFiles) -> (Transport, TcpStream) {
+        let mut transport = Transport::new(1, String::new(), kvraft_trace::Tracer::disabled(), files);
+        transport.set_peer(2, listener.local_addr().unwrap().to_string());
+        let (mut far, _) = listener.accept().await.unwrap();
+        frame::read_hello(&mut far).await.unwrap();
+        let shared = transport.peers[&2].shared.clone();
+        until("the link publishes its connection", || shared.outbox().conn.is_some()).await;
+        (transport, far)
+    }
+
+    #[tokio::test]
+    async fn a_stream_gives_up_when_its_connection_goes() {
+        let (_dir, storage, snapshot) = stored(16 * SNAPSHOT_CHUNK_BYTES);
+        let listener = slow_listener();
+        let (mut transport, far) = transport_to(&listener, storage.snapshot_files()).await;
+        let shared = transport.peers[&2].shared.clone();
+        transport.send(2, install(&snapshot));
+        settled(&shared).await;
+
+        // The follower goes away: the link task sees its connection closed,
+        // and the stream must not go on, on the next connection or at all.
+        drop(far);
+        let dropped = Instant::now();
+        until("the stream gives up", || !shared.sending_snapshot.load(Ordering::Acquire)).await;
+        assert!(dropped.elapsed() < STALLED, "gave up only at the backstop, {:?} later", dropped.elapsed());
+        let (mut far, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.unwrap().unwrap();
+        frame::read_hello(&mut far).await.unwrap();
+        until("the link reconnects", || shared.outbox().conn.is_some()).await;
+        assert_eq!(shared.outbox().snapshot_sent, None, "a new connection has been sent nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(shared.outbox().buf.is_empty(), "a chunk went on the next connection");
+
+        // On the new connection the snapshot goes again, whole.
+        transport.send(2, install(&snapshot));
+        let (received, _) = receive_snapshot(&mut far).await;
+        assert!(matches!(received, Message::InstallSnapshot { snapshot: s, .. } if s.meta == META));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_goes_once_per_connection() {
+        let (_dir, storage, snapshot) = stored(3 * SNAPSHOT_CHUNK_BYTES);
+        let listener = slow_listener();
+        let (mut transport, mut far) = transport_to(&listener, storage.snapshot_files()).await;
+        let shared = transport.peers[&2].shared.clone();
+        transport.send(2, install(&snapshot));
+        receive_snapshot(&mut far).await;
+        until("the stream ends", || !shared.sending_snapshot.load(Ordering::Acquire)).await;
+
+        // Asked again (heartbeats that overtook it were refused): not resent,
+        // whether stored or in memory, but a heartbeat still goes.
+        transport.send(2, install(&snapshot));
+        transport.send(2, Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 7, snapshot: snapshot.clone() });
+        let heartbeat = Message::AppendEntries {
+            term: 3,
+            leader: 1,
+            prev_log_index: 40,
+            prev_log_term: 2,
+            entries: Vec::new(),
+            leader_commit: 40,
+            read_ctx: 8,
+        };
+        transport.send(2, heartbeat);
+        transport.flush();
+        let mut scratch = Vec::new();
+        let next = tokio::time::timeout(Duration::from_secs(10), frame::read(&mut far, &mut scratch))
+            .await
+            .expect("a frame within 10 s")
+            .unwrap()
+            .expect("a frame");
+        assert!(matches!(next.msg, Some(pb::peer_message::Msg::Append(_))), "resent: {next:?}");
+        assert!(!shared.sending_snapshot.load(Ordering::Acquire), "a second stream started");
+
+        // A later snapshot does go.
+        let later = Snapshot::new(SnapshotMeta { index: 50, term: 2 }, vec![1; 10]);
+        transport.send(2, Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 9, snapshot: later });
+        transport.flush();
+        let (received, _) = receive_snapshot(&mut far).await;
+        assert!(matches!(received, Message::InstallSnapshot { snapshot: s, .. } if s.meta.index == 50));
     }
 }
