@@ -316,9 +316,9 @@ impl Cluster {
 /// (b) A follower is SIGKILLed while the others take a tenth more than a
 /// snapshot's worth of writes (the loaded keys rewritten with the same
 /// values), until the leader's snapshot is past everything the follower
-/// has and no later one is due; then it is restarted, and the leader must send it the snapshot,
-/// read back from its disk. Times the catch-up, and samples the leader's
-/// resident memory meanwhile.
+/// has and no later one is due; then it is restarted, and the leader must
+/// send it the snapshot, read back from its disk. Times the catch-up, and
+/// samples the leader's resident memory meanwhile.
 async fn lagging_follower(c: &mut Cluster, args: &Args) -> anyhow::Result<Lagging> {
     let coord = c.layout.coord_client.clone();
     let every = args.snapshot_entries.unwrap_or(kvraft_server::config::DEFAULT_SNAPSHOT_ENTRIES);
@@ -347,7 +347,7 @@ async fn lagging_follower(c: &mut Cluster, args: &Args) -> anyhow::Result<Laggin
             break s.commit_index;
         }
         if Instant::now() > deadline {
-            bail!("the leader's snapshot did not pass index {behind} within {CATCH_UP_LIMIT:?}");
+            bail!("the leader did not take its last snapshot past index {behind} within {CATCH_UP_LIMIT:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
