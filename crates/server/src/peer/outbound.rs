@@ -27,9 +27,9 @@
 //!   one, so it stays under two chunks however large the snapshot;
 //! - the chunks of one snapshot are never interleaved with another's: no
 //!   snapshot is queued for a peer while one is being streamed to it;
-//! - a snapshot goes at most once per connection: the core asks for it
-//!   again whenever a heartbeat that overtook it is refused, and the
-//!   follower gets the copy already on its way;
+//! - a snapshot goes at most once per connection and leader term: the core
+//!   asks for it again whenever a heartbeat that overtook it is refused,
+//!   and the follower gets the copy already on its way;
 //! - bytes are written only under the outbox's lock, so the loop and the
 //!   link task never interleave frames.
 
@@ -74,12 +74,14 @@ struct Outbox {
     /// The socket refused bytes and the link task is finishing them: the
     /// loop leaves writing to it until the outbox is empty again.
     backlogged: bool,
-    /// The snapshot last queued whole on this connection. The follower has
-    /// it or will (TCP keeps order), so it is not queued again here: while
-    /// one is on its way the core, answered by heartbeats that reached the
+    /// The snapshot last queued whole on this connection, with the term of
+    /// the leader that sent it. The follower has it or will (TCP keeps
+    /// order), so it is not queued again here for that term: while one is
+    /// on its way the core, answered by heartbeats that reached the
     /// follower before it, asks for it again and again (a copy of 100 MB
-    /// each at a million keys).
-    snapshot_sent: Option<SnapshotMeta>,
+    /// each at a million keys). A later term sends it afresh (the follower
+    /// may have refused it as stale).
+    snapshot_sent: Option<(u64, SnapshotMeta)>,
 }
 
 impl Outbox {
@@ -189,25 +191,25 @@ impl Transport {
         } else {
             Vec::new()
         };
-        let mut snapshot_meta = None;
-        if let Message::InstallSnapshot { snapshot, .. } = &msg {
+        let mut snapshot_sent = None;
+        if let Message::InstallSnapshot { term, snapshot, .. } = &msg {
             if link.shared.sending_snapshot.load(Ordering::Acquire) {
                 return; // its chunks would interleave with those being streamed; Raft resends
             }
-            if link.shared.outbox().snapshot_sent == Some(snapshot.meta) {
+            if link.shared.outbox().snapshot_sent == Some((*term, snapshot.meta)) {
                 return; // on its way on this connection already
             }
             if snapshot.data.bytes().is_none() {
                 send_stored(self.snapshots.clone(), link.shared.clone(), msg, token);
                 return;
             }
-            snapshot_meta = Some(snapshot.meta);
+            snapshot_sent = Some((*term, snapshot.meta));
         }
         let mut outbox = link.shared.outbox();
         if enqueue(&mut outbox, message_to_pb(msg), token) {
             link.dirty = true;
-            if snapshot_meta.is_some() {
-                outbox.snapshot_sent = snapshot_meta;
+            if snapshot_sent.is_some() {
+                outbox.snapshot_sent = snapshot_sent;
             }
         }
     }
@@ -328,7 +330,7 @@ async fn stream_stored(
         })
         .await?;
         let Some(frame) = framed else { return Ok(()) };
-        if !queue_when_drained(shared, conn, frame, last.then_some(head.meta)).await {
+        if !queue_when_drained(shared, conn, frame, last.then_some((head.term, head.meta))).await {
             return Ok(());
         }
     }
@@ -352,7 +354,7 @@ async fn queue_when_drained(
     shared: &Shared,
     conn: &Weak<TcpStream>,
     frame: BytesMut,
-    whole: Option<SnapshotMeta>,
+    whole: Option<(u64, SnapshotMeta)>,
 ) -> bool {
     loop {
         let drained = shared.drained.notified();
@@ -596,7 +598,7 @@ mod tests {
         assert_eq!(got.data.bytes(), snapshot.data.bytes());
         until("the stream ends", || !shared.sending_snapshot.load(Ordering::Acquire)).await;
         assert!(shared.outbox().buf.is_empty());
-        assert_eq!(shared.outbox().snapshot_sent, Some(META));
+        assert_eq!(shared.outbox().snapshot_sent, Some((3, META)));
         link.abort();
     }
 
@@ -673,7 +675,12 @@ mod tests {
         assert!(matches!(next.msg, Some(pb::peer_message::Msg::Append(_))), "resent: {next:?}");
         assert!(!shared.sending_snapshot.load(Ordering::Acquire), "a second stream started");
 
-        // A later snapshot does go.
+        // The same one from a later term does go (the follower may have
+        // refused the first as stale), and so does a later snapshot.
+        transport.send(2, Message::InstallSnapshot { term: 4, leader: 1, read_ctx: 9, snapshot: snapshot.stored() });
+        let (received, _) = receive_snapshot(&mut far).await;
+        assert!(matches!(received, Message::InstallSnapshot { term: 4, snapshot: s, .. } if s.meta == META));
+        until("the stream ends", || !shared.sending_snapshot.load(Ordering::Acquire)).await;
         let later = Snapshot::new(SnapshotMeta { index: 50, term: 2 }, vec![1; 10]);
         transport.send(2, Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 9, snapshot: later });
         transport.flush();
