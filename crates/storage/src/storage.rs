@@ -393,16 +393,16 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes the snapshot durably, then removes every other snapshot file.
+    /// Writes the snapshot durably, then removes the older snapshot files.
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         snapshot_file::write(&self.dir, snapshot, self.opts.fsync)?;
-        self.keep_only_snapshot(snapshot.meta)
+        self.drop_older_snapshots(snapshot.meta)
     }
 
     /// Makes the durable snapshot file at `meta` the stored one, deletes the
-    /// others and the log up to it.
+    /// older ones and the log up to it.
     fn adopt(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
-        self.keep_only_snapshot(meta)?;
+        self.drop_older_snapshots(meta)?;
         if meta.index >= self.last_index() {
             self.restart_log(meta.index + 1)
         } else {
@@ -410,16 +410,19 @@ impl Storage {
         }
     }
 
-    /// Records `meta` as the stored snapshot and deletes every other
-    /// snapshot file (never a temp file: another thread may be writing it).
-    fn keep_only_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+    /// Records `meta` as the stored snapshot and deletes the snapshot files
+    /// before it. Never a later one: the snapshot thread may have written
+    /// the next snapshot before this one was adopted, and adopts it next
+    /// (recovery takes the newest file, which is as good). Never a temp
+    /// file either: another thread may be writing it.
+    fn drop_older_snapshots(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.snapshot = meta;
         let io = |op| StorageError::io(&self.dir, op);
         for entry in fs::read_dir(&self.dir).map_err(io("list directory"))? {
             let entry = entry.map_err(io("list directory"))?;
             let name = entry.file_name();
             if let Some(Kind::Snapshot(i)) = name.to_str().map(names::classify)
-                && i != meta.index
+                && i < meta.index
             {
                 fsio::remove(&entry.path())?;
                 self.dir_dirty = true;

@@ -144,6 +144,39 @@ fn a_written_snapshot_is_adopted_while_the_log_goes_on() {
     assert_eq!(snapshot_files(dir.path()).len(), 1);
 }
 
+/// Snapshots every few entries: the next one can be written before the disk
+/// thread adopts the one before it. Adopting the older must leave the newer
+/// file alone (it used to be deleted, and adopting it then failed: a server
+/// under a fast write load with a small SnapshotEntries stopped).
+#[test]
+fn a_snapshot_written_before_the_previous_is_adopted_survives_it() {
+    let opts = options(FsyncPolicy::Always, 400);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=100, 1)).unwrap();
+    s.sync().unwrap();
+    s.snapshot_files().write(&snapshot(40, 1)).unwrap();
+    s.snapshot_files().write(&snapshot(80, 1)).unwrap();
+    s.compact_written(snapshot(40, 1).meta).unwrap();
+    assert_eq!(snapshot_files(dir.path()).len(), 2, "the newer file is still there");
+    drop(s);
+    // A crash now: the newest snapshot is the authority.
+    let (mut s, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot, Some(snapshot(80, 1)));
+    assert_eq!(rec.entries, entries(81..=100, 1));
+    s.snapshot_files().write(&snapshot(90, 1)).unwrap();
+    s.snapshot_files().write(&snapshot(95, 1)).unwrap();
+    s.compact_written(snapshot(90, 1).meta).unwrap();
+    s.compact_written(snapshot(95, 1).meta).unwrap();
+    assert_eq!(s.snapshot_meta(), snapshot(95, 1).meta);
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    s.sync().unwrap();
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.snapshot, Some(snapshot(95, 1)));
+    assert_eq!(rec.entries, entries(96..=100, 1));
+}
+
 /// The leader's snapshot was installed while a local one was being written:
 /// the older local one is dropped, file and all, and nothing is poisoned.
 #[test]
