@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,18 +57,37 @@ pub struct TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        // A failing test says what its processes said: their logs are in
+        // a temporary folder that goes with the cluster.
+        let failing = std::thread::panicking();
         if let Some(c) = &mut self.coord
-            && let Some(mut ch) = c.child.take()
+            && let Some(ch) = c.child.take()
         {
-            let _ = ch.kill();
-            let _ = ch.wait();
+            stop(ch, "coord", &c.log, failing);
         }
         for s in &mut self.servers {
-            if let Some(mut c) = s.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
+            if let Some(ch) = s.child.take() {
+                stop(ch, &format!("server {}", s.id), &s.log, failing);
             }
         }
+    }
+}
+
+/// Kills a process of the cluster; with `report`, prints whether it had
+/// exited by itself and the end of its log.
+fn stop(mut child: Child, name: &str, log: &Path, report: bool) {
+    let exited = child.try_wait().ok().flatten();
+    let _ = child.kill();
+    let _ = child.wait();
+    if !report {
+        return;
+    }
+    let state = exited.map_or("was still running".to_string(), |s| format!("had exited by itself: {s}"));
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("--- {name} {state}; the end of its log ({}):", log.display());
+    for line in &lines[lines.len().saturating_sub(30)..] {
+        eprintln!("    {line}");
     }
 }
 
