@@ -16,6 +16,9 @@
 //! - If the log holds the snapshot's index with another term, the snapshot
 //!   came from a leader and replaced a conflicting log whose deletion a crash
 //!   interrupted: the whole log is dropped, as installation would have done.
+//! - The current term is at least the term of the snapshot and of the last
+//!   entry (a crash can leave the term file behind them), and the term file
+//!   is brought up to it.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -119,6 +122,18 @@ pub(crate) fn recover(dir: &Path, policy: FsyncPolicy) -> Result<Recovery, Stora
     if dir_changed || changed {
         fsio::sync_dir(dir, policy)?;
     }
+    // Holding a snapshot or an entry of term T means this server had
+    // adopted T, but a crash can leave the term file behind them: a
+    // snapshot received from a leader, or a local one written ahead of the
+    // log, is durable before the term of the same batch; so are entries
+    // when a segment rolls over. The term is never below what is held.
+    let held = entries.last().map_or(meta.term, |e| e.term).max(meta.term);
+    let term = if held > term {
+        term_file::write(dir, held, policy)?;
+        held
+    } else {
+        term
+    };
     Ok(Recovery { recovered: Recovered { term, snapshot, entries, torn_tail: log.torn_tail }, segments, active })
 }
 

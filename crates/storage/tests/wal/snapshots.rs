@@ -271,3 +271,33 @@ fn the_stored_snapshot_reads_back_until_replaced() {
     assert!(matches!(files.open(snapshot(40, 1).meta), Err(StorageError::Io { .. })), "replaced");
     assert_eq!(Some(&read_all(&first)[..]), snapshot(40, 1).data.bytes(), "open before it was replaced");
 }
+
+/// A crash can make a snapshot or entries of a new term durable before the
+/// term file that names it (a received snapshot, a local one written ahead
+/// of the log, a segment rolled over): recovery never returns a term below
+/// what the server holds.
+#[test]
+fn the_recovered_term_is_never_behind_the_log_or_the_snapshot() {
+    let opts = options(FsyncPolicy::Always, 400);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.set_term(1).unwrap();
+    s.append(&entries(1..=10, 1)).unwrap();
+    s.sync().unwrap();
+    // Entries of term 2 durable, the term file still at 1.
+    s.append(&entries(11..=12, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (mut s, rec) = open(dir.path(), opts);
+    assert_eq!((rec.term, s.term()), (2, 2));
+    assert!(matches!(s.set_term(1), Err(StorageError::TermRegress { new: 1, current: 2 })));
+    // A snapshot of term 3 durable, the term file not yet.
+    s.snapshot_files().write(&snapshot(20, 3)).unwrap();
+    drop(s);
+    let (s, rec) = open(dir.path(), opts);
+    assert_eq!((rec.term, s.term()), (3, 3));
+    assert_eq!(rec.snapshot, Some(snapshot(20, 3)));
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.term, 3);
+}
