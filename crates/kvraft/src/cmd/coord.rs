@@ -22,6 +22,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cfg.data_dir = Some(d);
     }
     crate::cmd::init_logging();
+    crate::cmd::stop_on_panic("coord");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         eprintln!(

@@ -20,6 +20,21 @@ pub fn init_logging() {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
+/// Makes a panic on any thread stop the whole process (fail-stop), as a
+/// storage error does. Otherwise a panicking task or helper thread would
+/// die alone and leave the process half alive: a server without its event
+/// loop still answering heartbeats, or one whose snapshot thread never
+/// reports back and whose log then never compacts. A panic is a bug, never
+/// an answer to bad input; crashing is what Raft tolerates.
+pub fn stop_on_panic(process: &'static str) {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("kvraft {process}: a thread panicked, stopping");
+        std::process::exit(101);
+    }));
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

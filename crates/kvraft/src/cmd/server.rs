@@ -28,6 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cfg.data_dir = Some(d);
     }
     crate::cmd::init_logging();
+    crate::cmd::stop_on_panic("server");
     // One thread runs the event loop and all network I/O; the disk thread
     // is the only other. Measured: half the context switches per write of
     // a multi-threaded runtime, whose workers wake each other for every
