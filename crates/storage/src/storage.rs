@@ -154,10 +154,12 @@ impl Storage {
         self.poison_on_err(result)
     }
 
-    /// Makes everything written so far durable: the term file first (so the
-    /// term is never behind the entries of its term), then one fdatasync of
-    /// the active segment, then the directory if files were created or
-    /// removed. Group commit means calling this once for many appends.
+    /// Makes everything written so far durable: the term file first, then
+    /// one fdatasync of the active segment, then the directory if files
+    /// were created or removed. Group commit means calling this once for
+    /// many appends. (A rolled-over segment or an installed snapshot can
+    /// still be durable before the term file of the same batch; recovery
+    /// then raises the term to what it holds.)
     pub fn sync(&mut self) -> Result<(), StorageError> {
         self.check()?;
         let result = self.sync_inner();

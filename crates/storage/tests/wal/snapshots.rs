@@ -291,6 +291,13 @@ fn the_recovered_term_is_never_behind_the_log_or_the_snapshot() {
     let (mut s, rec) = open(dir.path(), opts);
     assert_eq!((rec.term, s.term()), (2, 2));
     assert!(matches!(s.set_term(1), Err(StorageError::TermRegress { new: 1, current: 2 })));
+    // Recovery wrote the raised term to the term file: with the term-2
+    // entries gone from the log, the term stays 2.
+    s.append(&entries(11..=12, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (s, rec) = open(dir.path(), opts);
+    assert_eq!(rec.term, 2, "the term file was not brought up");
     // A snapshot of term 3 durable, the term file not yet.
     s.snapshot_files().write(&snapshot(20, 3)).unwrap();
     drop(s);
