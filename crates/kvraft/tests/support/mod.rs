@@ -83,7 +83,8 @@ fn stop(mut child: Child, name: &str, log: &Path, report: bool) {
         return;
     }
     let state = exited.map_or("was still running".to_string(), |s| format!("had exited by itself: {s}"));
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let bytes = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     eprintln!("--- {name} {state}; the end of its log ({}):", log.display());
     for line in &lines[lines.len().saturating_sub(30)..] {
