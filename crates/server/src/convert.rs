@@ -157,7 +157,7 @@ pub fn message_to_pb(m: Message) -> Vec<pb::PeerMessage> {
             vec![wrap(Msg::Response(pb::AppendResponse { term, from, read_ctx, result: Some(result) }))]
         }
         Message::InstallSnapshot { term, leader, snapshot, read_ctx } => {
-            // A stored snapshot is read back first (`peer::outbound`).
+            // A stored snapshot is read back first (`peer::outbound::snapshot_stream`).
             let Some(data) = snapshot.data.bytes() else {
                 return Vec::new();
             };
