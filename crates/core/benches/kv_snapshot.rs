@@ -1,6 +1,7 @@
 //! The key-value state machine at a million keys: applies per second, and
 //! what a snapshot costs the event loop (a clone) against what it costs the
-//! thread that encodes it. Prints numbers; asserts nothing.
+//! thread that encodes it, and what a received one costs a follower's loop.
+//! Prints numbers; asserts nothing.
 //!
 //! `cargo bench -p kvraft-core --bench kv_snapshot [-- KEYS]`
 
@@ -34,17 +35,32 @@ fn main() {
         let what = if round == 0 { "inserts" } else { "overwrites" };
         println!("{keys} {what}: {:.0} applies/s ({:.2} us each)", keys as f64 / s, s * 1e6 / keys as f64);
     }
+    let mut bytes = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
         let frozen = kv.clone();
         let clone = t.elapsed();
         let t = Instant::now();
-        let bytes = frozen.snapshot();
+        bytes = frozen.snapshot();
         let encode = t.elapsed();
         println!(
             "snapshot of {} keys: clone (on the loop) {clone:?}, encode (off the loop) {encode:?}, {} MiB",
             kv.len(),
             bytes.len() >> 20
+        );
+    }
+    // What a follower's loop does with a snapshot received from the leader:
+    // decode it, and drop the store it replaces.
+    for _ in 0..3 {
+        let t = Instant::now();
+        let restored = KvStore::restore(&bytes).expect("a snapshot just encoded decodes");
+        let restore = t.elapsed();
+        let t = Instant::now();
+        drop(restored);
+        println!(
+            "received snapshot of {} keys: decode {restore:?}, drop the replaced store {:?}",
+            kv.len(),
+            t.elapsed()
         );
     }
 }

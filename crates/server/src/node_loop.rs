@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 
 use kvraft_core::kv::{ApplyError, Command, KvStore, Reply};
 use kvraft_core::{
-    Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready,
-    Released, Role, Snapshot, Term,
+    Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready, Role,
+    Snapshot, Term,
 };
 use kvraft_proto as pb;
 use kvraft_trace::{Trace, Tracer};
@@ -361,7 +361,7 @@ impl NodeLoop {
                 // The received snapshot is on disk now: the core need not
                 // keep its bytes (the transport reads them back to send).
                 if let Some(freed) = self.node.snapshot_stored(meta) {
-                    snapshot::free_in_background(Released { entries: Vec::new(), snapshot: Some(freed) });
+                    snapshot::free_in_background(freed);
                 }
             }
             for out in then_send {
@@ -405,7 +405,7 @@ impl NodeLoop {
         if let Some(s) = &rd.snapshot {
             // Received from a leader, so its bytes are in memory.
             match KvStore::restore(s.data.bytes().unwrap_or_default()) {
-                Ok(kv) => self.kv = kv,
+                Ok(kv) => snapshot::free_in_background(std::mem::replace(&mut self.kv, kv)),
                 Err(e) => {
                     // The leader sent a snapshot we cannot read: serving from a
                     // wrong state would be worse than stopping.

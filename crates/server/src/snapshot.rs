@@ -11,7 +11,7 @@
 //! stalls the loop or the log. The loop keeps at most one in flight.
 
 use kvraft_core::kv::KvStore;
-use kvraft_core::{Released, Snapshot, SnapshotMeta};
+use kvraft_core::{Snapshot, SnapshotMeta};
 use kvraft_storage::SnapshotFiles;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -61,17 +61,19 @@ pub fn save_in_background(kv: KvStore, files: SnapshotFiles, done: UnboundedSend
     }
 }
 
-/// Frees what the core let go of at compaction on a lower-priority thread
-/// of its own: at a million keys, 100,000 entries and the previous
-/// snapshot took the loop 13-38 ms to free (the disk thread would hold
-/// the leader's next fsync back as long).
-pub fn free_in_background(released: Released) {
+/// Frees on a lower-priority thread of its own what the loop lets go of in
+/// bulk: what the core released at compaction (at a million keys, 100,000
+/// entries and the previous snapshot took the loop 13-38 ms to free, and
+/// the disk thread would hold the leader's next fsync back as long), or the
+/// state machine a received snapshot replaces (about 100 ms at a million
+/// keys: `cargo bench -p kvraft-core --bench kv_snapshot`).
+pub fn free_in_background<T: Send + 'static>(what: T) {
     let spawned = std::thread::Builder::new().name("kvraft-free".into()).spawn(move || {
         lower_priority();
-        drop(released);
+        drop(what);
     });
     if let Err(e) = spawned {
-        tracing::warn!("cannot start a thread to free compacted entries ({e}); freeing them on the event loop");
+        tracing::warn!("cannot start a thread to free memory ({e}); freeing it on the event loop");
     }
 }
 
