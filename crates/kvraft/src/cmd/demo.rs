@@ -79,6 +79,26 @@ impl Children {
         }
     }
 
+    /// For a start that went wrong: each process that has exited, with its
+    /// status and the last lines of its log, one paragraph each.
+    fn exited(&mut self, logs: &std::path::Path) -> String {
+        let mut report = String::new();
+        for (name, c) in &mut self.0 {
+            let Some(status) = c.as_mut().and_then(|c| c.try_wait().ok().flatten()) else {
+                continue;
+            };
+            let log = logs.join(format!("{name}.log"));
+            let text = std::fs::read(&log).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            let lines: Vec<&str> = text.lines().collect();
+            report.push_str(&format!("\n{name} exited ({status}); the end of {}:", log.display()));
+            for line in &lines[lines.len().saturating_sub(10)..] {
+                report.push_str(&format!("\n    {line}"));
+            }
+        }
+        report
+    }
+
     fn kill(&mut self, name: &str) -> bool {
         for (n, c) in &mut self.0 {
             if n == name
@@ -154,7 +174,8 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     ));
     let info = local::leader(&layout.coord_client, Duration::from_secs(20)).await?;
     if info.leader_id == 0 {
-        bail!("no leader after 20 s: {} (see {}/logs)", info.status, layout.dir.display());
+        let exited = children.exited(&layout.dir.join("logs"));
+        bail!("no leader after 20 s: {} (see {}/logs){exited}", info.status, layout.dir.display());
     }
     clock.say(format!("coord: all {} servers joined; server {} leads term {}", layout.n, info.leader_id, info.term));
 
