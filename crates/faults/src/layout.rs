@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use anyhow::Context;
+
 /// What every namespace name of every run starts with.
 pub const PREFIX: &str = "kvraft-faults-";
 
@@ -155,12 +157,8 @@ impl Layout {
     /// A layout on loopback, every port picked free now.
     pub fn loopback(servers: u64, clients: u64) -> anyhow::Result<Layout> {
         let mut ports = BTreeMap::new();
-        // Held until all are picked, so no two picks return the same port.
-        let mut held = Vec::new();
         let mut pick = |node: Node, port: Port| -> anyhow::Result<()> {
-            let (tcp, udp) = free_port_pair()?;
-            ports.insert((node, port), tcp.local_addr()?.port());
-            held.push((tcp, udp));
+            ports.insert((node, port), crate::port::free_port().context("picking a loopback port")?);
             Ok(())
         };
         pick(Node::Coord, Port::CoordClient)?;
@@ -240,19 +238,6 @@ impl Layout {
     pub fn server_addr(&self, id: u64, port: Port) -> String {
         self.addr(Node::Server(id), port)
     }
-}
-
-/// A loopback port free for both TCP and UDP (the fcheck port is UDP, the
-/// others TCP: one rule for all keeps it simple).
-fn free_port_pair() -> anyhow::Result<(std::net::TcpListener, std::net::UdpSocket)> {
-    for _ in 0..100 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = tcp.local_addr()?.port();
-        if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
-            return Ok((tcp, udp));
-        }
-    }
-    anyhow::bail!("no loopback port free for both TCP and UDP after 100 tries")
 }
 
 /// What the namespace names of every run made by process `pid` start with.

@@ -40,6 +40,7 @@ mod logs;
 mod nemesis;
 mod netns;
 mod network;
+pub mod port;
 mod report;
 mod run;
 pub mod schedule;

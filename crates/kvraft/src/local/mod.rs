@@ -2,7 +2,6 @@
 //! one) in one folder: configs, data and logs. Used by `kvraft demo` and
 //! `kvraft cluster`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -10,19 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use kvraft_proto as pb;
 
-/// A free loopback port (bound, then released for the child to take),
-/// never the same twice in this process: the kernel may hand a just-released
-/// port out again, and two servers must not be given one port.
+/// A free loopback port for a child to bind, never the same twice in this
+/// process (see `kvraft_faults::port` for how it keeps clear of other
+/// processes' ports).
 pub fn free_port() -> anyhow::Result<u16> {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0").context("finding a free port")?.local_addr()?.port();
-        let mut given = GIVEN.lock().map_err(|_| anyhow!("port registry poisoned"))?;
-        if !given.contains(&port) {
-            given.push(port);
-            return Ok(port);
-        }
-    }
+    kvraft_faults::port::free_port().context("picking a loopback port")
 }
 
 pub struct ServerAddrs {

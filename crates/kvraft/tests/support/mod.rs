@@ -4,7 +4,6 @@
 //! server's ServerControl API.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,18 +14,10 @@ use kvraft_proto::kv_client_client::KvClientClient;
 use kvraft_proto::server_control_client::ServerControlClient;
 use tonic::transport::Channel;
 
-/// A free loopback port, never the same twice in this test process (the
-/// kernel may hand a just-released port out again).
+/// A free loopback port, never the same twice in this test process, and
+/// clear of the ports the kernel gives out (`kvraft_faults::port`).
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    kvraft_faults::port::free_port().expect("a free loopback port")
 }
 
 pub struct ServerProc {
