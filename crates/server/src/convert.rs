@@ -162,7 +162,10 @@ pub fn message_to_pb(m: Message) -> Vec<pb::PeerMessage> {
                 return Vec::new();
             };
             let head = ChunkHead { term, leader, read_ctx, meta: snapshot.meta };
-            chunk_ranges(data.len()).map(|(from, to, last)| head.chunk(from, data[from..to].to_vec(), last)).collect()
+            let crc = crc32c::crc32c(data);
+            chunk_ranges(data.len())
+                .map(|(from, to, last)| head.chunk(from, data[from..to].to_vec(), last.then_some(crc)))
+                .collect()
         }
         // Coord-bound messages never travel on the Peer service.
         Message::LogState(_) | Message::BecomeLeaderResponse { .. } => Vec::new(),
@@ -190,8 +193,9 @@ pub struct ChunkHead {
 }
 
 impl ChunkHead {
-    /// The wire message of the chunk holding `data` from `offset`.
-    pub fn chunk(&self, offset: usize, data: Vec<u8>, last: bool) -> pb::PeerMessage {
+    /// The wire message of the chunk holding `data` from `offset`; the last
+    /// one carries the CRC-32C of the whole snapshot's data (`last_crc`).
+    pub fn chunk(&self, offset: usize, data: Vec<u8>, last_crc: Option<u32>) -> pb::PeerMessage {
         let chunk = pb::SnapshotChunk {
             term: self.term,
             leader: self.leader,
@@ -200,17 +204,22 @@ impl ChunkHead {
             snapshot_term: self.meta.term,
             offset: offset as u64,
             data,
-            last,
+            last: last_crc.is_some(),
+            crc32c: last_crc,
         };
         pb::PeerMessage { msg: Some(pb::peer_message::Msg::Snapshot(chunk)), trace: Vec::new() }
     }
 }
 
-/// Reassembles snapshot chunks arriving on one stream.
+/// Reassembles snapshot chunks arriving on one stream, and checks the
+/// whole against the CRC the last chunk carries.
 #[derive(Default)]
 pub struct SnapshotAssembler {
     buf: Vec<u8>,
     key: Option<(u64, u64, u64)>,
+    /// CRC-32C of `buf`, kept up as chunks arrive (a chunk is checksummed
+    /// while it is still in the cache).
+    crc: u32,
 }
 
 /// Above this, a snapshot being received is refused (a bound on memory).
@@ -254,25 +263,30 @@ impl SnapshotAssembler {
             Msg::Snapshot(c) => {
                 let key = (c.term, c.index, c.snapshot_term);
                 if c.offset == 0 {
-                    self.buf.clear();
+                    self.reset();
                     self.key = Some(key);
                 }
                 if self.key != Some(key) || c.offset != self.buf.len() as u64 {
-                    self.key = None;
-                    self.buf.clear();
+                    self.reset();
                     return Err(bad("snapshot chunk out of order"));
                 }
                 if self.buf.len() + c.data.len() > MAX_SNAPSHOT_BYTES {
-                    self.key = None;
-                    self.buf.clear();
+                    self.reset();
                     return Err(bad("snapshot too large"));
                 }
                 self.buf.extend_from_slice(&c.data);
+                self.crc = crc32c::crc32c_append(self.crc, &c.data);
                 if !c.last {
                     return Ok(None);
                 }
-                self.key = None;
+                let crc = self.crc;
                 let data = std::mem::take(&mut self.buf);
+                self.reset();
+                match c.crc32c {
+                    None => return Err(bad("snapshot without its checksum")),
+                    Some(sent) if sent != crc => return Err(bad("snapshot checksum mismatch")),
+                    Some(_) => {}
+                }
                 Ok(Some(Message::InstallSnapshot {
                     term: c.term,
                     leader: c.leader,
@@ -281,6 +295,13 @@ impl SnapshotAssembler {
                 }))
             }
         }
+    }
+
+    /// Forgets any snapshot under way.
+    fn reset(&mut self) {
+        self.key = None;
+        self.buf.clear();
+        self.crc = 0;
     }
 }
 
@@ -345,6 +366,42 @@ mod tests {
             }
             assert_eq!(out, Some(m), "after {n} wire messages");
         }
+    }
+
+    #[test]
+    fn a_snapshot_whose_bytes_do_not_match_its_checksum_is_refused() {
+        let snapshot = Snapshot::new(SnapshotMeta { index: 10, term: 2 }, vec![7u8; SNAPSHOT_CHUNK_BYTES * 2 + 5]);
+        let m = Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 0, snapshot };
+        let chunks = |edit: &dyn Fn(&mut pb::SnapshotChunk, usize)| -> Vec<pb::PeerMessage> {
+            let mut wire = message_to_pb(m.clone());
+            for (i, w) in wire.iter_mut().enumerate() {
+                let Some(pb::peer_message::Msg::Snapshot(c)) = w.msg.as_mut() else { unreachable!() };
+                edit(c, i);
+            }
+            wire
+        };
+        let assemble = |asm: &mut SnapshotAssembler, wire: Vec<pb::PeerMessage>| {
+            let mut out = Ok(None);
+            for w in wire {
+                out = asm.accept(w);
+            }
+            out
+        };
+        let mut asm = SnapshotAssembler::default();
+        // One byte flipped in the middle chunk (TCP would not, a bad disk read could).
+        let flipped = chunks(&|c, i| {
+            if i == 1 {
+                c.data[100] ^= 1;
+            }
+        });
+        let Err(err) = assemble(&mut asm, flipped) else { panic!("the flipped snapshot was taken") };
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        // A last chunk without a checksum.
+        let unchecked = chunks(&|c, _| c.crc32c = None);
+        let Err(err) = assemble(&mut asm, unchecked) else { panic!("the unchecked snapshot was taken") };
+        assert!(err.to_string().contains("without its checksum"), "{err}");
+        // The same assembler then takes the untouched snapshot.
+        assert_eq!(assemble(&mut asm, chunks(&|_, _| {})).unwrap(), Some(m.clone()));
     }
 
     #[test]

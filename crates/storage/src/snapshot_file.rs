@@ -63,12 +63,15 @@ pub fn read(path: &Path, index: Index) -> Result<Snapshot, StorageError> {
 /// A verified snapshot file open for reading its data in pieces: the whole
 /// file's checksum is checked when it is opened (streaming, in 1 MiB
 /// reads), so no piece of a corrupt file is ever handed out, and no more
-/// than a piece is in memory at a time.
+/// than a piece is in memory at a time. The pieces read later are not
+/// checked again here: [`StoredSnapshot::data_crc`] is what was verified,
+/// for the receiver to check them against.
 #[derive(Debug)]
 pub struct StoredSnapshot {
     file: File,
     path: PathBuf,
     len: u64,
+    data_crc: u32,
 }
 
 impl StoredSnapshot {
@@ -91,12 +94,14 @@ impl StoredSnapshot {
             return Err(corrupt(8, cause));
         }
         let mut crc = crc32c::crc32c(&header);
+        let mut data_crc = 0;
         let mut piece = vec![0u8; VERIFY_PIECE.min(len as usize)];
         let mut at = HEADER_LEN as u64;
         while at < size - TRAILER_LEN as u64 {
             let n = piece.len().min((size - TRAILER_LEN as u64 - at) as usize);
             read_exact_at(&file, path, &mut piece[..n], at)?;
             crc = crc32c::crc32c_append(crc, &piece[..n]);
+            data_crc = crc32c::crc32c_append(data_crc, &piece[..n]);
             at += n as u64;
         }
         let mut trailer = [0u8; TRAILER_LEN];
@@ -104,7 +109,12 @@ impl StoredSnapshot {
         if u32::from_le_bytes(trailer) != crc {
             return Err(corrupt(at, "snapshot checksum mismatch".into()));
         }
-        Ok(StoredSnapshot { file, path: path.to_path_buf(), len })
+        Ok(StoredSnapshot { file, path: path.to_path_buf(), len, data_crc })
+    }
+
+    /// The CRC-32C of the data alone (no header), from the verified file.
+    pub fn data_crc(&self) -> u32 {
+        self.data_crc
     }
 
     /// Bytes of data.
@@ -178,6 +188,7 @@ mod tests {
         let path = dir.path().join(names::snapshot(9));
         let opened = StoredSnapshot::open(&path, meta).unwrap();
         assert_eq!(opened.len(), data.len() as u64);
+        assert_eq!(opened.data_crc(), crc32c::crc32c(&data), "the data's own CRC, for the receiver");
         let mut back = Vec::new();
         let mut piece = vec![0u8; 1000];
         while (back.len() as u64) < opened.len() {

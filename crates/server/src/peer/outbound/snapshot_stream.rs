@@ -71,6 +71,7 @@ async fn stream_stored(
     };
     let stored = Arc::new(stored);
     let len = usize::try_from(stored.len()).unwrap_or(usize::MAX);
+    let crc = stored.data_crc();
     let mut token = Some(token);
     for (from, to, last) in chunk_ranges(len) {
         let stored = stored.clone();
@@ -78,7 +79,7 @@ async fn stream_stored(
         let framed = blocking(move || {
             let mut data = vec![0u8; to - from];
             stored.read_at(from as u64, &mut data)?;
-            let mut m = head.chunk(from, data, last);
+            let mut m = head.chunk(from, data, last.then_some(crc));
             m.trace = token;
             let mut frame = BytesMut::new();
             frame::push(&mut frame, &m, m.encoded_len());
@@ -263,6 +264,49 @@ mod tests {
         until("the stream ends", || !shared.sending_snapshot.load(Ordering::Acquire)).await;
         assert!(shared.outbox().buf.is_empty());
         assert_eq!(shared.outbox().snapshot_sent, Some((3, META)));
+        link.abort();
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_file_changed_after_its_check_is_refused_by_the_follower() {
+        let (dir, storage, snapshot) = stored(24 * SNAPSHOT_CHUNK_BYTES + 123);
+        let (near, mut far) = slow_pair().await;
+        let near = Arc::new(near);
+        let shared = Arc::new(Shared::default());
+        shared.outbox().conn = Some(near.clone());
+        let link = tokio::spawn({
+            let shared = shared.clone();
+            async move { tend(&shared, &near).await }
+        });
+        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), Vec::new());
+        // The file was opened and verified; the stream waits for the
+        // follower. Now a byte near the end of the data goes bad on disk.
+        settled(&shared).await;
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "snap"))
+            .expect("the snapshot file");
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let at = file.metadata().unwrap().len() - 4 - 100; // before the 4-byte trailer
+        let mut byte = [0u8; 1];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0x40], at).unwrap();
+
+        let refused = async {
+            let mut scratch = Vec::new();
+            let mut assembler = SnapshotAssembler::default();
+            loop {
+                let m = frame::read(&mut far, &mut scratch).await.unwrap().expect("a frame");
+                match assembler.accept(m) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => panic!("the follower took the changed snapshot"),
+                    Err(e) => return e.to_string(),
+                }
+            }
+        };
+        let err = tokio::time::timeout(Duration::from_secs(10), refused).await.expect("the last chunk within 10 s");
+        assert!(err.contains("checksum mismatch"), "{err}");
         link.abort();
     }
 
