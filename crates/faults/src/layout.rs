@@ -12,7 +12,7 @@
 //!   ports never clash;
 //! - in [`Net::Loopback`] (no namespaces can be made: a non-root run), every
 //!   process lives on 127.0.0.1 and each of its ports was free when the
-//!   run began (picked by binding port 0), fixed for the whole run so
+//!   run began (picked by `port::free_port`), fixed for the whole run so
 //!   restarted processes come back at the same address.
 
 use std::collections::BTreeMap;

@@ -437,6 +437,82 @@ fn startup_errors_are_one_line() {
     assert!(err.lines().last().unwrap_or_default().contains("data directory"), "{err}");
 }
 
+/// A snapshot whose bytes arrive whole (its checksum holds) but do not
+/// decode into a state is refused: the connection that brought it is
+/// closed (the leader sends a snapshot once per connection, so only a new
+/// one gets it again), and the follower goes on serving from the state it
+/// has, instead of adopting it or stopping. A good snapshot on a new
+/// connection is then installed.
+#[test]
+fn a_snapshot_that_does_not_decode_is_refused_and_the_follower_goes_on() {
+    use kvraft_core::kv::{Command, KvStore, Op};
+    use kvraft_core::{Entry, Payload};
+    use tokio::io::AsyncWriteExt;
+
+    /// Hello and a one-chunk snapshot; `crc_off` spoils its checksum.
+    fn snapshot_chunk(term: u64, data: Vec<u8>, crc_off: u32) -> Vec<u8> {
+        let crc = crc32c::crc32c(&data) ^ crc_off;
+        let chunk = kvraft_proto::SnapshotChunk {
+            term,
+            leader: 2,
+            read_ctx: 0,
+            index: 50,
+            snapshot_term: 3,
+            offset: 0,
+            data,
+            last: true,
+            crc32c: Some(crc),
+        };
+        let m =
+            kvraft_proto::PeerMessage { msg: Some(kvraft_proto::peer_message::Msg::Snapshot(chunk)), trace: vec![] };
+        let mut out = peer_wire::hello("");
+        out.extend(peer_wire::frame(&m));
+        out
+    }
+
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, "");
+        c.start(1);
+        let before = c.status(1).await;
+        let term = before.term + 1000;
+        let addr = c.servers[0].peer_addr.clone();
+        let bad = snapshot_chunk(term, b"not a state machine at all".to_vec(), 0);
+        assert!(peer_wire::closed_after(&addr, &bad).await, "the connection with the bad snapshot stays open");
+        let after_bad = c.status(1).await;
+        assert_eq!(
+            (after_bad.term, after_bad.snapshot_index, after_bad.applied_index),
+            (before.term, before.snapshot_index, before.applied_index),
+            "the undecodable snapshot was stepped"
+        );
+
+        let mut kv = KvStore::new();
+        for index in 1..50 {
+            kv.apply(&Entry { term: 3, index, payload: Payload::Noop });
+        }
+        let cmd = Command {
+            client_id: "c".into(),
+            session: 1,
+            op_id: 1,
+            first_unacked: 1,
+            op: Op::Put { key: "k".into(), value: "v".into() },
+        };
+        kv.apply(&Entry { term: 3, index: 50, payload: Payload::Command(cmd) });
+        assert_eq!(kv.get("k"), Some("v"));
+        // The good state behind a checksum that does not hold: refused too.
+        let spoiled = snapshot_chunk(term, kv.snapshot(), 1);
+        assert!(peer_wire::closed_after(&addr, &spoiled).await, "the connection with a bad checksum stays open");
+        assert_eq!(c.status(1).await.snapshot_index, before.snapshot_index, "a snapshot with a bad checksum was taken");
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(&snapshot_chunk(term, kv.snapshot(), 0)).await.unwrap();
+        c.wait_until("the good snapshot is installed", Duration::from_secs(10), || async {
+            let st = c.status(1).await;
+            st.snapshot_index == 50 && st.applied_index == 50 && st.term == term
+        })
+        .await;
+        assert!(c.alive().contains(&1), "the server stopped");
+    });
+}
+
 /// A leader whose snapshot file went bad on disk stops when it must send
 /// it, naming the file (fail-stop, as on any storage error), instead of
 /// sending nothing, forever.

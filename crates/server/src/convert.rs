@@ -402,6 +402,11 @@ mod tests {
         assert!(err.to_string().contains("without its checksum"), "{err}");
         // The same assembler then takes the untouched snapshot.
         assert_eq!(assemble(&mut asm, chunks(&|_, _| {})).unwrap(), Some(m.clone()));
+        // A snapshot started again from offset 0 halfway through another is
+        // checked on its own bytes alone.
+        let other = chunks(&|c, _| c.data.iter_mut().for_each(|b| *b = 9));
+        assert_eq!(asm.accept(other[0].clone()).unwrap(), None);
+        assert_eq!(assemble(&mut asm, chunks(&|_, _| {})).unwrap(), Some(m.clone()));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use kvraft_core::kv::{ApplyError, Command, KvStore, Reply};
 use kvraft_core::{
     Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready, Role,
-    Snapshot, Term,
+    Snapshot, SnapshotMeta, Term,
 };
 use kvraft_proto as pb;
 use kvraft_trace::{Trace, Tracer};
@@ -62,6 +62,12 @@ type LogStateReply = oneshot::Sender<(LogState, Vec<u8>)>;
 /// Everything the loop reacts to.
 pub enum Input {
     Peer(Message),
+    /// An InstallSnapshot, with the state machine its bytes hold, decoded
+    /// off the loop (see peer/inbound.rs).
+    PeerSnapshot {
+        msg: Message,
+        store: KvStore,
+    },
     /// A client command, with the tracing token it carried.
     Client {
         cmd: Command,
@@ -123,6 +129,10 @@ pub struct NodeLoop {
     coord_leader: Option<NodeId>,
     /// A local snapshot is being encoded off the loop.
     snapshot_in_flight: bool,
+    /// The state machine of the snapshot a leader sent last, decoded on its
+    /// way in, until the core adopts that snapshot (or not) in the Ready
+    /// that follows.
+    received: Option<(SnapshotMeta, KvStore)>,
     /// The loop's own input queue, for the snapshot thread to answer on.
     inputs: mpsc::UnboundedSender<Input>,
 }
@@ -192,6 +202,7 @@ impl NodeLoop {
             tracer: p.tracer,
             trace: p.trace,
             snapshot_in_flight: false,
+            received: None,
             inputs: p.inputs,
         }
     }
@@ -216,12 +227,25 @@ impl NodeLoop {
                 _ = ticker.tick() => self.node.tick(),
             }
             self.drain_ready();
+            // A received state machine the core did not adopt (a stale
+            // snapshot, say) is not kept.
+            if let Some((_, unused)) = self.received.take() {
+                snapshot::free_in_background(unused);
+            }
         }
     }
 
     fn handle(&mut self, input: Input) {
         match input {
             Input::Peer(m) => self.node.step(m),
+            Input::PeerSnapshot { msg, store } => {
+                if let Message::InstallSnapshot { snapshot, .. } = &msg
+                    && let Some((_, older)) = self.received.replace((snapshot.meta, store))
+                {
+                    snapshot::free_in_background(older);
+                }
+                self.node.step(msg);
+            }
             Input::Client { cmd, reply, token } => {
                 let trace = self.tracer.continue_or_create(&token);
                 trace.record_with(command_tag(&cmd.op, false), || command_body(&cmd, None));
@@ -403,11 +427,23 @@ impl NodeLoop {
             }
         }
         if let Some(s) = &rd.snapshot {
-            // Received from a leader, so its bytes are in memory.
-            match KvStore::restore(s.data.bytes().unwrap_or_default()) {
+            // Received from a leader, and decoded on its way in.
+            let kv = match self.received.take() {
+                Some((meta, kv)) if meta == s.meta => Ok(kv),
+                other => {
+                    // Not the one decoded last (two came in one batch): decode
+                    // this one here. Its bytes are in memory.
+                    if let Some((_, unused)) = other {
+                        snapshot::free_in_background(unused);
+                    }
+                    KvStore::restore(s.data.bytes().unwrap_or_default())
+                }
+            };
+            match kv {
                 Ok(kv) => snapshot::free_in_background(std::mem::replace(&mut self.kv, kv)),
                 Err(e) => {
-                    // The leader sent a snapshot we cannot read: serving from a
+                    // The core adopted a snapshot we cannot read (only one that
+                    // decoded on its way in should get here): serving from a
                     // wrong state would be worse than stopping.
                     eprintln!("kvraft server: received snapshot does not decode, stopping: {e}");
                     std::process::exit(1);
