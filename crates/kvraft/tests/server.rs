@@ -438,7 +438,7 @@ fn startup_errors_are_one_line() {
 }
 
 /// A snapshot whose bytes arrive whole (its checksum holds) but do not
-/// decode into a state is refused: the connection that brought it is
+/// decode into a state, or hold the state of another index, is refused: the connection that brought it is
 /// closed (the leader sends a snapshot once per connection, so only a new
 /// one gets it again), and the follower goes on serving from the state it
 /// has, instead of adopting it or stopping. A good snapshot on a new
@@ -450,13 +450,13 @@ fn a_snapshot_that_does_not_decode_is_refused_and_the_follower_goes_on() {
     use tokio::io::AsyncWriteExt;
 
     /// Hello and a one-chunk snapshot; `crc_off` spoils its checksum.
-    fn snapshot_chunk(term: u64, data: Vec<u8>, crc_off: u32) -> Vec<u8> {
+    fn snapshot_chunk(term: u64, index: u64, data: Vec<u8>, crc_off: u32) -> Vec<u8> {
         let crc = crc32c::crc32c(&data) ^ crc_off;
         let chunk = kvraft_proto::SnapshotChunk {
             term,
             leader: 2,
             read_ctx: 0,
-            index: 50,
+            index,
             snapshot_term: 3,
             offset: 0,
             data,
@@ -476,7 +476,7 @@ fn a_snapshot_that_does_not_decode_is_refused_and_the_follower_goes_on() {
         let before = c.status(1).await;
         let term = before.term + 1000;
         let addr = c.servers[0].peer_addr.clone();
-        let bad = snapshot_chunk(term, b"not a state machine at all".to_vec(), 0);
+        let bad = snapshot_chunk(term, 50, b"not a state machine at all".to_vec(), 0);
         assert!(peer_wire::closed_after(&addr, &bad).await, "the connection with the bad snapshot stays open");
         let after_bad = c.status(1).await;
         assert_eq!(
@@ -499,11 +499,15 @@ fn a_snapshot_that_does_not_decode_is_refused_and_the_follower_goes_on() {
         kv.apply(&Entry { term: 3, index: 50, payload: Payload::Command(cmd) });
         assert_eq!(kv.get("k"), Some("v"));
         // The good state behind a checksum that does not hold: refused too.
-        let spoiled = snapshot_chunk(term, kv.snapshot(), 1);
+        let spoiled = snapshot_chunk(term, 50, kv.snapshot(), 1);
         assert!(peer_wire::closed_after(&addr, &spoiled).await, "the connection with a bad checksum stays open");
         assert_eq!(c.status(1).await.snapshot_index, before.snapshot_index, "a snapshot with a bad checksum was taken");
+        // The good state under another index than its own: refused too.
+        let misplaced = snapshot_chunk(term, 60, kv.snapshot(), 0);
+        assert!(peer_wire::closed_after(&addr, &misplaced).await, "the connection with a misplaced state stays open");
+        assert_eq!(c.status(1).await.snapshot_index, before.snapshot_index, "a misplaced snapshot was taken");
         let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        conn.write_all(&snapshot_chunk(term, kv.snapshot(), 0)).await.unwrap();
+        conn.write_all(&snapshot_chunk(term, 50, kv.snapshot(), 0)).await.unwrap();
         c.wait_until("the good snapshot is installed", Duration::from_secs(10), || async {
             let st = c.status(1).await;
             st.snapshot_index == 50 && st.applied_index == 50 && st.term == term

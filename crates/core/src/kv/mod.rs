@@ -1,5 +1,6 @@
 //! The key-value state machine that the replicated log drives.
 
+mod cautious;
 mod command;
 mod store;
 

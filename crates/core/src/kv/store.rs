@@ -40,7 +40,9 @@ struct Session {
 /// whole encoding, that was most of the writes' extra cost meanwhile.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
+    #[serde(deserialize_with = "super::cautious::ord_map")]
     data: OrdMap<Arc<str>, Arc<str>>,
+    #[serde(deserialize_with = "super::cautious::ord_map")]
     sessions: OrdMap<String, Session>,
     applied_index: Index,
     applied_term: Term,
@@ -181,6 +183,22 @@ mod tests {
 
     fn append(v: &str) -> Op {
         Op::Append { key: "k".into(), value: v.into() }
+    }
+
+    #[test]
+    fn a_snapshot_claiming_huge_maps_is_an_error_not_an_abort() {
+        // A map length of 2^60 (postcard varint), then nothing: the values
+        // map, then (after an empty values map) the sessions map.
+        let huge = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10];
+        assert!(KvStore::restore(&huge).is_err());
+        let huge_sessions: Vec<u8> = [0x00].iter().chain(&huge).copied().collect();
+        assert!(KvStore::restore(&huge_sessions).is_err());
+        // A true length still decodes, with its duplicates as before.
+        let mut kv = KvStore::new();
+        for i in 1..=3 {
+            kv.apply(&entry(i, "c", 1, i, 1, append(&i.to_string())));
+        }
+        assert_eq!(KvStore::restore(&kv.snapshot()).unwrap(), kv);
     }
 
     #[test]

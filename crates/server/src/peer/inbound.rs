@@ -15,8 +15,9 @@
 //! A whole snapshot is decoded into a state machine here, on a blocking
 //! thread, before the loop sees it: the loop does not stall for the decode
 //! (a third of a second at a million keys), and a snapshot that does not
-//! decode is refused instead of being adopted by the core, so the follower
-//! goes on serving from the state it has.
+//! decode, or whose state is not at the index and term it claims, is
+//! refused instead of being adopted by the core, so the follower goes on
+//! serving from the state it has.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -141,8 +142,18 @@ async fn decode_snapshot(msg: &Message) -> Result<Option<KvStore>, String> {
         return Err("a snapshot without its bytes".into());
     };
     let bytes = bytes.clone();
+    let meta = snapshot.meta;
     match tokio::task::spawn_blocking(move || KvStore::restore(&bytes)).await {
-        Ok(Ok(store)) => Ok(Some(store)),
+        Ok(Ok(store)) if (store.applied_index(), store.applied_term()) == (meta.index, meta.term) => Ok(Some(store)),
+        // Adopting it would put the log and the state out of step (and
+        // compacting would then drop entries the state never applied).
+        Ok(Ok(store)) => Err(format!(
+            "it says index {} term {} but holds the state at index {} term {}",
+            meta.index,
+            meta.term,
+            store.applied_index(),
+            store.applied_term()
+        )),
         Ok(Err(e)) => Err(format!("its state does not decode: {e}")),
         Err(e) => Err(format!("decoding it failed: {e}")),
     }
