@@ -475,6 +475,15 @@ impl RaftNode {
             }
         }
         let match_index = prev + entries.len() as Index;
+        if entries.iter().any(|e| e.index <= self.commit && self.log.term(e.index).is_some_and(|t| t != e.term)) {
+            // A committed entry is never replaced (leader completeness): no
+            // correct leader sends this. Refused whole, the log untouched.
+            return AppendResult::Conflict {
+                rejected_prev: prev_log_index,
+                hint_term: None,
+                hint_index: self.commit + 1,
+            };
+        }
         for e in entries {
             match self.log.term(e.index) {
                 Some(t) if t == e.term => continue,
@@ -533,6 +542,10 @@ impl RaftNode {
         pr.last_heard_tick = now;
         pr.read_ack = pr.read_ack.max(read_ctx);
         match result {
+            // No follower can hold entries this leader never had: a message
+            // no correct peer sends, refused rather than let it point the
+            // follower's progress past the log.
+            AppendResult::Success { match_index } if match_index > self.log.last_index() => return,
             AppendResult::Success { match_index } => {
                 if pr.on_success(match_index, now) {
                     self.maybe_commit();
@@ -548,7 +561,8 @@ impl RaftNode {
                     Some(last_of_term) => last_of_term + 1,
                     None => hint_index,
                 };
-                let next = next.min(rejected_prev).max(pr.match_index + 1);
+                // Bounded by the log, whatever the hints say.
+                let next = next.min(rejected_prev).min(self.log.last_index() + 1).max(pr.match_index + 1);
                 pr.become_probe(next, now);
                 self.send_append(from, false);
             }

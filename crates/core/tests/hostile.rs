@@ -1,0 +1,101 @@
+//! Messages no correct peer sends (a buggy or hostile server on the peer
+//! port) are refused without a panic, and the log and commit index stay
+//! as they were. Found by a panic audit: each of these used to panic the
+//! leader or the follower at its next heartbeat or Ready.
+
+mod support;
+
+use kvraft_core::kv::Op;
+use kvraft_core::{AppendResult, Entry, Message, Payload};
+use support::Cluster;
+
+fn put(v: &str) -> Op {
+    Op::Put { key: "k".into(), value: v.into() }
+}
+
+/// A three-server cluster led by 1 in term 1, one write committed.
+fn cluster() -> Cluster {
+    let mut c = Cluster::new(3);
+    c.designate(1, 1);
+    c.propose(1, "c", 1, put("a")).unwrap();
+    c.run();
+    assert_eq!(c.node(1).commit_index(), 2);
+    c
+}
+
+/// The leader goes on: heartbeats, and a new write commits everywhere.
+fn still_works(c: &mut Cluster) {
+    for _ in 0..20 {
+        c.tick_all();
+    }
+    let index = c.propose(1, "c", 2, put("b")).unwrap();
+    c.run();
+    for _ in 0..5 {
+        c.tick_all();
+    }
+    for id in 1..=3 {
+        assert_eq!(c.node(id).commit_index(), index, "server {id}");
+    }
+}
+
+#[test]
+fn a_success_past_the_leaders_log_is_ignored() {
+    let mut c = cluster();
+    let last = c.node(1).log().last_index();
+    c.node_mut(1).step(Message::AppendEntriesResponse {
+        term: 1,
+        from: 2,
+        result: AppendResult::Success { match_index: 1_000_000 },
+        read_ctx: 0,
+    });
+    c.run();
+    assert_eq!(c.node(1).commit_index(), 2, "committed past its own log");
+    assert_eq!(c.node(1).log().last_index(), last);
+    still_works(&mut c);
+}
+
+#[test]
+fn conflict_hints_past_the_leaders_log_are_bounded_by_it() {
+    let mut c = cluster();
+    c.node_mut(1).step(Message::AppendEntriesResponse {
+        term: 1,
+        from: 2,
+        result: AppendResult::Conflict { rejected_prev: 1 << 40, hint_term: None, hint_index: 1 << 40 },
+        read_ctx: 0,
+    });
+    c.run();
+    still_works(&mut c);
+}
+
+#[test]
+fn an_entry_that_would_replace_a_committed_one_is_refused() {
+    let mut c = cluster();
+    for _ in 0..5 {
+        c.tick_all(); // the followers learn the commit index
+    }
+    assert_eq!(c.node(2).commit_index(), 2);
+    let before = c.terms(2);
+    // Term 1 from leader 1, but entry 1 of another term: it would truncate
+    // the follower's log below what it has committed.
+    c.node_mut(2).step(Message::AppendEntries {
+        term: 1,
+        leader: 1,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![Entry { term: 7, index: 1, payload: Payload::Noop }],
+        leader_commit: 2,
+        read_ctx: 0,
+    });
+    let rd = c.node_mut(2).ready();
+    assert!(rd.entries.is_empty(), "the refused entry went to disk: {:?}", rd.entries);
+    for out in &rd.persisted_messages {
+        assert!(
+            matches!(out.msg, Message::AppendEntriesResponse { result: AppendResult::Conflict { .. }, .. }),
+            "answered {:?}",
+            out.msg
+        );
+    }
+    assert_eq!(c.terms(2), before, "the committed log changed");
+    assert_eq!(c.node(2).commit_index(), 2);
+    still_works(&mut c);
+}
