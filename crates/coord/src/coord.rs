@@ -343,7 +343,7 @@ impl Coord {
             }
             Outcome::Refused { term, current_term } => {
                 tracing::info!(term, current_term, "selection for term {term} superseded; retrying");
-                if current_term > self.state.term {
+                if current_term > self.state.term && current_term <= pb::MAX_TERM_OR_INDEX {
                     self.state.term = current_term;
                     self.save();
                 }
@@ -355,7 +355,7 @@ impl Coord {
     fn on_rediscovered(&mut self, found: Option<(u64, u64)>) {
         self.selecting = false;
         match found {
-            Some((id, term)) if term >= self.state.term => {
+            Some((id, term)) if term >= self.state.term && term <= pb::MAX_TERM_OR_INDEX => {
                 if term > self.state.term {
                     self.state.term = term;
                     self.save();

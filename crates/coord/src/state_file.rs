@@ -29,6 +29,8 @@ pub enum StateError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("coord state {path} is corrupt: {source}")]
     Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("coord state {path} is corrupt: term {term} is out of range")]
+    TermOutOfRange { path: PathBuf, term: u64 },
 }
 
 pub struct StateFile {
@@ -40,7 +42,14 @@ impl StateFile {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.into(), source })?;
         let path = dir.join("coord_state.json");
         let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })?,
+            Ok(bytes) => {
+                let state: Persisted = serde_json::from_slice(&bytes)
+                    .map_err(|source| StateError::Corrupt { path: path.clone(), source })?;
+                if state.term > kvraft_proto::MAX_TERM_OR_INDEX {
+                    return Err(StateError::TermOutOfRange { path, term: state.term });
+                }
+                state
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
             Err(source) => return Err(StateError::Io { path, source }),
         };
@@ -75,5 +84,10 @@ mod tests {
         assert_eq!(StateFile::open(dir.path()).unwrap().1, s);
         std::fs::write(dir.path().join("coord_state.json"), "{").unwrap();
         assert!(matches!(StateFile::open(dir.path()), Err(StateError::Corrupt { .. })));
+        // A term the coord could not step past.
+        let huge = Persisted { term: u64::MAX, ..s };
+        std::fs::write(dir.path().join("coord_state.json"), serde_json::to_vec(&huge).unwrap()).unwrap();
+        let err = StateFile::open(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("out of range"), "{err}");
     }
 }

@@ -517,6 +517,28 @@ fn a_snapshot_that_does_not_decode_is_refused_and_the_follower_goes_on() {
     });
 }
 
+/// A term past the bound from the control port is refused with an error
+/// reply; the server keeps its term and goes on answering.
+#[test]
+fn a_term_out_of_range_from_the_control_port_is_refused() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, "");
+        c.start(1);
+        let before = c.status(1).await.term;
+        let huge = kvraft_proto::MAX_TERM_OR_INDEX + 1;
+        let mut control = c.control(1).await;
+        let err = control.log_state(kvraft_proto::LogStateRequest { term: huge, trace: vec![] }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        let leader = kvraft_proto::BecomeLeaderRequest { term: huge, members: c.members(), trace: vec![] };
+        let err = control.become_leader(leader).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert_eq!(c.status(1).await.term, before);
+        // A term in range is still taken.
+        let ok = control.log_state(kvraft_proto::LogStateRequest { term: before + 1, trace: vec![] }).await.unwrap();
+        assert_eq!(ok.into_inner().current_term, before + 1);
+    });
+}
+
 /// A leader whose snapshot file went bad on disk stops when it must send
 /// it, naming the file (fail-stop, as on any storage error), instead of
 /// sending nothing, forever.

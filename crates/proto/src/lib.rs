@@ -11,3 +11,8 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// The largest term or log index any message may carry: beyond anything a
+/// cluster reaches (a term a microsecond for 290,000 years), with room left
+/// so that `+ 1` never overflows on either side. Receivers refuse more.
+pub const MAX_TERM_OR_INDEX: u64 = u64::MAX / 2;

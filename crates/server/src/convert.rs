@@ -21,6 +21,15 @@ fn bad(what: impl Into<String>) -> BadMessage {
     BadMessage(what.into())
 }
 
+/// `v`, if it is a term or index a message may carry
+/// ([`pb::MAX_TERM_OR_INDEX`]).
+pub fn bounded(v: u64, what: &str) -> Result<u64, BadMessage> {
+    if v > pb::MAX_TERM_OR_INDEX {
+        return Err(bad(format!("{what} {v} is out of range")));
+    }
+    Ok(v)
+}
+
 pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
     use pb::command::Op as P;
     let check_key = |k: &str| {
@@ -125,7 +134,7 @@ fn entry_from_pb(e: pb::Entry) -> Result<Entry, BadMessage> {
         None => Payload::Noop,
         Some(c) => Payload::Command(command_from_pb(c)?),
     };
-    Ok(Entry { term: e.term, index: e.index, payload })
+    Ok(Entry { term: bounded(e.term, "entry term")?, index: bounded(e.index, "entry index")?, payload })
 }
 
 /// A core message as one or more wire messages (a snapshot is chunked;
@@ -231,6 +240,10 @@ impl SnapshotAssembler {
         use pb::peer_message::Msg;
         match m.msg.ok_or_else(|| bad("empty peer message"))? {
             Msg::Append(a) => {
+                bounded(a.term, "term")?;
+                bounded(a.prev_log_index, "prev_log_index")?;
+                bounded(a.prev_log_term, "prev_log_term")?;
+                bounded(a.leader_commit, "leader_commit")?;
                 let entries = a.entries.into_iter().map(entry_from_pb).collect::<Result<Vec<_>, _>>()?;
                 for (e, i) in entries.iter().zip(a.prev_log_index + 1..) {
                     if e.index != i {
@@ -249,18 +262,24 @@ impl SnapshotAssembler {
             }
             Msg::Response(r) => {
                 use pb::append_response::Result as R;
+                bounded(r.term, "term")?;
                 let result = match r.result.ok_or_else(|| bad("response without a result"))? {
-                    R::MatchIndex(match_index) => AppendResult::Success { match_index },
+                    R::MatchIndex(match_index) => {
+                        AppendResult::Success { match_index: bounded(match_index, "match_index")? }
+                    }
                     R::StaleTerm(_) => AppendResult::StaleTerm,
                     R::Conflict(c) => AppendResult::Conflict {
-                        rejected_prev: c.rejected_prev,
-                        hint_term: c.hint_term,
-                        hint_index: c.hint_index,
+                        rejected_prev: bounded(c.rejected_prev, "rejected_prev")?,
+                        hint_term: c.hint_term.map(|t| bounded(t, "hint_term")).transpose()?,
+                        hint_index: bounded(c.hint_index, "hint_index")?,
                     },
                 };
                 Ok(Some(Message::AppendEntriesResponse { term: r.term, from: r.from, result, read_ctx: r.read_ctx }))
             }
             Msg::Snapshot(c) => {
+                bounded(c.term, "term")?;
+                bounded(c.index, "snapshot index")?;
+                bounded(c.snapshot_term, "snapshot term")?;
                 let key = (c.term, c.index, c.snapshot_term);
                 if c.offset == 0 {
                     self.reset();
@@ -424,5 +443,37 @@ mod tests {
         let chunk = pb::SnapshotChunk { offset: 5, ..Default::default() };
         let m = pb::PeerMessage { msg: Some(pb::peer_message::Msg::Snapshot(chunk)), trace: vec![] };
         assert!(asm.accept(m).is_err());
+
+        // Terms and indexes past the bound, in each message that carries them.
+        use pb::peer_message::Msg;
+        let huge = pb::MAX_TERM_OR_INDEX + 1;
+        let wrap = |msg| pb::PeerMessage { msg: Some(msg), trace: vec![] };
+        let response =
+            |result| Msg::Response(pb::AppendResponse { term: 1, from: 2, read_ctx: 0, result: Some(result) });
+        let conflict = |c: pb::Conflict| response(pb::append_response::Result::Conflict(c));
+        let out_of_range = [
+            Msg::Append(pb::AppendEntries { term: huge, ..Default::default() }),
+            Msg::Append(pb::AppendEntries { term: 1, prev_log_index: huge, ..Default::default() }),
+            Msg::Append(pb::AppendEntries { term: 1, leader_commit: huge, ..Default::default() }),
+            Msg::Append(pb::AppendEntries {
+                term: 1,
+                entries: vec![pb::Entry { term: huge, index: 1, command: None }],
+                ..Default::default()
+            }),
+            response(pb::append_response::Result::MatchIndex(huge)),
+            conflict(pb::Conflict { rejected_prev: huge, hint_term: None, hint_index: 1 }),
+            conflict(pb::Conflict { rejected_prev: 1, hint_term: Some(huge), hint_index: 1 }),
+            conflict(pb::Conflict { rejected_prev: 1, hint_term: None, hint_index: huge }),
+            Msg::Snapshot(pb::SnapshotChunk { term: 1, index: huge, last: true, ..Default::default() }),
+            Msg::Snapshot(pb::SnapshotChunk { term: huge, index: 1, last: true, ..Default::default() }),
+        ];
+        for msg in out_of_range {
+            let shown = format!("{msg:?}");
+            let err = asm.accept(wrap(msg)).map(|_| ()).expect_err(&shown);
+            assert!(err.to_string().contains("out of range"), "{shown}: {err}");
+        }
+        // The bound itself is fine.
+        let at_bound = Msg::Append(pb::AppendEntries { term: pb::MAX_TERM_OR_INDEX, ..Default::default() });
+        assert!(asm.accept(wrap(at_bound)).is_ok());
     }
 }

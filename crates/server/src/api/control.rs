@@ -15,6 +15,11 @@ fn gone() -> Status {
     Status::unavailable("server is shutting down")
 }
 
+/// A term from the coord, if it is one a message may carry.
+fn term(t: u64) -> Result<u64, Status> {
+    crate::convert::bounded(t, "term").map_err(|e| Status::invalid_argument(e.0))
+}
+
 #[tonic::async_trait]
 impl pb::server_control_server::ServerControl for ControlApi {
     /// Answered only once the term is durable (the core holds the answer
@@ -22,7 +27,7 @@ impl pb::server_control_server::ServerControl for ControlApi {
     async fn log_state(&self, req: Request<pb::LogStateRequest>) -> Result<Response<pb::LogStateReply>, Status> {
         let r = req.into_inner();
         let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::LogState { term: r.term, reply: tx, token: r.trace })?;
+        self.inputs.send(Input::LogState { term: term(r.term)?, reply: tx, token: r.trace })?;
         let (ls, token) = rx.await.map_err(|_| gone())?;
         Ok(Response::new(pb::LogStateReply {
             server_id: ls.from,
@@ -44,7 +49,7 @@ impl pb::server_control_server::ServerControl for ControlApi {
             return Err(Status::invalid_argument("members must list 1 to 7 servers"));
         }
         let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::BecomeLeader { term: r.term, members: r.members, reply: tx, token: r.trace })?;
+        self.inputs.send(Input::BecomeLeader { term: term(r.term)?, members: r.members, reply: tx, token: r.trace })?;
         Ok(Response::new(rx.await.map_err(|_| gone())?))
     }
 
@@ -59,7 +64,12 @@ impl pb::server_control_server::ServerControl for ControlApi {
 
     async fn notify(&self, req: Request<pb::ClusterNotice>) -> Result<Response<pb::Empty>, Status> {
         let n = req.into_inner();
-        self.inputs.send(Input::Notice { leader: n.leader_id, term: n.term, failed: n.failed, token: n.trace })?;
+        self.inputs.send(Input::Notice {
+            leader: n.leader_id,
+            term: term(n.term)?,
+            failed: n.failed,
+            token: n.trace,
+        })?;
         Ok(Response::new(pb::Empty {}))
     }
 }
