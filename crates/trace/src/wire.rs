@@ -23,6 +23,9 @@ use crate::clock::VectorClock;
 pub const WIRE_VERSION: u32 = 1;
 /// Largest frame either side accepts (kind byte included).
 pub const MAX_FRAME: usize = 16 << 20;
+/// Largest hello the server accepts: it comes before the secret is
+/// checked, so anyone can send one, and it holds an identity and a secret.
+pub const MAX_HELLO: usize = 4 << 10;
 
 /// Frame kinds.
 pub const KIND_HELLO: u8 = 1;
@@ -104,6 +107,14 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, payload: &[
 /// Reads one frame: `Ok(None)` on a clean end of stream between frames.
 /// Not cancel-safe: call it from one task, not inside a `select!` branch.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(u8, Vec<u8>)>, WireError> {
+    read_frame_at_most(r, MAX_FRAME).await
+}
+
+/// [`read_frame`], refusing frames above `max` bytes before allocating.
+pub async fn read_frame_at_most<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<(u8, Vec<u8>)>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -111,7 +122,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(u8, V
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > MAX_FRAME {
+    if len == 0 || len > max.min(MAX_FRAME) {
         return Err(WireError::FrameSize(len));
     }
     let mut kind = [0u8; 1];
@@ -218,6 +229,11 @@ mod tests {
         let huge = ((MAX_FRAME + 1) as u32).to_le_bytes();
         assert!(matches!(read_frame(&mut &huge[..]).await, Err(WireError::FrameSize(_))));
         assert!(matches!(read_frame(&mut &[0u8, 0, 0, 0][..]).await, Err(WireError::FrameSize(0))));
+        // The hello, which anyone can send, gets far less than a batch.
+        let big = ((MAX_HELLO + 1) as u32).to_le_bytes();
+        assert!(matches!(read_frame_at_most(&mut &big[..], MAX_HELLO).await, Err(WireError::FrameSize(_))));
+        let mut r = &buf[..];
+        assert!(read_frame_at_most(&mut r, MAX_HELLO).await.unwrap().is_some(), "a real hello fits");
         assert!(decode::<Hello>(&[0xff, 0xff]).is_err());
     }
 }

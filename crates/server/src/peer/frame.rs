@@ -23,6 +23,9 @@ pub const VERSION: u8 = 1;
 /// 1 MiB of entries and a snapshot chunk 1 MiB; a single entry may be a
 /// little over that, so the limit leaves room.
 pub const MAX_FRAME: usize = 16 << 20;
+/// The largest hello accepted: an id and the cluster secret. It comes
+/// before the secret is checked, so anyone can send one.
+pub const MAX_HELLO: usize = 4 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -32,8 +35,8 @@ pub enum FrameError {
     BadMagic,
     #[error("peer wire version {0}, this server speaks {VERSION}")]
     BadVersion(u8),
-    #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
-    TooLarge(usize),
+    #[error("frame of {len} bytes is over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
     #[error("frame does not decode: {0}")]
     Decode(#[from] prost::DecodeError),
     #[error("connection closed inside a frame")]
@@ -69,7 +72,7 @@ pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<pb::PeerHello
         return Err(FrameError::BadVersion(head[4]));
     }
     let mut body = Vec::new();
-    match read_body(r, &mut body).await? {
+    match read_body(r, &mut body, MAX_HELLO).await? {
         true => Ok(pb::PeerHello::decode(body.as_slice())?),
         false => Err(FrameError::Truncated),
     }
@@ -81,22 +84,23 @@ pub async fn read<R: AsyncRead + Unpin>(
     r: &mut R,
     scratch: &mut Vec<u8>,
 ) -> Result<Option<pb::PeerMessage>, FrameError> {
-    if !read_body(r, scratch).await? {
+    if !read_body(r, scratch, MAX_FRAME).await? {
         return Ok(None);
     }
     Ok(Some(pb::PeerMessage::decode(scratch.as_slice())?))
 }
 
-/// Reads a length and that many bytes into `body`; false on EOF before the length.
-async fn read_body<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>) -> Result<bool, FrameError> {
+/// Reads a length (at most `max`) and that many bytes into `body`; false
+/// on EOF before the length.
+async fn read_body<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>, max: usize) -> Result<bool, FrameError> {
     let mut len = [0u8; 4];
     match r.read(&mut len[..1]).await? {
         0 => return Ok(false),
         _ => r.read_exact(&mut len[1..]).await.map_err(truncated)?,
     };
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
     }
     body.clear();
     body.resize(len, 0);
@@ -161,8 +165,13 @@ mod tests {
     async fn an_oversized_length_is_refused_before_allocating() {
         let wire = (u32::MAX).to_be_bytes();
         let mut scratch = Vec::new();
-        assert!(matches!(read(&mut &wire[..], &mut scratch).await, Err(FrameError::TooLarge(_))));
+        assert!(matches!(read(&mut &wire[..], &mut scratch).await, Err(FrameError::TooLarge { .. })));
         assert!(scratch.capacity() < MAX_FRAME);
+        // A hello, which comes before the secret is checked, gets far less.
+        let mut wire = hello(1, "");
+        wire.truncate(5);
+        wire.extend(((MAX_HELLO + 1) as u32).to_be_bytes());
+        assert!(matches!(read_hello(&mut wire.as_slice()).await, Err(FrameError::TooLarge { .. })));
     }
 
     #[tokio::test]

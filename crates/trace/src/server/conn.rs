@@ -62,7 +62,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Reads and answers the hello; the tracer's identity if accepted.
 async fn hello<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, secret: &str, stats: &StatsHandle) -> Option<String> {
-    let frame = tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(stream)).await;
+    let frame = tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame_at_most(stream, wire::MAX_HELLO)).await;
     let hello = match frame {
         Ok(Ok(Some((KIND_HELLO, payload)))) => wire::decode::<Hello>(&payload).ok(),
         _ => None,
