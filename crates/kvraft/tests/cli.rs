@@ -138,3 +138,22 @@ fn bench_refuses_an_absurd_load_in_one_line() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// Sizes and durations that could only exhaust memory or overflow a clock
+/// are refused in one line, before anything starts.
+#[test]
+fn absurd_counts_and_durations_are_refused_in_one_line() {
+    for (args, says) in [
+        (&["bench", "--duration", "100000000000"][..], "--duration and --warmup are at most 86400"),
+        (&["bench", "--warmup", "100000000000"][..], "--duration and --warmup are at most 86400"),
+        (&["client", "1", "--count", "10000000000"][..], "--count is at most 1000000"),
+        (&["client", "1", "--window", "1000000000000"][..], "--window is 1 to 4096"),
+        (&["client", "1", "--window", "0"][..], "--window is 1 to 4096"),
+        (&["faults", "--time", "1000000000000000"][..], "--time is at most 604800"),
+    ] {
+        let (code, out, err) = kvraft(args);
+        assert_ne!(code, 0, "{args:?}: {out}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

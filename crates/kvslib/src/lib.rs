@@ -33,9 +33,10 @@ pub struct Config {
     pub coord_addr: String,
     /// The cluster's Secret ("" when none).
     pub secret: String,
-    /// Capacity of the results channel (the prototype's ChCapacity).
+    /// Capacity of the results channel (the prototype's ChCapacity), at
+    /// most [`MAX_CH_CAPACITY`].
     pub ch_capacity: usize,
-    /// Operations in flight at once.
+    /// Operations in flight at once, at most [`MAX_WINDOW`].
     pub window: usize,
     /// An operation without a result after this long ends with `Timeout`.
     pub op_timeout: Duration,
@@ -43,6 +44,12 @@ pub struct Config {
     /// their results, leader changes, KvslibStop.
     pub tracer: kvraft_trace::Tracer,
 }
+
+/// The most operations in flight one client may ask for: far more than a
+/// server's stream gains from, and its buffers are sized from it.
+pub const MAX_WINDOW: usize = 4_096;
+/// The largest results channel one client may ask for.
+pub const MAX_CH_CAPACITY: usize = 1 << 20;
 
 impl Config {
     pub fn new(client_id: impl Into<String>, coord_addr: impl Into<String>) -> Self {
@@ -77,6 +84,13 @@ impl KvClient {
         }
         if cfg.coord_addr.is_empty() {
             return Err(ClientError::Config("the coord address is empty".into()));
+        }
+        if cfg.window > MAX_WINDOW {
+            return Err(ClientError::Config(format!("a window of {} is above the limit of {MAX_WINDOW}", cfg.window)));
+        }
+        if cfg.ch_capacity > MAX_CH_CAPACITY {
+            let cap = cfg.ch_capacity;
+            return Err(ClientError::Config(format!("ChCapacity {cap} is above the limit of {MAX_CH_CAPACITY}")));
         }
         // A restarted client must outrank its previous incarnation: its
         // start time in nanoseconds does.

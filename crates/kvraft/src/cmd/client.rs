@@ -62,7 +62,24 @@ fn one() -> usize {
     1
 }
 
+/// The most operations one `kvraft client` run makes.
+const MAX_COUNT: u64 = 1_000_000;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.mix.is_some_and(|m| m > 100) {
+        bail!("--mix is a percentage of puts, 0 to 100");
+    }
+    if args.keys == 0 {
+        bail!("--keys must be at least 1");
+    }
+    // The operations are made up front (a reproducible list): bounded so
+    // that a large --count is an error, not an allocation failure.
+    if args.count > MAX_COUNT {
+        bail!("--count is at most {MAX_COUNT} (kvraft bench runs loads for a duration instead)");
+    }
+    if args.window == 0 || args.window > kvslib::MAX_WINDOW {
+        bail!("--window is 1 to {}", kvslib::MAX_WINDOW);
+    }
     let path = args.config.clone().unwrap_or_else(|| PathBuf::from(format!("config/client_config{}.json", args.id)));
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {}", path.display()))?;
     let cfg: ClientConfig =
@@ -71,12 +88,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!(
             "kvraft client: LocalCoordIPPort and LocalLeaderServerIPPort are ignored (the client needs no listener)"
         );
-    }
-    if args.mix.is_some_and(|m| m > 100) {
-        bail!("--mix is a percentage of puts, 0 to 100");
-    }
-    if args.keys == 0 {
-        bail!("--keys must be at least 1");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(workload(args, cfg))

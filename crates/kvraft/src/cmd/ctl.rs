@@ -221,6 +221,10 @@ async fn log(coord: &str, secret: &str, id: u64, json: bool) -> anyhow::Result<E
                 println!("{}. {}", l.index, l.entry);
             }
         }
+        // A reply that does not move forward would loop for ever.
+        if last < from || last == u64::MAX {
+            break;
+        }
         from = last + 1;
     }
     Ok(ExitCode::SUCCESS)

@@ -30,7 +30,13 @@ pub struct Args {
     loopback: bool,
 }
 
+/// The longest fault run: a week (the schedule is made up front).
+const MAX_TIME: u64 = 7 * 24 * 3600;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.time > MAX_TIME {
+        anyhow::bail!("--time is at most {MAX_TIME} seconds (a week)");
+    }
     let opts = kvraft_faults::Options {
         kvraft_bin: std::env::current_exe().context("finding the kvraft binary")?,
         servers: args.servers,

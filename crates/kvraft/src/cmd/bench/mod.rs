@@ -128,6 +128,7 @@ enum What {
 /// Bounds on the load's shape (see `run`).
 const MAX_CLIENTS: u64 = 10_000;
 const MAX_WINDOW: usize = 1_024;
+const MAX_SECONDS: u64 = 24 * 3600;
 const MAX_VALUE_BYTES: usize = kvraft_server::convert::MAX_VALUE_BYTES;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -142,6 +143,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // its file descriptors or memory before the first operation.
     if args.clients > MAX_CLIENTS || args.window > MAX_WINDOW {
         bail!("--clients is at most {MAX_CLIENTS} and --window at most {MAX_WINDOW}");
+    }
+    if args.duration > MAX_SECONDS || args.warmup > MAX_SECONDS {
+        bail!("--duration and --warmup are at most {MAX_SECONDS} seconds (a day)");
     }
     if args.value_size > MAX_VALUE_BYTES {
         bail!("--value-size is at most {MAX_VALUE_BYTES} (the largest value a server accepts)");
