@@ -367,6 +367,35 @@ fn peer_port_closes_on_junk_and_goes_on() {
     });
 }
 
+/// A connection speaks for the server its hello names: a message in
+/// another server's name closes it unstepped.
+#[test]
+fn a_message_in_another_servers_name_is_refused() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, "");
+        c.start(1);
+        let before = c.status(1).await.term;
+        let addr = c.servers[0].peer_addr.clone();
+        let mut forged = peer_wire::append(before + 1000);
+        if let Some(kvraft_proto::peer_message::Msg::Append(a)) = forged.msg.as_mut() {
+            a.leader = 3; // the hello says server 2
+        }
+        let mut wire = peer_wire::hello("");
+        wire.extend(peer_wire::frame(&forged));
+        assert!(peer_wire::closed_after(&addr, &wire).await, "a message in another's name is taken");
+        assert_eq!(c.status(1).await.term, before, "the forged message was stepped");
+        // In its own name, the same message is stepped.
+        let mut wire = peer_wire::hello("");
+        wire.extend(peer_wire::frame(&peer_wire::append(before + 1000)));
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, &wire).await.unwrap();
+        c.wait_until("the server's own message is stepped", Duration::from_secs(10), || async {
+            c.status(1).await.term == before + 1000
+        })
+        .await;
+    });
+}
+
 /// With a Secret set, a peer connection must present it in its hello: a
 /// message behind a wrong secret is never stepped, while the same message
 /// behind the right one is (its far later term is adopted).

@@ -4,7 +4,8 @@
 //! the order it came.
 //!
 //! A connection that says anything wrong (no hello, a wrong secret, a frame
-//! too large or that does not decode) is closed with one warning; the
+//! too large or that does not decode, a message in another server's name
+//! than its hello's) is closed with one warning; the
 //! server goes on, and the sender reconnects and Raft resends. A message
 //! that decodes but makes no sense (AppendEntries with gaps, say) is
 //! dropped alone: the framing around it is intact. A bad snapshot (a chunk
@@ -112,6 +113,15 @@ async fn receive(conn: TcpStream, inbound: Inbound) -> Result<(), String> {
                 continue;
             }
         };
+        let sender = match &msg {
+            Message::AppendEntries { leader, .. } | Message::InstallSnapshot { leader, .. } => *leader,
+            Message::AppendEntriesResponse { from, .. } => *from,
+            Message::LogState(_) | Message::BecomeLeaderResponse { .. } => hello.from,
+        };
+        if sender != hello.from {
+            // Each server speaks for itself on its own connections.
+            return Err(format!("server {} sent a message as server {sender}", hello.from));
+        }
         let store = match decode_snapshot(&msg).await {
             Ok(store) => store,
             Err(e) => return Err(format!("server {}: a snapshot refused: {e}", hello.from)),
