@@ -51,6 +51,8 @@ fn a_success_past_the_leaders_log_is_ignored() {
     c.run();
     assert_eq!(c.node(1).commit_index(), 2, "committed past its own log");
     assert_eq!(c.node(1).log().last_index(), last);
+    // Without the guard the leader panicked here, at its next heartbeat to
+    // server 2 (its progress pointed past the log).
     still_works(&mut c);
 }
 

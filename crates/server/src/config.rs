@@ -119,6 +119,11 @@ impl ServerConfig {
         if self.tick_ms == 0 {
             return Err("TickMs must be at least 1".into());
         }
+        // It travels in the peer hello, which is capped before it is checked.
+        if self.secret.len() > crate::peer::frame::MAX_SECRET_BYTES {
+            let max = crate::peer::frame::MAX_SECRET_BYTES;
+            return Err(format!("Secret is {} bytes, above the limit of {max}", self.secret.len()));
+        }
         Ok(())
     }
 
@@ -164,6 +169,14 @@ mod tests {
                 "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4"}"#,
         );
         assert!(ServerConfig::load(&path).unwrap_err().to_string().contains("ServerID must be 1..=7"));
+        let long = format!(
+            r#"{{"ServerID": 1, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
+                "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4", "Secret": "{}"}}"#,
+            "s".repeat(crate::peer::frame::MAX_SECRET_BYTES + 1)
+        );
+        let (_d, path) = write(&long);
+        let e = ServerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("Secret is 1025 bytes, above the limit of 1024"), "{e}");
         let e = ServerConfig::load(Path::new("/nonexistent.json")).unwrap_err().to_string();
         assert!(e.starts_with("cannot read config"), "{e}");
     }

@@ -26,6 +26,11 @@ pub const MAX_FRAME: usize = 16 << 20;
 /// Largest hello the server accepts: it comes before the secret is
 /// checked, so anyone can send one, and it holds an identity and a secret.
 pub const MAX_HELLO: usize = 4 << 10;
+/// The longest secret a tracer or the tracing server takes, so that a
+/// hello (with an identity of at most 255 bytes) always fits in
+/// [`MAX_HELLO`].
+pub const MAX_SECRET_BYTES: usize = 1024;
+const _: () = assert!(MAX_SECRET_BYTES + 255 + 64 < MAX_HELLO);
 
 /// Frame kinds.
 pub const KIND_HELLO: u8 = 1;

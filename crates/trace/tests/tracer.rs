@@ -111,6 +111,11 @@ fn config_errors_are_typed() {
             assert!(matches!(Tracer::new(cfg(bad)), Err(TracerError::BadIdentity(_))));
         }
         assert!(Tracer::new(cfg("server1")).unwrap().enabled());
+        let long = TracerConfig { secret: "s".repeat(kvraft_trace::wire::MAX_SECRET_BYTES + 1), ..cfg("server1") };
+        assert_eq!(
+            Tracer::new(long).unwrap_err(),
+            TracerError::SecretTooLong(kvraft_trace::wire::MAX_SECRET_BYTES + 1)
+        );
     });
 }
 

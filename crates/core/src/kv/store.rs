@@ -193,7 +193,7 @@ mod tests {
         assert!(KvStore::restore(&huge).is_err());
         let huge_sessions: Vec<u8> = [0x00].iter().chain(&huge).copied().collect();
         assert!(KvStore::restore(&huge_sessions).is_err());
-        // A true length still decodes, with its duplicates as before.
+        // A true length still decodes.
         let mut kv = KvStore::new();
         for i in 1..=3 {
             kv.apply(&entry(i, "c", 1, i, 1, append(&i.to_string())));

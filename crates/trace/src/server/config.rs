@@ -32,6 +32,8 @@ pub enum ConfigError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("invalid tracing server config {path}: {source}")]
     Json { path: PathBuf, source: serde_json::Error },
+    #[error("invalid tracing server config {path}: the Secret is {len} bytes, above the limit of {max}", max = crate::wire::MAX_SECRET_BYTES)]
+    SecretTooLong { path: PathBuf, len: usize },
 }
 
 impl TracingServerConfig {
@@ -39,7 +41,12 @@ impl TracingServerConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
-        serde_json::from_str(&text).map_err(|source| ConfigError::Json { path: path.to_owned(), source })
+        let cfg: Self =
+            serde_json::from_str(&text).map_err(|source| ConfigError::Json { path: path.to_owned(), source })?;
+        if cfg.secret.len() > crate::wire::MAX_SECRET_BYTES {
+            return Err(ConfigError::SecretTooLong { path: path.to_owned(), len: cfg.secret.len() });
+        }
+        Ok(cfg)
     }
 }
 
@@ -72,5 +79,12 @@ mod tests {
         assert!(!err.contains('\n'));
         let err = TracingServerConfig::from_file(dir.path().join("none.json")).unwrap_err();
         assert!(matches!(err, ConfigError::Io { .. }));
+        let long = format!(
+            r#"{{"ServerBind": "127.0.0.1:1", "Secret": "{}", "OutputFile": "a", "ShivizOutputFile": "b"}}"#,
+            "s".repeat(crate::wire::MAX_SECRET_BYTES + 1)
+        );
+        std::fs::write(&path, long).unwrap();
+        let err = TracingServerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("above the limit"), "{err}");
     }
 }

@@ -93,6 +93,8 @@ pub enum TracerError {
     BadIdentity(String),
     #[error("tracing is on but there is no tokio runtime to run the sender in")]
     NoRuntime,
+    #[error("the tracing secret is {0} bytes, above the limit of {max}", max = crate::wire::MAX_SECRET_BYTES)]
+    SecretTooLong(usize),
 }
 
 /// Largest body kept as is; a larger one is replaced by its size so the
@@ -131,6 +133,9 @@ impl Tracer {
         }
         if !valid_identity(&cfg.identity) {
             return Err(TracerError::BadIdentity(cfg.identity));
+        }
+        if cfg.secret.len() > crate::wire::MAX_SECRET_BYTES {
+            return Err(TracerError::SecretTooLong(cfg.secret.len()));
         }
         let rt = tokio::runtime::Handle::try_current().map_err(|_| TracerError::NoRuntime)?;
         let mut opts = opts;
