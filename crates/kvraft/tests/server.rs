@@ -543,6 +543,9 @@ fn a_snapshot_that_does_not_decode_is_refused_and_the_follower_goes_on() {
         })
         .await;
         assert!(c.alive().contains(&1), "the server stopped");
+        // The state decoded on the way in was the one installed.
+        let log = std::fs::read_to_string(&c.servers[0].log).unwrap();
+        assert!(!log.contains("decoding a received snapshot on the loop"), "{log}");
     });
 }
 

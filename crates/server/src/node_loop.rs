@@ -436,6 +436,7 @@ impl NodeLoop {
                     if let Some((_, unused)) = other {
                         snapshot::free_in_background(unused);
                     }
+                    tracing::info!(index = s.meta.index, "decoding a received snapshot on the loop");
                     KvStore::restore(s.data.bytes().unwrap_or_default())
                 }
             };
