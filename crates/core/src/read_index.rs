@@ -3,7 +3,9 @@
 //! A read waiting on a leader is served once (1) the leader has confirmed,
 //! by a round of heartbeats answered by a majority, that it was still the
 //! leader after the read arrived, and (2) the state machine has applied up
-//! to the commit index recorded when the round began. Every read that
+//! to the leader's last log index recorded when the round began (not just
+//! its commit index: a read then also sees every write that reached the
+//! leader before it). Every read that
 //! arrives before a round starts shares that round, so a thousand reads cost
 //! one round of heartbeats.
 
@@ -41,11 +43,12 @@ impl ReadIndex {
         !self.queued.is_empty()
     }
 
-    /// Starts a round for the queued reads at `commit_index`; returns its ctx.
-    pub fn start_round(&mut self, commit_index: Index) -> u64 {
+    /// Starts a round for the queued reads, served once the state machine
+    /// has applied `read_index` (the leader's last log index); returns its ctx.
+    pub fn start_round(&mut self, read_index: Index) -> u64 {
         self.ctx += 1;
         let reads = std::mem::take(&mut self.queued);
-        self.rounds.push_back(Round { ctx: self.ctx, read_index: commit_index, reads });
+        self.rounds.push_back(Round { ctx: self.ctx, read_index, reads });
         self.ctx
     }
 

@@ -36,7 +36,7 @@ pub struct ServerConfig {
     pub coord_addr: String,
     /// This server's UDP address for the coord's failure-detector heartbeats.
     pub server_addr: SocketAddr,
-    /// Where other servers reach this one (the Peer service).
+    /// Where other servers reach this one (the peer wire's TCP listener).
     pub server_server_addr: SocketAddr,
     /// Where the coord reaches this one (the ServerControl service).
     pub server_listen_addr: SocketAddr,

@@ -1,8 +1,9 @@
 //! The KVRaft server process: a thin shell around the replication core.
 //!
 //! It owns what the core may not: sockets (gRPC services in `api/`, Raft
-//! messages between servers in `peer/`), the disk (`disk`, a thread doing
-//! group commit over `kvraft-storage`; `snapshot`, encoding off the loop)
+//! messages between servers in `peer/`), the disk (`disk`: a leader's
+//! writes batched on a disk thread, one sync per batch, a follower's
+//! written inline when that thread is idle; `snapshot`, encoding off the loop)
 //! and the clock (the ticker of `node_loop`). The event loop (`node_loop`)
 //! is the one owner of the core and the state machine.
 

@@ -1,6 +1,7 @@
 //! The event loop: the only owner of the core and the state machine. It
 //! takes inputs from the network, the disk thread and the clock, and hands
-//! each `Ready` out: writes to the disk thread, messages to the transport,
+//! each `Ready` out: writes to the disk (the disk thread, or inline on a
+//! follower whose disk thread is idle), messages to the transport,
 //! committed entries to the state machine, results to clients.
 
 use std::collections::{BTreeMap, HashMap};

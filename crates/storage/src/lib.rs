@@ -5,7 +5,9 @@
 //! [`Storage`] is what the server's shell writes each `Ready` to: install
 //! the snapshot, set the term, append the entries, then [`Storage::sync`]
 //! once before reporting them persisted. [`GroupCommit`] shares one
-//! `Storage` among many writers with one sync per batch.
+//! `Storage` among many writers with one sync per batch; the server does
+//! not use it (its disk thread batches whole Readies itself, see
+//! `crates/server/src/disk.rs`): it serves the WAL benchmark and tests.
 //!
 //! Crash safety rests on three mechanisms: checksummed records whose torn
 //! tail is cut on recovery (`record.rs`, `recovery.rs`), small files

@@ -1,5 +1,5 @@
-//! Checks or draws a recorded trace, until the `kvraft` binary grows the
-//! subcommands:
+//! Checks or draws a recorded trace without building the whole `kvraft`
+//! binary (which has the same as `kvraft trace check|view`):
 //!
 //! ```console
 //! cargo run -p kvraft-trace --example trace_tool -- check trace_output.log [--strict]
