@@ -38,16 +38,11 @@ impl Paths {
     }
 }
 
-/// A local snapshot every this many entries, a fifth of the default: a
-/// ten-minute run then compacts a dozen times per server, and crashes land
-/// while snapshots are being written and adopted, not only between them.
-/// The price: the log check compares only what lies above the highest
-/// snapshot, so up to 20,000 entries at the end instead of 100,000.
-const SNAPSHOT_ENTRIES: u64 = 20_000;
-
-/// Writes every config. Settings left out take the processes' defaults:
-/// fsync always, ReadIndex reads, 3 heartbeats lost before a failure.
-pub fn write_all(layout: &Layout, paths: &Paths) -> anyhow::Result<()> {
+/// Writes every config, the servers' with a snapshot every
+/// `snapshot_entries` entries (see `Options::snapshot_entries`). Settings
+/// left out take the processes' defaults: fsync always, ReadIndex reads,
+/// 3 heartbeats lost before a failure.
+pub fn write_all(layout: &Layout, paths: &Paths, snapshot_entries: u64) -> anyhow::Result<()> {
     let coord = serde_json::json!({
         "ClientAPIListenAddr": layout.coord_client_addr(),
         "ServerAPIListenAddr": layout.coord_server_addr(),
@@ -69,7 +64,7 @@ pub fn write_all(layout: &Layout, paths: &Paths) -> anyhow::Result<()> {
             "Secret": "",
             "TracingIdentity": format!("server{id}"),
             "DataDir": paths.data(Node::Server(id)),
-            "SnapshotEntries": SNAPSHOT_ENTRIES,
+            "SnapshotEntries": snapshot_entries,
         });
         write_json(&paths.config(Node::Server(id)), &cfg)?;
     }

@@ -38,6 +38,9 @@ pub struct Report {
     pub logs_consistent: bool,
     /// The log comparison, in one line.
     pub log_check: String,
+    /// Snapshots sent to followers and installed by them, from the
+    /// servers' logs, in one line.
+    pub snapshots: String,
     /// Coord or server processes that exited without the nemesis killing
     /// them (with their exit status): each one is a bug or an outside kill.
     pub unexpected_exits: Vec<String>,
@@ -80,6 +83,7 @@ impl fmt::Display for Report {
             writeln!(f, "UNEXPECTED EXIT: {exit}")?;
         }
         writeln!(f, "logs: {}", self.log_check)?;
+        writeln!(f, "snapshots: {}", self.snapshots)?;
         writeln!(f, "linearizability: {}", self.lincheck_summary.trim_end())?;
         writeln!(f, "history: {}", self.history_file.display())?;
         writeln!(f, "files: {}", self.work_dir.display())?;

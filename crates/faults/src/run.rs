@@ -154,7 +154,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
     }
     say(opts, epoch, &format!("replay with: {}", replay_command(opts)));
-    configs::write_all(&layout, &paths)?;
+    configs::write_all(&layout, &paths, opts.snapshot_entries)?;
     let net = if layout.namespaced() {
         let net = Network::create(&layout)?;
         say(
@@ -215,6 +215,7 @@ fn finish(
         recovery: d.recovery,
         logs_consistent: d.logs.consistent,
         log_check: d.logs.summary,
+        snapshots: snapshot_transfers(layout, paths),
         unexpected_exits: d.unexpected_exits,
         checked_ops: ops.len(),
         replay: replay_command(opts),
@@ -224,6 +225,18 @@ fn finish(
     };
     std::fs::write(paths.dir.join("report.txt"), format!("{report}\n"))?;
     Ok(report)
+}
+
+/// How many snapshots leaders sent and followers installed, counted in the
+/// servers' logs (appended to across restarts).
+fn snapshot_transfers(layout: &Layout, paths: &Paths) -> String {
+    let (mut sent, mut installed) = (0, 0);
+    for id in layout.server_ids() {
+        let log = std::fs::read_to_string(paths.log(&format!("server{id}"))).unwrap_or_default();
+        sent += log.matches("sending a snapshot to server").count();
+        installed += log.matches("installed a snapshot from the leader").count();
+    }
+    format!("{sent} sent to followers, {installed} installed by followers (from the servers' logs)")
 }
 
 /// `kvraft faults --time SECS --seed S --servers N`, plus `--clients N`
@@ -237,6 +250,9 @@ fn replay_command(opts: &Options) -> String {
     }
     if opts.loopback {
         cmd.push_str(" --loopback");
+    }
+    if opts.snapshot_entries != Options::default().snapshot_entries {
+        cmd.push_str(&format!(" --snapshot-entries {}", opts.snapshot_entries));
     }
     cmd
 }

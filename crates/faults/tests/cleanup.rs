@@ -23,6 +23,7 @@ fn a_run_whose_processes_die_at_start_fails_fast_and_cleans_up() {
         work_dir: work.path().join("run"),
         progress: true,
         loopback: false,
+        ..kvraft_faults::Options::default()
     };
     let started = std::time::Instant::now();
     let err = kvraft_faults::run(&opts).expect_err("a cluster of /bin/true cannot run");

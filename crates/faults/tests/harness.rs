@@ -18,6 +18,10 @@ const SEED: u64 = 6;
 const SERVERS: u64 = 5;
 const CLIENTS: u64 = 4;
 const DURATION: Duration = Duration::from_secs(20);
+/// A snapshot every few hundred entries, so that leaders send snapshots to
+/// the followers the faults leave behind, and crashes land while snapshots
+/// are written, sent and installed.
+const SNAPSHOT_ENTRIES: u64 = 300;
 
 fn netns_list() -> String {
     let out =
@@ -40,6 +44,7 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
         work_dir: work.path().join("run"),
         progress: true,
         loopback: false,
+        snapshot_entries: SNAPSHOT_ENTRIES,
     };
     let started = Instant::now();
     let result = kvraft_faults::run(&opts);

@@ -233,6 +233,13 @@ fn lagging_follower_is_caught_up_by_snapshot() {
         .await;
         let st = c.status(lagging).await;
         assert!(st.snapshot_index > 0, "it was sent a snapshot: {st:?}");
+        // Both ends say so in their logs, and the state decoded on the way
+        // in is the one installed.
+        let log = |id: u64| std::fs::read_to_string(&c.servers[(id - 1) as usize].log).unwrap();
+        let (sent, got) = (log(leader), log(lagging));
+        assert!(sent.contains(&format!("sending a snapshot to server {lagging}")), "{sent}");
+        assert!(got.contains("installed a snapshot from the leader"), "{got}");
+        assert!(!got.contains("decoding a received snapshot on the loop"), "{got}");
     });
 }
 

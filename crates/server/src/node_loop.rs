@@ -442,7 +442,15 @@ impl NodeLoop {
                 }
             };
             match kv {
-                Ok(kv) => snapshot::free_in_background(std::mem::replace(&mut self.kv, kv)),
+                Ok(kv) => {
+                    tracing::info!(
+                        index = s.meta.index,
+                        term = s.meta.term,
+                        bytes = s.data.len(),
+                        "installed a snapshot from the leader"
+                    );
+                    snapshot::free_in_background(std::mem::replace(&mut self.kv, kv));
+                }
                 Err(e) => {
                     // The core adopted a snapshot we cannot read (only one that
                     // decoded on its way in should get here): serving from a

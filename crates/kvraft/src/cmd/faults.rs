@@ -28,6 +28,10 @@ pub struct Args {
     /// No network namespaces even as root: every process on 127.0.0.1, no partitions.
     #[arg(long)]
     loopback: bool,
+    /// The servers' SnapshotEntries; a few hundred makes leaders send
+    /// snapshots to the followers that faults left behind.
+    #[arg(long, default_value_t = kvraft_faults::Options::default().snapshot_entries)]
+    snapshot_entries: u64,
 }
 
 /// The longest fault run: a week (the schedule is made up front).
@@ -36,6 +40,9 @@ const MAX_TIME: u64 = 7 * 24 * 3600;
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.time > MAX_TIME {
         anyhow::bail!("--time is at most {MAX_TIME} seconds (a week)");
+    }
+    if args.snapshot_entries < 10 {
+        anyhow::bail!("--snapshot-entries is at least 10");
     }
     let opts = kvraft_faults::Options {
         kvraft_bin: std::env::current_exe().context("finding the kvraft binary")?,
@@ -46,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         work_dir: args.dir,
         progress: true,
         loopback: args.loopback,
+        snapshot_entries: args.snapshot_entries,
     };
     let report = kvraft_faults::run(&opts)?;
     println!("{report}");

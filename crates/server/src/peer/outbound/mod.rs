@@ -203,6 +203,13 @@ impl Transport {
             if link.shared.outbox().snapshot_sent == Some((*term, snapshot.meta)) {
                 return; // on its way on this connection already
             }
+            // Rare, large and worth knowing about when reading a log.
+            tracing::info!(
+                to,
+                index = snapshot.meta.index,
+                bytes = snapshot.data.len(),
+                "sending a snapshot to server {to}"
+            );
             if snapshot.data.bytes().is_none() {
                 send_stored(self.snapshots.clone(), link.shared.clone(), msg, token);
                 return;
