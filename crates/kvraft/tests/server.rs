@@ -553,6 +553,13 @@ fn a_snapshot_that_does_not_decode_is_refused_and_the_follower_goes_on() {
         // The state decoded on the way in was the one installed.
         let log = std::fs::read_to_string(&c.servers[0].log).unwrap();
         assert!(!log.contains("decoding a received snapshot on the loop"), "{log}");
+
+        // A snapshot at or below the commit index is not decoded at all (the
+        // core would not adopt it): even bytes that are no state pass, and
+        // the connection stays open.
+        let late = snapshot_chunk(term, 40, b"not a state machine at all".to_vec(), 0);
+        assert!(!peer_wire::closed_after(&addr, &late).await, "a snapshot below the commit index was decoded");
+        assert_eq!(c.status(1).await.snapshot_index, 50);
     });
 }
 

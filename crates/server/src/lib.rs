@@ -186,6 +186,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let disk = disk::Disk::start(storage, tx.clone());
     let snapshots = disk.snapshot_files();
+    let commit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let nl = NodeLoop::new(LoopParts {
         node,
         kv,
@@ -196,6 +197,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         tracer: tracer.clone(),
         trace: trace.clone(),
         inputs: tx.clone(),
+        commit: commit.clone(),
     });
     let tick = Duration::from_millis(cfg.tick_ms);
     let loop_task = tokio::spawn(nl.run(rx, tick));
@@ -232,7 +234,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let inbound = peer::inbound::Inbound { secret: cfg.secret.clone(), inputs: h.clone(), tracer: tracer.clone() };
+    let inbound =
+        peer::inbound::Inbound { secret: cfg.secret.clone(), inputs: h.clone(), tracer: tracer.clone(), commit };
     let peer_stop = stop_rx.clone();
     let peer = async move {
         peer::inbound::serve(peer_l, inbound, peer_stop).await;

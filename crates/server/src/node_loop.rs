@@ -5,7 +5,8 @@
 //! committed entries to the state machine, results to clients.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kvraft_core::kv::{ApplyError, Command, KvStore, Reply};
 use kvraft_core::{
@@ -134,6 +135,11 @@ pub struct NodeLoop {
     /// way in, until the core adopts that snapshot (or not) in the Ready
     /// that follows.
     received: Option<(SnapshotMeta, KvStore)>,
+    /// The commit index as of the last Ready, for the peer connections: a
+    /// snapshot at or below it would not be adopted, so it is not decoded.
+    /// It only grows, so a stale read of it is only too low (a decode that
+    /// was not needed), never too high.
+    commit: Arc<AtomicU64>,
     /// The loop's own input queue, for the snapshot thread to answer on.
     inputs: mpsc::UnboundedSender<Input>,
 }
@@ -148,6 +154,8 @@ pub struct LoopParts {
     pub tracer: Tracer,
     pub trace: Trace,
     pub inputs: mpsc::UnboundedSender<Input>,
+    /// Where the loop publishes its commit index (see [`NodeLoop::commit`]).
+    pub commit: Arc<AtomicU64>,
 }
 
 /// The trace record of a client command arriving or committing.
@@ -204,6 +212,7 @@ impl NodeLoop {
             trace: p.trace,
             snapshot_in_flight: false,
             received: None,
+            commit: p.commit,
             inputs: p.inputs,
         }
     }
@@ -402,6 +411,7 @@ impl NodeLoop {
             self.handle_ready(rd);
         }
         self.transport.flush();
+        self.commit.store(self.node.commit_index(), Ordering::Relaxed);
     }
 
     fn handle_ready(&mut self, mut rd: Ready) {

@@ -21,6 +21,8 @@
 //! serving from the state it has.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::BufReader;
@@ -47,6 +49,9 @@ pub struct Inbound {
     pub secret: String,
     pub inputs: LoopHandle,
     pub tracer: kvraft_trace::Tracer,
+    /// The loop's commit index as of its last Ready: a snapshot at or below
+    /// it would not be adopted, so it is passed on undecoded.
+    pub commit: Arc<AtomicU64>,
 }
 
 /// Accepts peer connections until `stop` turns true.
@@ -122,7 +127,7 @@ async fn receive(conn: TcpStream, inbound: Inbound) -> Result<(), String> {
             // Each server speaks for itself on its own connections.
             return Err(format!("server {} sent a message as server {sender}", hello.from));
         }
-        let store = match decode_snapshot(&msg).await {
+        let store = match decode_snapshot(&msg, inbound.commit.load(Ordering::Relaxed)).await {
             Ok(store) => store,
             Err(e) => return Err(format!("server {}: a snapshot refused: {e}", hello.from)),
         };
@@ -143,11 +148,16 @@ async fn receive(conn: TcpStream, inbound: Inbound) -> Result<(), String> {
 }
 
 /// The state machine a received snapshot holds, decoded on a blocking
-/// thread; `None` for any other message.
-async fn decode_snapshot(msg: &Message) -> Result<Option<KvStore>, String> {
+/// thread; `None` for any other message, and for a snapshot at or below
+/// `commit` (the core answers it without adopting it: a copy that arrived
+/// late, or a resend after a reconnect, costs no decode).
+async fn decode_snapshot(msg: &Message, commit: u64) -> Result<Option<KvStore>, String> {
     let Message::InstallSnapshot { snapshot, .. } = msg else {
         return Ok(None);
     };
+    if snapshot.meta.index <= commit {
+        return Ok(None);
+    }
     let SnapshotData::Bytes(bytes) = &snapshot.data else {
         return Err("a snapshot without its bytes".into());
     };
