@@ -2,6 +2,9 @@
 //! Anything read from the network is checked here: a malformed message is an
 //! error, never a panic.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use kvraft_core::kv::{Command, Op, Reply};
 use kvraft_core::{AppendResult, Entry, Message, Payload, Snapshot, SnapshotMeta};
 use kvraft_proto as pb;
@@ -222,19 +225,43 @@ impl ChunkHead {
 
 /// Reassembles snapshot chunks arriving on one stream, and checks the
 /// whole against the CRC the last chunk carries.
-#[derive(Default)]
 pub struct SnapshotAssembler {
     buf: Vec<u8>,
     key: Option<(u64, u64, u64)>,
     /// CRC-32C of `buf`, kept up as chunks arrive (a chunk is checksummed
     /// while it is still in the cache).
     crc: u32,
+    /// Bytes held by every assembler sharing it (one per peer connection of
+    /// a server), of which `buf.len()` are this one's; at most `limit`.
+    /// Without a shared bound, each connection to an open peer port could
+    /// hold `limit` bytes.
+    receiving: Arc<AtomicUsize>,
+    limit: usize,
 }
 
-/// Above this, a snapshot being received is refused (a bound on memory).
-const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
+/// Bytes of snapshots being received at once, by all of a server's peer
+/// connections together; more is refused.
+pub const MAX_RECEIVING_BYTES: usize = 4 << 30;
+
+impl Default for SnapshotAssembler {
+    /// An assembler with a budget of its own.
+    fn default() -> Self {
+        SnapshotAssembler::new(Arc::default(), MAX_RECEIVING_BYTES)
+    }
+}
+
+impl Drop for SnapshotAssembler {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
 
 impl SnapshotAssembler {
+    /// An assembler sharing `receiving` (at most `limit` bytes) with others.
+    pub fn new(receiving: Arc<AtomicUsize>, limit: usize) -> Self {
+        SnapshotAssembler { buf: Vec::new(), key: None, crc: 0, receiving, limit }
+    }
+
     /// Converts one wire message; `Ok(None)` while a snapshot is incomplete.
     pub fn accept(&mut self, m: pb::PeerMessage) -> Result<Option<Message>, BadMessage> {
         use pb::peer_message::Msg;
@@ -289,9 +316,11 @@ impl SnapshotAssembler {
                     self.reset();
                     return Err(bad("snapshot chunk out of order"));
                 }
-                if self.buf.len() + c.data.len() > MAX_SNAPSHOT_BYTES {
+                let n = c.data.len();
+                if self.receiving.fetch_add(n, Ordering::Relaxed) + n > self.limit {
+                    self.receiving.fetch_sub(n, Ordering::Relaxed);
                     self.reset();
-                    return Err(bad("snapshot too large"));
+                    return Err(bad(format!("snapshots being received would take more than {} bytes", self.limit)));
                 }
                 self.buf.extend_from_slice(&c.data);
                 self.crc = crc32c::crc32c_append(self.crc, &c.data);
@@ -300,6 +329,8 @@ impl SnapshotAssembler {
                 }
                 let crc = self.crc;
                 let data = std::mem::take(&mut self.buf);
+                // Handed on whole: no longer this assembler's to count.
+                self.receiving.fetch_sub(data.len(), Ordering::Relaxed);
                 self.reset();
                 match c.crc32c {
                     None => return Err(bad("snapshot without its checksum")),
@@ -316,10 +347,11 @@ impl SnapshotAssembler {
         }
     }
 
-    /// Forgets any snapshot under way.
+    /// Forgets any snapshot under way, and frees its bytes.
     fn reset(&mut self) {
+        self.receiving.fetch_sub(self.buf.len(), Ordering::Relaxed);
         self.key = None;
-        self.buf.clear();
+        self.buf = Vec::new();
         self.crc = 0;
     }
 }
@@ -426,6 +458,41 @@ mod tests {
         let other = chunks(&|c, _| c.data.iter_mut().for_each(|b| *b = 9));
         assert_eq!(asm.accept(other[0].clone()).unwrap(), None);
         assert_eq!(assemble(&mut asm, chunks(&|_, _| {})).unwrap(), Some(m.clone()));
+    }
+
+    #[test]
+    fn snapshots_being_received_share_one_bound() {
+        const C: usize = SNAPSHOT_CHUNK_BYTES;
+        let snapshot = Snapshot::new(SnapshotMeta { index: 10, term: 2 }, vec![7u8; 2 * C + 5]);
+        let m = Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 0, snapshot };
+        let wire = message_to_pb(m.clone());
+        assert_eq!(wire.len(), 3);
+        let receiving = Arc::new(AtomicUsize::new(0));
+        let limit = 3 * C;
+        let mut a = SnapshotAssembler::new(receiving.clone(), limit);
+        let mut b = SnapshotAssembler::new(receiving.clone(), limit);
+        // A holds two chunks; B may take one more, not two.
+        assert_eq!(a.accept(wire[0].clone()).unwrap(), None);
+        assert_eq!(a.accept(wire[1].clone()).unwrap(), None);
+        assert_eq!(receiving.load(Ordering::Relaxed), 2 * C);
+        assert_eq!(b.accept(wire[0].clone()).unwrap(), None);
+        let err = b.accept(wire[1].clone()).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("would take more than"), "{err}");
+        assert_eq!(receiving.load(Ordering::Relaxed), 2 * C, "B's refused snapshot still counted");
+        // A completes: its bytes are handed on and no longer counted.
+        assert_eq!(a.accept(wire[2].clone()).unwrap(), Some(m.clone()));
+        assert_eq!(receiving.load(Ordering::Relaxed), 0);
+        // B can now take a whole one; a connection dropped midway gives its
+        // bytes back.
+        let mut out = None;
+        for w in &wire {
+            out = b.accept(w.clone()).unwrap();
+        }
+        assert_eq!(out, Some(m));
+        assert_eq!(b.accept(wire[0].clone()).unwrap(), None);
+        assert_eq!(receiving.load(Ordering::Relaxed), C);
+        drop(b);
+        assert_eq!(receiving.load(Ordering::Relaxed), 0, "a dropped assembler's bytes are still counted");
     }
 
     #[test]

@@ -234,8 +234,13 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let inbound =
-        peer::inbound::Inbound { secret: cfg.secret.clone(), inputs: h.clone(), tracer: tracer.clone(), commit };
+    let inbound = peer::inbound::Inbound {
+        secret: cfg.secret.clone(),
+        inputs: h.clone(),
+        tracer: tracer.clone(),
+        commit,
+        receiving: Default::default(),
+    };
     let peer_stop = stop_rx.clone();
     let peer = async move {
         peer::inbound::serve(peer_l, inbound, peer_stop).await;

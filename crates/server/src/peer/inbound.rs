@@ -22,7 +22,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::BufReader;
@@ -35,7 +35,7 @@ use kvraft_proto as pb;
 
 use super::frame;
 use crate::api::LoopHandle;
-use crate::convert::SnapshotAssembler;
+use crate::convert::{MAX_RECEIVING_BYTES, SnapshotAssembler};
 use crate::node_loop::Input;
 
 /// A connection must say hello within this.
@@ -52,6 +52,9 @@ pub struct Inbound {
     /// The loop's commit index as of its last Ready: a snapshot at or below
     /// it would not be adopted, so it is passed on undecoded.
     pub commit: Arc<AtomicU64>,
+    /// Bytes of snapshots being received by all connections together (see
+    /// [`SnapshotAssembler`]).
+    pub receiving: Arc<AtomicUsize>,
 }
 
 /// Accepts peer connections until `stop` turns true.
@@ -97,7 +100,7 @@ async fn receive(conn: TcpStream, inbound: Inbound) -> Result<(), String> {
         return Err(format!("server {} presented a wrong or missing cluster secret", hello.from));
     }
     let mut scratch = Vec::new();
-    let mut snapshots = SnapshotAssembler::default();
+    let mut snapshots = SnapshotAssembler::new(inbound.receiving.clone(), MAX_RECEIVING_BYTES);
     loop {
         let mut m = match frame::read(&mut r, &mut scratch).await {
             Ok(Some(m)) => m,
