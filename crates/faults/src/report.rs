@@ -38,9 +38,10 @@ pub struct Report {
     pub logs_consistent: bool,
     /// The log comparison, in one line.
     pub log_check: String,
-    /// Snapshots sent to followers and installed by them, from the
-    /// servers' logs, in one line.
-    pub snapshots: String,
+    /// Snapshots leaders started sending to followers, and snapshots
+    /// followers installed, counted in the servers' (info-level) logs.
+    pub snapshots_sent: usize,
+    pub snapshots_installed: usize,
     /// Coord or server processes that exited without the nemesis killing
     /// them (with their exit status): each one is a bug or an outside kill.
     pub unexpected_exits: Vec<String>,
@@ -83,7 +84,11 @@ impl fmt::Display for Report {
             writeln!(f, "UNEXPECTED EXIT: {exit}")?;
         }
         writeln!(f, "logs: {}", self.log_check)?;
-        writeln!(f, "snapshots: {}", self.snapshots)?;
+        writeln!(
+            f,
+            "snapshots: {} sent to followers, {} installed by followers (counted in the servers' info-level logs)",
+            self.snapshots_sent, self.snapshots_installed
+        )?;
         writeln!(f, "linearizability: {}", self.lincheck_summary.trim_end())?;
         writeln!(f, "history: {}", self.history_file.display())?;
         writeln!(f, "files: {}", self.work_dir.display())?;

@@ -201,6 +201,7 @@ fn finish(
         summary = format!("{summary}\n{v}");
     }
     say(opts, epoch, &format!("lincheck: {}", summary.lines().next().unwrap_or("")));
+    let transfers = snapshot_transfers(layout, paths);
     let report = Report {
         ops: tally.ops,
         ok: tally.ok,
@@ -215,7 +216,8 @@ fn finish(
         recovery: d.recovery,
         logs_consistent: d.logs.consistent,
         log_check: d.logs.summary,
-        snapshots: snapshot_transfers(layout, paths),
+        snapshots_sent: transfers.0,
+        snapshots_installed: transfers.1,
         unexpected_exits: d.unexpected_exits,
         checked_ops: ops.len(),
         replay: replay_command(opts),
@@ -227,21 +229,22 @@ fn finish(
     Ok(report)
 }
 
-/// How many snapshots leaders sent and followers installed, counted in the
-/// servers' logs (appended to across restarts).
-fn snapshot_transfers(layout: &Layout, paths: &Paths) -> String {
+/// How many snapshots leaders started sending and followers installed,
+/// counted in the servers' logs (appended to across restarts).
+fn snapshot_transfers(layout: &Layout, paths: &Paths) -> (usize, usize) {
     let (mut sent, mut installed) = (0, 0);
     for id in layout.server_ids() {
         let log = std::fs::read_to_string(paths.log(&format!("server{id}"))).unwrap_or_default();
         sent += log.matches("sending a snapshot to server").count();
         installed += log.matches("installed a snapshot from the leader").count();
     }
-    format!("{sent} sent to followers, {installed} installed by followers (from the servers' logs)")
+    (sent, installed)
 }
 
 /// `kvraft faults --time SECS --seed S --servers N`, plus `--clients N`
 /// when not the default 4 (the clients' operations derive from the seed
-/// per client, so their number is part of what a replay must repeat).
+/// per client, so their number is part of what a replay must repeat),
+/// `--loopback` and `--snapshot-entries N` when given.
 fn replay_command(opts: &Options) -> String {
     let mut cmd =
         format!("kvraft faults --time {} --seed {} --servers {}", opts.duration.as_secs(), opts.seed, opts.servers);

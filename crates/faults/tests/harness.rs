@@ -76,6 +76,9 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
     assert!(report.passed());
     assert!(report.ok > 100, "only {} operations succeeded", report.ok);
     assert_eq!(report.ops, report.ok + report.failed + report.unknown);
+    // With a snapshot every 300 entries, the followers the faults leave
+    // behind are caught up by snapshots (4 to 6 installed in local runs).
+    assert!(report.snapshots_installed > 0, "no snapshot was installed: the snapshot path went untested");
     assert!(report.history_file.is_file());
     let checked = kvraft_lincheck::check_file(&report.history_file).unwrap();
     assert!(checked.verdict.is_linearizable());

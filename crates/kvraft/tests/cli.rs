@@ -150,6 +150,7 @@ fn absurd_counts_and_durations_are_refused_in_one_line() {
         (&["client", "1", "--window", "1000000000000"][..], "--window is 1 to 4096"),
         (&["client", "1", "--window", "0"][..], "--window is 1 to 4096"),
         (&["faults", "--time", "1000000000000000"][..], "--time is at most 604800"),
+        (&["faults", "--snapshot-entries", "3"][..], "--snapshot-entries is at least 10"),
     ] {
         let (code, out, err) = kvraft(args);
         assert_ne!(code, 0, "{args:?}: {out}");

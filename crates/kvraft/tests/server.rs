@@ -550,8 +550,10 @@ fn a_snapshot_that_does_not_decode_is_refused_and_the_follower_goes_on() {
         })
         .await;
         assert!(c.alive().contains(&1), "the server stopped");
-        // The state decoded on the way in was the one installed.
+        // The state decoded on the way in was the one installed (the first
+        // line shows the log has the info level the second needs).
         let log = std::fs::read_to_string(&c.servers[0].log).unwrap();
+        assert!(log.contains("installed a snapshot from the leader"), "{log}");
         assert!(!log.contains("decoding a received snapshot on the loop"), "{log}");
 
         // A snapshot at or below the commit index is not decoded at all (the

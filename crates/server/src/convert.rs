@@ -257,6 +257,11 @@ impl Drop for SnapshotAssembler {
 }
 
 impl SnapshotAssembler {
+    /// Whether a snapshot has started and not yet ended.
+    pub fn in_progress(&self) -> bool {
+        self.key.is_some()
+    }
+
     /// An assembler sharing `receiving` (at most `limit` bytes) with others.
     pub fn new(receiving: Arc<AtomicUsize>, limit: usize) -> Self {
         SnapshotAssembler { buf: Vec::new(), key: None, crc: 0, receiving, limit }
@@ -472,7 +477,9 @@ mod tests {
         let mut a = SnapshotAssembler::new(receiving.clone(), limit);
         let mut b = SnapshotAssembler::new(receiving.clone(), limit);
         // A holds two chunks; B may take one more, not two.
+        assert!(!a.in_progress());
         assert_eq!(a.accept(wire[0].clone()).unwrap(), None);
+        assert!(a.in_progress());
         assert_eq!(a.accept(wire[1].clone()).unwrap(), None);
         assert_eq!(receiving.load(Ordering::Relaxed), 2 * C);
         assert_eq!(b.accept(wire[0].clone()).unwrap(), None);
@@ -481,6 +488,7 @@ mod tests {
         assert_eq!(receiving.load(Ordering::Relaxed), 2 * C, "B's refused snapshot still counted");
         // A completes: its bytes are handed on and no longer counted.
         assert_eq!(a.accept(wire[2].clone()).unwrap(), Some(m.clone()));
+        assert!(!a.in_progress());
         assert_eq!(receiving.load(Ordering::Relaxed), 0);
         // B can now take a whole one; a connection dropped midway gives its
         // bytes back.

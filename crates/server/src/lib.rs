@@ -186,7 +186,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let disk = disk::Disk::start(storage, tx.clone());
     let snapshots = disk.snapshot_files();
-    let commit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let commit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(node.commit_index()));
     let nl = NodeLoop::new(LoopParts {
         node,
         kv,

@@ -249,10 +249,16 @@ impl NodeLoop {
         match input {
             Input::Peer(m) => self.node.step(m),
             Input::PeerSnapshot { msg, store } => {
-                if let Message::InstallSnapshot { snapshot, .. } = &msg
-                    && let Some((_, older)) = self.received.replace((snapshot.meta, store))
-                {
-                    snapshot::free_in_background(older);
+                // Of two in one batch the core adopts the later index (it
+                // refuses one at or below its commit), so that state is kept.
+                if let Message::InstallSnapshot { snapshot, .. } = &msg {
+                    let unused = match &self.received {
+                        Some((held, _)) if held.index >= snapshot.meta.index => Some(store),
+                        _ => self.received.replace((snapshot.meta, store)).map(|(_, s)| s),
+                    };
+                    if let Some(unused) = unused {
+                        snapshot::free_in_background(unused);
+                    }
                 }
                 self.node.step(msg);
             }
@@ -429,7 +435,10 @@ impl NodeLoop {
                 marker: rd.persisted_marker,
                 then_send: rd.persisted_messages,
             };
-            if self.node.role() == Role::Follower && self.disk.idle() {
+            // A received snapshot (100 MB at a million keys, written and
+            // synced) goes to the disk thread even so: the loop would stall
+            // for the whole write, hundreds of ms.
+            if self.node.role() == Role::Follower && self.disk.idle() && rd.snapshot.is_none() {
                 // See disk.rs: a follower's replies wait for this write anyway.
                 let durable = self.disk.write_now(job);
                 self.on_durable(durable);
@@ -442,8 +451,8 @@ impl NodeLoop {
             let kv = match self.received.take() {
                 Some((meta, kv)) if meta == s.meta => Ok(kv),
                 other => {
-                    // Not the one decoded last (two came in one batch): decode
-                    // this one here. Its bytes are in memory.
+                    // Not the one decoded on its way in (not expected: see
+                    // Input::PeerSnapshot): decode it here. Its bytes are in memory.
                     if let Some((_, unused)) = other {
                         snapshot::free_in_background(unused);
                     }

@@ -40,6 +40,10 @@ use crate::node_loop::Input;
 
 /// A connection must say hello within this.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A snapshot whose next chunk takes longer than this is given up, and its
+/// connection closed (a chunk is 1 MiB; the sender's stream itself gives
+/// up on a connection that takes nothing for a few seconds).
+const SNAPSHOT_STALL: Duration = Duration::from_secs(30);
 /// Read buffer per connection: many small frames per read under load.
 const READ_BUFFER: usize = 64 << 10;
 
@@ -102,7 +106,19 @@ async fn receive(conn: TcpStream, inbound: Inbound) -> Result<(), String> {
     let mut scratch = Vec::new();
     let mut snapshots = SnapshotAssembler::new(inbound.receiving.clone(), MAX_RECEIVING_BYTES);
     loop {
-        let mut m = match frame::read(&mut r, &mut scratch).await {
+        let next = frame::read(&mut r, &mut scratch);
+        let next = if snapshots.in_progress() {
+            // A half-open connection (its leader gone without a word) would
+            // otherwise hold a partial snapshot's bytes for good, against the
+            // bound all connections share.
+            match tokio::time::timeout(SNAPSHOT_STALL, next).await {
+                Ok(next) => next,
+                Err(_) => return Err(format!("server {}: a snapshot stalled for {SNAPSHOT_STALL:?}", hello.from)),
+            }
+        } else {
+            next.await
+        };
+        let mut m = match next {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(()),
             Err(e) => return Err(format!("server {}: {e}", hello.from)),

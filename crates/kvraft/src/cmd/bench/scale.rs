@@ -356,10 +356,19 @@ async fn lagging_follower(c: &mut Cluster, args: &Args) -> anyhow::Result<Laggin
     let mut leader_rss_max = leader_rss_before;
     let spawned = Instant::now();
     c.spawn(follower)?;
+    // The slowest Status answer from the follower once it answers: Status
+    // is served by its event loop, so this is how long the loop was kept
+    // from serving while it was sent and installed the snapshot.
+    let mut status_max = Duration::ZERO;
     let snapshot_index = loop {
         c.check()?;
         leader_rss_max = leader_rss_max.max(leader_rss(c));
-        if let Ok(s) = local::server_status(c.addr(follower)).await
+        let asked = Instant::now();
+        let status = local::server_status(c.addr(follower)).await;
+        if status.is_ok() {
+            status_max = status_max.max(asked.elapsed());
+        }
+        if let Ok(s) = status
             && s.applied_index >= target
         {
             if s.snapshot_index <= behind {
@@ -375,7 +384,18 @@ async fn lagging_follower(c: &mut Cluster, args: &Args) -> anyhow::Result<Laggin
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    Ok(Lagging { follower, writes, snapshot_index, caught_up: spawned.elapsed(), leader_rss_before, leader_rss_max })
+    let caught_up = spawned.elapsed();
+    let follower_rss_peak = c.pid(follower).and_then(proc_memory).map_or(0, |m| m.1);
+    Ok(Lagging {
+        follower,
+        writes,
+        snapshot_index,
+        caught_up,
+        leader_rss_before,
+        leader_rss_max,
+        follower_status_max: status_max,
+        follower_rss_peak,
+    })
 }
 
 /// Writes `SnapshotEntries` into a server config made by [`Layout::create`].
@@ -652,6 +672,11 @@ struct Lagging {
     caught_up: Duration,
     leader_rss_before: u64,
     leader_rss_max: u64,
+    /// The slowest Status answer of the follower while it caught up.
+    follower_status_max: Duration,
+    /// The follower's peak resident memory (VmHWM: it was restarted, so
+    /// this covers the catch-up).
+    follower_rss_peak: u64,
 }
 
 /// The restarts' figures.
@@ -687,6 +712,8 @@ impl Restarts {
             "lagging_caught_up_secs": self.lagging.caught_up.as_secs_f64(),
             "leader_rss_bytes_before_send": self.lagging.leader_rss_before,
             "leader_rss_bytes_max_during_send": self.lagging.leader_rss_max,
+            "lagging_status_max_secs": self.lagging.follower_status_max.as_secs_f64(),
+            "lagging_follower_rss_peak_bytes": self.lagging.follower_rss_peak,
             "all_leader_secs": self.all_leader.as_secs_f64(),
             "all_restart_secs": self.all_get.as_secs_f64(),
             "get_key": self.get_key,
@@ -703,7 +730,8 @@ impl Restarts {
             "restart one follower (server {}, SIGKILL): serving after {:.2} s (its snapshot and WAL read), \
              applied the leader's commit index {} after {:.2} s; RSS then {}\n\
              a follower that missed {} writes (server {}, SIGKILL, restarted): sent the leader's snapshot \
-             (index {}), caught up after {:.2} s; the leader's RSS {} before, at most {} meanwhile\n\
+             (index {}), caught up after {:.2} s; the leader's RSS {} before, at most {} meanwhile; \
+             the follower's peak RSS {}, its slowest Status answer meanwhile {:.0} ms\n\
              restart all {n} servers (SIGKILL): a leader after {:.2} s, a Get of {} right after {:.2} s; \
              RSS once caught up {}; {} values read back and right",
             self.follower,
@@ -717,6 +745,8 @@ impl Restarts {
             l.caught_up.as_secs_f64(),
             mib(l.leader_rss_before),
             mib(l.leader_rss_max),
+            mib(l.follower_rss_peak),
+            l.follower_status_max.as_secs_f64() * 1e3,
             self.all_leader.as_secs_f64(),
             self.get_key,
             self.all_get.as_secs_f64(),

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
-use kvraft_core::{Message, SnapshotMeta};
+use kvraft_core::{Message, NodeId, SnapshotMeta};
 use kvraft_storage::{SnapshotFiles, StorageError};
 use prost::Message as _;
 use tokio::net::TcpStream;
@@ -30,7 +30,7 @@ use crate::convert::{ChunkHead, SNAPSHOT_CHUNK_BYTES, chunk_ranges};
 /// goes (the link task closes one that takes nothing for [`STALLED`]): the
 /// follower would get a snapshot without its start on the next one, and
 /// Raft resends.
-pub(super) fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: Vec<u8>) {
+pub(super) fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Message, token: Vec<u8>, to: NodeId) {
     let Message::InstallSnapshot { term, leader, snapshot, read_ctx } = msg else {
         return;
     };
@@ -39,6 +39,7 @@ pub(super) fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Messag
     let Some(conn) = shared.outbox().conn.as_ref().map(Arc::downgrade) else {
         return; // unreachable: not worth reading 100 MB for
     };
+    super::log_sending(to, snapshot.meta);
     shared.sending_snapshot.store(true, Ordering::Release);
     let head = ChunkHead { term, leader, read_ctx, meta: snapshot.meta };
     tokio::spawn(async move {
@@ -245,7 +246,7 @@ mod tests {
             let shared = shared.clone();
             async move { tend(&shared, &near).await }
         });
-        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), b"token".to_vec());
+        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), b"token".to_vec(), 2);
 
         // The follower reads nothing: the stream must stop with under two
         // chunks queued, not the whole 24 MiB.
@@ -278,7 +279,7 @@ mod tests {
             let shared = shared.clone();
             async move { tend(&shared, &near).await }
         });
-        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), Vec::new());
+        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), Vec::new(), 2);
         // The file was opened and verified; the stream waits for the
         // follower. Now a byte near the end of the data goes bad on disk.
         settled(&shared).await;
