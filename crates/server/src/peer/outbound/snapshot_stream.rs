@@ -235,10 +235,20 @@ mod tests {
         Message::InstallSnapshot { term: 3, leader: 1, read_ctx: 7, snapshot: snapshot.stored() }
     }
 
-    #[tokio::test]
-    async fn a_stored_snapshot_is_streamed_as_the_follower_reads_it() {
-        let (_dir, storage, snapshot) = stored(24 * SNAPSHOT_CHUNK_BYTES + 123);
-        let (near, mut far) = slow_pair().await;
+    /// A stored snapshot of 24 chunks and a bit, being streamed with
+    /// `token` to a follower that reads nothing yet.
+    struct Streaming {
+        dir: tempfile::TempDir,
+        _storage: Storage,
+        snapshot: Snapshot,
+        shared: Arc<Shared>,
+        far: TcpStream,
+        link: tokio::task::JoinHandle<()>,
+    }
+
+    async fn streaming(token: &[u8]) -> Streaming {
+        let (dir, storage, snapshot) = stored(24 * SNAPSHOT_CHUNK_BYTES + 123);
+        let (near, far) = slow_pair().await;
         let near = Arc::new(near);
         let shared = Arc::new(Shared::default());
         shared.outbox().conn = Some(near.clone());
@@ -246,7 +256,14 @@ mod tests {
             let shared = shared.clone();
             async move { tend(&shared, &near).await }
         });
-        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), b"token".to_vec(), 2);
+        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), token.to_vec(), 2);
+        Streaming { dir, _storage: storage, snapshot, shared, far, link }
+    }
+
+    #[tokio::test]
+    async fn a_stored_snapshot_is_streamed_as_the_follower_reads_it() {
+        // (`_dir` and `_storage` bound, not dropped: the stream reads the file.)
+        let Streaming { dir: _dir, _storage, snapshot, shared, mut far, link } = streaming(b"token").await;
 
         // The follower reads nothing: the stream must stop with under two
         // chunks queued, not the whole 24 MiB.
@@ -270,16 +287,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_file_changed_after_its_check_is_refused_by_the_follower() {
-        let (dir, storage, snapshot) = stored(24 * SNAPSHOT_CHUNK_BYTES + 123);
-        let (near, mut far) = slow_pair().await;
-        let near = Arc::new(near);
-        let shared = Arc::new(Shared::default());
-        shared.outbox().conn = Some(near.clone());
-        let link = tokio::spawn({
-            let shared = shared.clone();
-            async move { tend(&shared, &near).await }
-        });
-        send_stored(storage.snapshot_files(), shared.clone(), install(&snapshot), Vec::new(), 2);
+        let Streaming { dir, _storage, shared, mut far, link, .. } = streaming(b"").await;
         // The file was opened and verified; the stream waits for the
         // follower. Now a byte near the end of the data goes bad on disk.
         settled(&shared).await;
