@@ -59,7 +59,10 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
         panic!("the harness failed: {e:#}\n(if `ip netns add` failed: the test needs root and iproute2)")
     });
     eprintln!("{report}");
-    if !report.passed() {
+    // The servers inherit RUST_LOG; the count needs their info-level lines
+    // (the default when it is unset, as in CI).
+    let counted = std::env::var_os("RUST_LOG").is_none();
+    if !report.passed() || (counted && report.snapshots_installed == 0) {
         // Keep the configs, logs and history for whoever reads the failure.
         eprintln!("keeping {}", work.keep().display());
     }
@@ -78,7 +81,7 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
     assert_eq!(report.ops, report.ok + report.failed + report.unknown);
     // With a snapshot every 300 entries, the followers the faults leave
     // behind are caught up by snapshots (4 to 6 installed in local runs).
-    assert!(report.snapshots_installed > 0, "no snapshot was installed: the snapshot path went untested");
+    assert!(!counted || report.snapshots_installed > 0, "no snapshot was installed: the snapshot path went untested");
     assert!(report.history_file.is_file());
     let checked = kvraft_lincheck::check_file(&report.history_file).unwrap();
     assert!(checked.verdict.is_linearizable());

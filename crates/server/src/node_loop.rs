@@ -131,10 +131,10 @@ pub struct NodeLoop {
     coord_leader: Option<NodeId>,
     /// A local snapshot is being encoded off the loop.
     snapshot_in_flight: bool,
-    /// The state machine of the snapshot a leader sent last, decoded on its
-    /// way in, until the core adopts that snapshot (or not) in the Ready
-    /// that follows.
-    received: Option<(SnapshotMeta, KvStore)>,
+    /// The state machines of the snapshots leaders sent in this batch of
+    /// inputs, decoded on their way in, until the Ready that follows says
+    /// which one the core adopted; the others are freed after it.
+    received: Vec<(SnapshotMeta, KvStore)>,
     /// The commit index as of the last Ready, for the peer connections: a
     /// snapshot at or below it would not be adopted, so it is not decoded.
     /// It only grows, so a stale read of it is only too low (a decode that
@@ -211,7 +211,7 @@ impl NodeLoop {
             tracer: p.tracer,
             trace: p.trace,
             snapshot_in_flight: false,
-            received: None,
+            received: Vec::new(),
             commit: p.commit,
             inputs: p.inputs,
         }
@@ -239,8 +239,8 @@ impl NodeLoop {
             self.drain_ready();
             // A received state machine the core did not adopt (a stale
             // snapshot, say) is not kept.
-            if let Some((_, unused)) = self.received.take() {
-                snapshot::free_in_background(unused);
+            if !self.received.is_empty() {
+                snapshot::free_in_background(std::mem::take(&mut self.received));
             }
         }
     }
@@ -249,16 +249,10 @@ impl NodeLoop {
         match input {
             Input::Peer(m) => self.node.step(m),
             Input::PeerSnapshot { msg, store } => {
-                // Of two in one batch the core adopts the later index (it
-                // refuses one at or below its commit), so that state is kept.
+                // Kept until the Ready that follows says which one (if any)
+                // the core adopted.
                 if let Message::InstallSnapshot { snapshot, .. } = &msg {
-                    let unused = match &self.received {
-                        Some((held, _)) if held.index >= snapshot.meta.index => Some(store),
-                        _ => self.received.replace((snapshot.meta, store)).map(|(_, s)| s),
-                    };
-                    if let Some(unused) = unused {
-                        snapshot::free_in_background(unused);
-                    }
+                    self.received.push((snapshot.meta, store));
                 }
                 self.node.step(msg);
             }
@@ -448,14 +442,11 @@ impl NodeLoop {
         }
         if let Some(s) = &rd.snapshot {
             // Received from a leader, and decoded on its way in.
-            let kv = match self.received.take() {
-                Some((meta, kv)) if meta == s.meta => Ok(kv),
-                other => {
-                    // Not the one decoded on its way in (not expected: see
+            let kv = match self.received.iter().position(|(meta, _)| *meta == s.meta) {
+                Some(at) => Ok(self.received.swap_remove(at).1),
+                None => {
+                    // Not decoded on its way in (not expected: see
                     // Input::PeerSnapshot): decode it here. Its bytes are in memory.
-                    if let Some((_, unused)) = other {
-                        snapshot::free_in_background(unused);
-                    }
                     tracing::info!(index = s.meta.index, "decoding a received snapshot on the loop");
                     KvStore::restore(s.data.bytes().unwrap_or_default())
                 }

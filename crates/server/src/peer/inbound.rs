@@ -40,9 +40,10 @@ use crate::node_loop::Input;
 
 /// A connection must say hello within this.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// A snapshot whose next chunk takes longer than this is given up, and its
-/// connection closed (a chunk is 1 MiB; the sender's stream itself gives
-/// up on a connection that takes nothing for a few seconds).
+/// While a snapshot is being assembled, a connection that brings nothing
+/// for this long is closed and the snapshot given up (a chunk is 1 MiB; the
+/// sender itself replaces a connection that takes nothing for a few
+/// seconds).
 const SNAPSHOT_STALL: Duration = Duration::from_secs(30);
 /// Read buffer per connection: many small frames per read under load.
 const READ_BUFFER: usize = 64 << 10;

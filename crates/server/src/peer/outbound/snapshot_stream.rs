@@ -39,11 +39,10 @@ pub(super) fn send_stored(files: SnapshotFiles, shared: Arc<Shared>, msg: Messag
     let Some(conn) = shared.outbox().conn.as_ref().map(Arc::downgrade) else {
         return; // unreachable: not worth reading 100 MB for
     };
-    super::log_sending(to, snapshot.meta);
     shared.sending_snapshot.store(true, Ordering::Release);
     let head = ChunkHead { term, leader, read_ctx, meta: snapshot.meta };
     tokio::spawn(async move {
-        let sent = stream_stored(&files, &shared, &conn, head, token).await;
+        let sent = stream_stored(&files, &shared, &conn, head, token, to).await;
         shared.sending_snapshot.store(false, Ordering::Release);
         match sent {
             Ok(()) => {}
@@ -65,11 +64,13 @@ async fn stream_stored(
     conn: &Weak<TcpStream>,
     head: ChunkHead,
     token: Vec<u8>,
+    to: NodeId,
 ) -> Result<(), StorageError> {
     let files = files.clone();
     let Some(stored) = blocking(move || files.open(head.meta)).await? else {
         return Ok(());
     };
+    super::log_sending(to, head.meta);
     let stored = Arc::new(stored);
     let len = usize::try_from(stored.len()).unwrap_or(usize::MAX);
     let crc = stored.data_crc();
