@@ -75,6 +75,7 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
     );
     assert!(report.recovered, "{}", report.recovery);
     assert!(report.logs_consistent, "{}", report.log_check);
+    assert!(report.log_check.contains("states identical"), "the states were not compared: {}", report.log_check);
     assert!(report.unexpected_exits.is_empty(), "processes died without being killed: {:?}", report.unexpected_exits);
     assert!(report.passed());
     assert!(report.ok > 100, "only {} operations succeeded", report.ok);

@@ -45,6 +45,20 @@ fn replicates_and_serves_reads_and_writes() {
             applied.iter().all(|&a| a == applied[0] && a >= 21)
         })
         .await;
+        // And holds the same state: the digests agree (20 keys, and the
+        // client's session).
+        let mut digests = Vec::new();
+        for id in 1..=3 {
+            let d = c.admin(id).await.digest(kvraft_proto::DigestRequest {}).await.unwrap().into_inner();
+            digests.push((d.applied_index, d.crc32c, d.keys));
+        }
+        assert_eq!(digests[0].2, 20, "{digests:?}");
+        assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+        // The digest is of the state: one more write changes it.
+        let r = kv.put(put("t", 23, "k1", "changed")).await.unwrap().into_inner();
+        assert!(is_ok(&r), "{r:?}");
+        let after = c.admin(leader).await.digest(kvraft_proto::DigestRequest {}).await.unwrap().into_inner();
+        assert_ne!(after.crc32c, digests[0].1);
     });
 }
 

@@ -103,6 +103,8 @@ pub enum Input {
     /// A local snapshot, encoded and written off the loop (see snapshot.rs).
     SnapshotSaved(Snapshot),
     Status(oneshot::Sender<pb::StatusReply>),
+    /// A clone of the state machine (next to free: persistent maps).
+    State(oneshot::Sender<KvStore>),
     Log {
         from: Index,
         limit: usize,
@@ -293,6 +295,9 @@ impl NodeLoop {
             }
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Input::State(reply) => {
+                let _ = reply.send(self.kv.clone());
             }
             Input::Log { from, limit, reply } => {
                 let log = self.node.log();
