@@ -31,9 +31,13 @@ pub async fn from_coord(layout: &Layout) -> Option<u64> {
 /// One server's own status, if it answers within half a second.
 pub async fn status(layout: &Layout, id: u64) -> Option<pb::StatusReply> {
     let within = Duration::from_millis(500);
-    let ch = connect(&layout.server_addr(id, Port::Client), within).await?;
-    let mut a = pb::admin_client::AdminClient::new(ch);
+    let mut a = admin(layout, id, within).await?;
     Some(tokio::time::timeout(within, a.status(pb::StatusRequest {})).await.ok()?.ok()?.into_inner())
+}
+
+/// Server `id`'s Admin service, if it answers within `within`.
+pub async fn admin(layout: &Layout, id: u64, within: Duration) -> Option<pb::admin_client::AdminClient<Channel>> {
+    Some(pb::admin_client::AdminClient::new(connect(&layout.server_addr(id, Port::Client), within).await?))
 }
 
 /// The servers' view: the highest-term server that says it leads.

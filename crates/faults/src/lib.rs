@@ -45,6 +45,7 @@ mod report;
 mod run;
 pub mod schedule;
 mod slow_disk;
+mod states;
 mod workload;
 
 use std::path::PathBuf;

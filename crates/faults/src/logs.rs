@@ -5,15 +5,15 @@
 //! commit and snapshot indexes, then for its entries in the window every
 //! server still holds and has committed: above the highest snapshot, up to
 //! the lowest commit index. Each entry (index, term, payload) must be the
-//! same everywhere. Then the whole state machines: once every server has
-//! applied the same index, their digests (Admin.Digest) must agree.
+//! same everywhere. Then the whole states (`states.rs`).
 
 use std::time::Duration;
 
 use kvraft_proto as pb;
 
-use crate::layout::{Layout, Port};
-use crate::leader::{connect, status};
+use crate::layout::Layout;
+use crate::leader::{admin, status};
+use crate::states::{StateCheck, compare_states};
 
 /// The outcome, in one line for the report.
 pub struct LogCheck {
@@ -25,8 +25,7 @@ pub struct LogCheck {
 const PAGE: u64 = 5000;
 
 async fn lines(layout: &Layout, id: u64, from: u64, to: u64) -> Option<Vec<pb::LogLine>> {
-    let ch = connect(&layout.server_addr(id, Port::Client), Duration::from_secs(1)).await?;
-    let mut a = pb::admin_client::AdminClient::new(ch);
+    let mut a = admin(layout, id, Duration::from_secs(1)).await?;
     let mut out = Vec::new();
     let mut next = from;
     while next <= to {
@@ -115,63 +114,10 @@ pub async fn compare(layout: &Layout) -> LogCheck {
         states.len(),
         commits.join(" ")
     );
-    match compare_states(layout, Duration::from_secs(10)).await {
+    match compare_states(layout, Duration::from_secs(20)).await {
         StateCheck::Same(line) => LogCheck { consistent: true, summary: format!("{summary}; {line}") },
         StateCheck::Differ(line) => LogCheck { consistent: false, summary: format!("{summary}; but {line}") },
         StateCheck::NotCompared(line) => LogCheck { consistent: true, summary: format!("{summary}; {line}") },
-    }
-}
-
-enum StateCheck {
-    Same(String),
-    Differ(String),
-    NotCompared(String),
-}
-
-async fn digest(layout: &Layout, id: u64) -> Option<pb::DigestReply> {
-    let within = Duration::from_secs(2);
-    let ch = connect(&layout.server_addr(id, Port::Client), within).await?;
-    let mut a = pb::admin_client::AdminClient::new(ch);
-    Some(tokio::time::timeout(within, a.digest(pb::DigestRequest {})).await.ok()?.ok()?.into_inner())
-}
-
-/// The whole states, beyond the log window: once every server has applied
-/// the same index (waiting up to `within`), their state machines must
-/// encode to the same bytes. This also covers what snapshots hold, which
-/// the log comparison cannot see.
-async fn compare_states(layout: &Layout, within: Duration) -> StateCheck {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let mut digests = Vec::new();
-        for id in layout.server_ids() {
-            match digest(layout, id).await {
-                Some(d) => digests.push((id, d)),
-                None => return StateCheck::NotCompared(format!("states not compared: server {id} did not answer")),
-            }
-        }
-        let applied = digests[0].1.applied_index;
-        if digests.iter().all(|(_, d)| d.applied_index == applied) {
-            let (rid, reference) = &digests[0];
-            return match digests.iter().find(|(_, d)| d.crc32c != reference.crc32c) {
-                None => StateCheck::Same(format!(
-                    "states identical at applied index {applied} ({} keys, crc32c {:08x})",
-                    reference.keys, reference.crc32c
-                )),
-                Some((id, d)) => StateCheck::Differ(format!(
-                    "servers {rid} and {id} hold different states at applied index {applied} \
-                     (crc32c {:08x} vs {:08x}, {} vs {} keys)",
-                    reference.crc32c, d.crc32c, reference.keys, d.keys
-                )),
-            };
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let shown: Vec<String> = digests.iter().map(|(id, d)| format!("s{id}={}", d.applied_index)).collect();
-            return StateCheck::NotCompared(format!(
-                "states not compared: the servers did not reach one applied index ({})",
-                shown.join(" ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
