@@ -98,6 +98,7 @@ fn bench_floor_prints_its_parts() {
     let part = |f: &str| v[f].as_f64().unwrap_or_else(|| panic!("{f} missing in {v}"));
     assert!((part("floor_ms") - part("fsync_p50_ms") - 2.0 * part("rtt_p50_ms")).abs() < 1e-9, "{v}");
     assert!(part("fsync3_p50_ms") > 0.0, "{v}");
+    assert!((part("shared_bound_ms") - part("fsync3_p50_ms") - 2.0 * part("rtt_p50_ms")).abs() < 1e-9, "{v}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the measured files are removed");
 }
 

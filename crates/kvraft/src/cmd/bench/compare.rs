@@ -81,6 +81,7 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let writers = args.members as usize;
         let shared = floor::measure_shared(&args.dir, writers).await?;
         println!("  => {}", floor::shared_line(writers, shared));
+        println!("  => {}", floor::shared_bound_line(&Floor::mean(&before, &after), shared));
     }
     Ok(ExitCode::SUCCESS)
 }

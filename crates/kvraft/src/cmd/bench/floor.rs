@@ -77,6 +77,20 @@ pub fn shared_line(writers: usize, ms: f64) -> String {
     )
 }
 
+/// What the shared disk alone costs one client's write on this machine:
+/// a commit waits for the second of the servers' syncs, which run at once
+/// on the one disk, so two round trips plus `shared_ms` is already spent
+/// before any server does any work of its own.
+pub fn shared_bound_line(floor: &Floor, shared_ms: f64) -> String {
+    let bound = 2.0 * floor.rtt_ms + shared_ms;
+    format!(
+        "with them, two round trips + those fdatasyncs = 2 x {:.3} ms + {shared_ms:.3} ms = {bound:.3} ms = {:.2} x the floor, \
+         before any server does any work",
+        floor.rtt_ms,
+        bound / floor.ms()
+    )
+}
+
 /// The median, in milliseconds.
 fn median_ms(mut v: Vec<Duration>) -> f64 {
     v.sort();

@@ -185,10 +185,12 @@ async fn dispatch(args: &Args) -> anyhow::Result<ExitCode> {
             if *json {
                 let mut v = f.json();
                 v["fsync3_p50_ms"] = serde_json::json!(shared);
+                v["shared_bound_ms"] = serde_json::json!(2.0 * f.rtt_ms + shared);
                 println!("{v}");
             } else {
                 println!("{}", f.line());
                 println!("{}", floor::shared_line(3, shared));
+                println!("{}", floor::shared_bound_line(&f, shared));
             }
             Ok(ExitCode::SUCCESS)
         }
