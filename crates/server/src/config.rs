@@ -65,6 +65,11 @@ pub struct ServerConfig {
     /// Milliseconds per tick of the core.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
+    /// While a leader waits for a quorum (a write to commit, a read to be
+    /// confirmed), its loop polls for this many microseconds before it
+    /// sleeps; 0 never polls. See `node_loop::next_input`.
+    #[serde(default = "default_commit_poll_micros")]
+    pub commit_poll_micros: u64,
 }
 
 /// As etcd's `--snapshot-count`. Each snapshot encodes the whole map (off
@@ -84,6 +89,17 @@ fn default_segment_bytes() -> u64 {
 
 fn default_tick_ms() -> u64 {
     10
+}
+
+/// About one fdatasync plus a round trip on a LAN: polling longer than a
+/// commit usually takes only burns CPU.
+pub const DEFAULT_COMMIT_POLL_MICROS: u64 = 1000;
+
+/// A poll is meant to bridge a commit's wait, not to replace sleeping.
+const MAX_COMMIT_POLL_MICROS: u64 = 10_000;
+
+fn default_commit_poll_micros() -> u64 {
+    DEFAULT_COMMIT_POLL_MICROS
 }
 
 /// A config that cannot be used, with the reason in one line.
@@ -118,6 +134,12 @@ impl ServerConfig {
         }
         if self.tick_ms == 0 {
             return Err("TickMs must be at least 1".into());
+        }
+        if self.commit_poll_micros > MAX_COMMIT_POLL_MICROS {
+            return Err(format!(
+                "CommitPollMicros must be at most {MAX_COMMIT_POLL_MICROS}, not {}",
+                self.commit_poll_micros
+            ));
         }
         // It travels in the peer hello, which is capped before it is checked.
         if self.secret.len() > crate::peer::frame::MAX_SECRET_BYTES {
@@ -156,6 +178,7 @@ mod tests {
         assert_eq!(c.fsync, Fsync::Always);
         assert_eq!(c.read_mode, ReadMode::ReadIndex);
         assert_eq!(c.data_dir(), PathBuf::from("data/server1"));
+        assert_eq!(c.commit_poll_micros, DEFAULT_COMMIT_POLL_MICROS);
     }
 
     #[test]
@@ -177,6 +200,12 @@ mod tests {
         let (_d, path) = write(&long);
         let e = ServerConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("Secret is 1025 bytes, above the limit of 1024"), "{e}");
+        let (_d, path) = write(
+            r#"{"ServerID": 1, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
+                "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4", "CommitPollMicros": 10001}"#,
+        );
+        let e = ServerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("CommitPollMicros must be at most 10000, not 10001"), "{e}");
         let e = ServerConfig::load(Path::new("/nonexistent.json")).unwrap_err().to_string();
         assert!(e.starts_with("cannot read config"), "{e}");
     }

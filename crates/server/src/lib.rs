@@ -200,7 +200,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         commit: commit.clone(),
     });
     let tick = Duration::from_millis(cfg.tick_ms);
-    let loop_task = tokio::spawn(nl.run(rx, tick));
+    let poll = Duration::from_micros(cfg.commit_poll_micros);
+    let loop_task = tokio::spawn(nl.run(rx, tick, poll));
 
     let h = LoopHandle(tx);
     let check = SecretCheck::new(cfg.secret.clone());
