@@ -5,7 +5,8 @@
 //! writes batched on a disk thread, one sync per batch, a follower's
 //! written inline when that thread is idle; `snapshot`, encoding off the loop)
 //! and the clock (the ticker of `node_loop`). The event loop (`node_loop`)
-//! is the one owner of the core and the state machine.
+//! is the one owner of the core and the state machine; a leader's loop
+//! polls briefly while it waits for a quorum (`poll`).
 
 pub mod api;
 pub mod auth;
@@ -15,6 +16,7 @@ mod disk;
 mod join;
 mod node_loop;
 mod peer;
+mod poll;
 mod snapshot;
 
 use std::future::Future;
