@@ -66,8 +66,9 @@ pub struct ServerConfig {
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
     /// While a leader waits for a quorum (a write to commit, a read to be
-    /// confirmed), its loop polls for this many microseconds before it
-    /// sleeps; 0 never polls. See `node_loop::next_input`.
+    /// confirmed), its loop polls for up to this many microseconds after
+    /// the last progress before it sleeps, and not at all while progress
+    /// takes longer; 0 never polls. See `poll.rs`.
     #[serde(default = "default_commit_poll_micros")]
     pub commit_poll_micros: u64,
 }

@@ -228,11 +228,9 @@ impl NodeLoop {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = QuorumPoll::new(poll);
         loop {
-            let awaiting = self.awaits_quorum();
-            let since = Instant::now();
+            let until = poll.until(self.awaits_quorum(), self.quorum_progress(), Instant::now());
             tokio::select! {
-                input = next_input(&mut inputs, poll.until(awaiting, since)) => {
-                    poll.woke(awaiting, since.elapsed());
+                input = next_input(&mut inputs, until) => {
                     let Some(input) = input else { return };
                     self.handle(input);
                     // Batch whatever else is already queued: one Ready for all.
@@ -243,10 +241,7 @@ impl NodeLoop {
                         }
                     }
                 }
-                _ = ticker.tick() => {
-                    poll.woke(awaiting, since.elapsed());
-                    self.node.tick();
-                }
+                _ = ticker.tick() => self.node.tick(),
             }
             self.drain_ready();
             // A received state machine the core did not adopt (a stale
@@ -261,6 +256,12 @@ impl NodeLoop {
     /// confirmed: the next input is likely a follower's answer, soon.
     fn awaits_quorum(&self) -> bool {
         !(self.proposals.is_empty() && self.reads.is_empty()) && self.node.role() == Role::Leader
+    }
+
+    /// Grows with every commit and every read answered (reads started
+    /// less those still pending).
+    fn quorum_progress(&self) -> u64 {
+        self.node.commit_index().wrapping_add(self.next_read.wrapping_sub(self.reads.len() as u64))
     }
 
     fn handle(&mut self, input: Input) {
