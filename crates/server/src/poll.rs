@@ -119,6 +119,32 @@ mod tests {
         assert!(next_input(&mut rx, Some(Instant::now() + Duration::from_secs(5))).await.is_none());
     }
 
+    /// Nanoseconds this thread has run on a CPU (Linux's schedstat).
+    fn thread_cpu_ns() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        s.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_poll_stops_at_its_deadline_and_then_sleeps() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (input, _reply) = status_input();
+        // From another thread, 300 ms on: nothing on this runtime wakes the
+        // loop before it, so only the poll could keep this thread busy.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = tx.send(input);
+        });
+        let cpu = thread_cpu_ns();
+        let until = Some(Instant::now() + Duration::from_millis(20));
+        assert!(matches!(next_input(&mut rx, until).await, Some(Input::Status(_))));
+        let busy = Duration::from_nanos(thread_cpu_ns() - cpu);
+        sender.join().unwrap();
+        // About 20 ms of polling; a poll that ignored its deadline would
+        // have spun through all 300.
+        assert!(busy < Duration::from_millis(150), "busy for {busy:?} waiting 300 ms");
+    }
+
     #[test]
     fn polls_within_the_budget_after_progress_and_not_after_slow_progress() {
         let budget = Duration::from_micros(1000);
