@@ -81,8 +81,13 @@ pub fn shared_line(writers: usize, ms: f64) -> String {
 /// a commit waits for the second of the servers' syncs, which run at once
 /// on the one disk, so two round trips plus `shared_ms` is already spent
 /// before any server does any work of its own.
+pub fn shared_bound_ms(floor: &Floor, shared_ms: f64) -> f64 {
+    2.0 * floor.rtt_ms + shared_ms
+}
+
+/// How [`shared_bound_ms`] is printed.
 pub fn shared_bound_line(floor: &Floor, shared_ms: f64) -> String {
-    let bound = 2.0 * floor.rtt_ms + shared_ms;
+    let bound = shared_bound_ms(floor, shared_ms);
     format!(
         "with them, two round trips + those fdatasyncs = 2 x {:.3} ms + {shared_ms:.3} ms = {bound:.3} ms = {:.2} x the floor, \
          before any server does any work",

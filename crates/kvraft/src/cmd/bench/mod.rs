@@ -185,7 +185,7 @@ async fn dispatch(args: &Args) -> anyhow::Result<ExitCode> {
             if *json {
                 let mut v = f.json();
                 v["fsync3_p50_ms"] = serde_json::json!(shared);
-                v["shared_bound_ms"] = serde_json::json!(2.0 * f.rtt_ms + shared);
+                v["shared_bound_ms"] = serde_json::json!(floor::shared_bound_ms(&f, shared));
                 println!("{v}");
             } else {
                 println!("{}", f.line());
