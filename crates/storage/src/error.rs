@@ -61,9 +61,6 @@ pub enum StorageError {
     /// Restart and recover.
     #[error("storage unusable after an earlier failure: {cause}")]
     Poisoned { cause: String },
-    /// The group-commit thread is gone (it was shut down).
-    #[error("the group-commit thread has stopped")]
-    Stopped,
 }
 
 impl StorageError {

@@ -4,10 +4,10 @@
 //!
 //! [`Storage`] is what the server's shell writes each `Ready` to: install
 //! the snapshot, set the term, append the entries, then [`Storage::sync`]
-//! once before reporting them persisted. [`GroupCommit`] shares one
-//! `Storage` among many writers with one sync per batch; the server does
-//! not use it (its disk thread batches whole Readies itself, see
-//! `crates/server/src/disk.rs`): it serves the WAL benchmark and tests.
+//! once before reporting them persisted. It is single-threaded by design:
+//! group commit (many entries to one sync) happens a layer up, in the
+//! server's disk thread, which batches whole Readies
+//! (`crates/server/src/disk.rs`).
 //!
 //! Crash safety rests on three mechanisms: checksummed records whose torn
 //! tail is cut on recovery (`record.rs`, `recovery.rs`), small files
@@ -19,7 +19,6 @@
 
 mod error;
 mod fsio;
-mod group_commit;
 mod names;
 mod options;
 mod record;
@@ -30,7 +29,6 @@ mod storage;
 mod term_file;
 
 pub use error::StorageError;
-pub use group_commit::{GroupCommit, GroupCommitStats, Job, Pending};
 pub use options::{DEFAULT_SEGMENT_BYTES, FsyncPolicy, StorageOptions};
 pub use recovery::Recovered;
 pub use snapshot_file::StoredSnapshot;

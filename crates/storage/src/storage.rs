@@ -43,8 +43,8 @@ use crate::{snapshot_file, term_file};
 /// quarter of a segment).
 pub const ROOM_BYTES: u64 = 1 << 20;
 
-/// The durable log of one server. Not thread-safe by itself; see
-/// [`crate::GroupCommit`] to share it among many writers.
+/// The durable log of one server, owned by one thread (the server's disk
+/// thread, which batches writes into one sync: see the crate docs).
 #[derive(Debug)]
 pub struct Storage {
     dir: PathBuf,

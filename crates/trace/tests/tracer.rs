@@ -10,16 +10,20 @@ use kvraft_trace::{Token, TokenError, Tracer, TracerConfig, TracerError, TracerO
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// An address nobody listens on: bind an ephemeral port, then free it.
-async fn dead_addr() -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().to_string()
+/// An address nobody listens on, for as long as the returned socket lives:
+/// the port stays bound (so no other test can take it) but never listens,
+/// so every connection to it is refused.
+fn dead_addr() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    (socket, addr)
 }
 
 #[tokio::test]
 async fn tokens_carry_clocks_between_tracers() {
     bounded(LIMIT, async {
-        let addr = dead_addr().await;
+        let (_bound, addr) = dead_addr();
         let a = tracer_at(&addr, "client1", "", TracerOptions::default());
         let b = tracer_at(&addr, "server1", "", TracerOptions::default());
 
@@ -66,7 +70,8 @@ async fn tokens_carry_clocks_between_tracers() {
 
 #[tokio::test]
 async fn bad_tokens_are_typed_errors() {
-    let a = tracer_at(&dead_addr().await, "a", "", TracerOptions::default());
+    let (_bound, addr) = dead_addr();
+    let a = tracer_at(&addr, "a", "", TracerOptions::default());
     assert_eq!(a.receive_token(&[]).unwrap_err(), TokenError::Empty);
     assert!(matches!(a.receive_token(&[0xa1, b'x', 0xcf, 1]), Err(TokenError::Truncated(_))));
     let err = a.receive_token(&[0xc1]).unwrap_err().to_string();
@@ -123,7 +128,8 @@ fn config_errors_are_typed() {
 async fn server_down_recording_goes_on_and_counts_drops() {
     bounded(LIMIT, async {
         let opts = TracerOptions { queue_records: 100, ..TracerOptions::default() };
-        let t = tracer_at(&dead_addr().await, "server1", "", opts);
+        let (_bound, addr) = dead_addr();
+        let t = tracer_at(&addr, "server1", "", opts);
         let trace = t.create_trace();
         let start = Instant::now();
         for i in 0..20_000u32 {

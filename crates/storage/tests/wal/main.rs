@@ -1,9 +1,8 @@
 //! The storage's tests, one module per concern, in one test binary (one
-//! link instead of seven).
+//! link instead of six).
 
 mod bounded_disk;
 mod corruption;
-mod group_commit;
 mod model;
 mod roundtrip;
 mod snapshots;
