@@ -22,10 +22,7 @@ fn sim_ends_with_the_summary_line() {
 
 #[test]
 fn sim_rejects_a_bad_cluster_size_in_one_line() {
-    let (code, _, err) = kvraft(&["sim", "--nodes", "4"]);
-    assert_eq!(code, 2);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--nodes must be 3, 5 or 7"), "{err}");
+    assert_eq!(refused_in_one_line(&["sim", "--nodes", "4"], "--nodes must be 3, 5 or 7"), 2);
 }
 
 #[test]
@@ -107,10 +104,8 @@ fn bench_floor_prints_its_parts() {
 #[test]
 fn bench_etcd_flags_without_the_feature_say_how_to_rebuild() {
     for args in [&["bench", "--etcd", "127.0.0.1:2379"][..], &["bench", "--compare-etcd"][..]] {
-        let (code, out, err) = kvraft(args);
-        assert_eq!(code, 2, "{out}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains("cargo run --release --features etcd -- bench"), "{err}");
+        assert_eq!(refused_in_one_line(args, "cargo run --release --features etcd -- bench"), 2);
+        let (_, _, err) = kvraft(args);
         assert!(err.contains("apt-get install -y protobuf-compiler"), "{err}");
     }
 }
@@ -118,10 +113,8 @@ fn bench_etcd_flags_without_the_feature_say_how_to_rebuild() {
 #[cfg(feature = "etcd")]
 #[test]
 fn bench_append_against_etcd_is_refused_in_one_line() {
-    let (code, _, err) = kvraft(&["bench", "--etcd", "127.0.0.1:2379", "--op", "append"]);
-    assert_eq!(code, 2);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("append is not supported against etcd"), "{err}");
+    let args = ["bench", "--etcd", "127.0.0.1:2379", "--op", "append"];
+    assert_eq!(refused_in_one_line(&args, "append is not supported against etcd"), 2);
 }
 
 /// A load far beyond any machine is refused in one line before anything
@@ -133,11 +126,18 @@ fn bench_refuses_an_absurd_load_in_one_line() {
         (&["bench", "--window", "100000"][..], "--window at most 1024"),
         (&["bench", "--value-size", "2000000"][..], "--value-size is at most 1048576"),
     ] {
-        let (code, out, err) = kvraft(args);
-        assert_eq!(code, 2, "{args:?}: {out}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(refused_in_one_line(args, says), 2, "{args:?}: a usage error");
     }
+}
+
+/// Runs `kvraft args`, checks it failed with one line of standard error
+/// that contains `says`, and returns its exit code.
+fn refused_in_one_line(args: &[&str], says: &str) -> i32 {
+    let (code, out, err) = kvraft(args);
+    assert_ne!(code, 0, "{args:?}: {out}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(says), "{args:?}: {err}");
+    code
 }
 
 /// Sizes and durations that could only exhaust memory or overflow a clock
@@ -153,9 +153,6 @@ fn absurd_counts_and_durations_are_refused_in_one_line() {
         (&["faults", "--time", "1000000000000000"][..], "--time is at most 604800"),
         (&["faults", "--snapshot-entries", "3"][..], "--snapshot-entries is at least 10"),
     ] {
-        let (code, out, err) = kvraft(args);
-        assert_ne!(code, 0, "{args:?}: {out}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(says), "{args:?}: {err}");
+        refused_in_one_line(args, says);
     }
 }
