@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use kvraft_proto as pb;
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -45,7 +46,7 @@ impl pb::coord_client_server::CoordClient for ClientApi {
     async fn get_leader(&self, req: Request<pb::LeaderRequest>) -> Result<Response<pb::LeaderInfo>, Status> {
         let r = req.into_inner();
         let trace = self.tracer.continue_or_create(&r.trace);
-        trace.record("LeaderReqRecvd", serde_json::json!({}));
+        trace.record("LeaderReqRecvd", serde_json::json!({"ClientId": r.client_id}));
         let wait = Duration::from_millis(r.wait_ms as u64).min(MAX_WAIT);
         let mut rx = self.leader.clone();
         let found = tokio::time::timeout(wait, rx.wait_for(|l| l.leader_id != 0)).await;
@@ -54,7 +55,7 @@ impl pb::coord_client_server::CoordClient for ClientApi {
             _ => None,
         };
         let mut info = found.unwrap_or_else(|| self.leader.borrow().clone());
-        trace.record("LeaderRes", serde_json::json!({"ServerId": info.leader_id, "Term": info.term}));
+        trace.record("LeaderRes", json!({"ClientId": r.client_id, "ServerId": info.leader_id, "Term": info.term}));
         if trace.enabled() {
             info.trace = trace.generate_token();
         }
@@ -63,10 +64,13 @@ impl pb::coord_client_server::CoordClient for ClientApi {
 
     type WatchLeaderStream = LeaderStream;
 
-    async fn watch_leader(&self, _: Request<pb::LeaderRequest>) -> Result<Response<Self::WatchLeaderStream>, Status> {
-        let mut rx = self.leader.clone();
-        let stream = async_stream_from_watch(&mut rx);
-        Ok(Response::new(stream))
+    /// The leader now, then every change; each answer is a `LeaderRes` in
+    /// the watcher's trace and carries the coord's clock.
+    async fn watch_leader(&self, req: Request<pb::LeaderRequest>) -> Result<Response<Self::WatchLeaderStream>, Status> {
+        let r = req.into_inner();
+        let trace = self.tracer.continue_or_create(&r.trace);
+        trace.record("LeaderReqRecvd", json!({"ClientId": r.client_id}));
+        Ok(Response::new(async_stream_from_watch(self.leader.clone(), trace, r.client_id)))
     }
 
     async fn cluster(&self, _: Request<pb::Empty>) -> Result<Response<pb::ClusterView>, Status> {
@@ -76,20 +80,25 @@ impl pb::coord_client_server::CoordClient for ClientApi {
     }
 }
 
-/// The current value, then every change.
-fn async_stream_from_watch(rx: &mut watch::Receiver<pb::LeaderInfo>) -> LeaderStream {
+/// The current value, then every change, each recorded in `trace` as a
+/// `LeaderRes` to `client_id` and carrying its token.
+fn async_stream_from_watch(
+    mut rx: watch::Receiver<pb::LeaderInfo>,
+    trace: kvraft_trace::Trace,
+    client_id: String,
+) -> LeaderStream {
     let (tx, out) = mpsc::channel(16);
-    let mut rx = rx.clone();
     tokio::spawn(async move {
-        let first = rx.borrow_and_update().clone();
-        if tx.send(Ok(first)).await.is_err() {
-            return;
-        }
-        while rx.changed().await.is_ok() {
-            let v = rx.borrow_and_update().clone();
-            if tx.send(Ok(v)).await.is_err() {
+        let mut next = rx.borrow_and_update().clone();
+        loop {
+            trace.record("LeaderRes", json!({"ClientId": client_id, "ServerId": next.leader_id, "Term": next.term}));
+            if trace.enabled() {
+                next.trace = trace.generate_token();
+            }
+            if tx.send(Ok(next)).await.is_err() || rx.changed().await.is_err() {
                 return;
             }
+            next = rx.borrow_and_update().clone();
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))

@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kvraft_fcheck::MonitorConfig;
 
 use serde::Deserialize;
 
@@ -76,11 +79,32 @@ impl CoordConfig {
         if self.heartbeat_ms == 0 || self.rtt_floor_ms == 0 {
             return Err("HeartbeatMs and RttFloorMs must be at least 1".into());
         }
+        let ceiling = MonitorConfig::default().rtt_ceiling;
+        if Duration::from_millis(self.rtt_floor_ms) > ceiling {
+            return Err(format!(
+                "RttFloorMs must be at most {} (the failure detector's longest loss timeout), not {}",
+                ceiling.as_millis(),
+                self.rtt_floor_ms
+            ));
+        }
+        if let Some(problem) = kvraft_proto::secret::secret_problem(&self.secret) {
+            return Err(problem);
+        }
         Ok(())
     }
 
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from("data/coord"))
+    }
+
+    /// The failure detector's settings: this config's, the rest defaults.
+    pub fn monitor_config(&self) -> MonitorConfig {
+        MonitorConfig {
+            lost_msgs_thresh: self.lost_msgs_thresh,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
+            rtt_floor: Duration::from_millis(self.rtt_floor_ms),
+            ..MonitorConfig::default()
+        }
     }
 }
 
@@ -106,5 +130,23 @@ mod tests {
         let e = CoordConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("NumServers must be"), "{e}");
         assert_eq!(e.lines().count(), 1);
+    }
+
+    /// Every config `load` accepts starts a failure detector, and what it
+    /// refuses is named by its config field.
+    #[test]
+    fn settings_the_detector_or_the_wire_would_refuse_are_named() {
+        let base = r#"{"ClientAPIListenAddr": "127.0.0.1:23009", "ServerAPIListenAddr": "127.0.0.1:23002",
+                       "LostMsgsThresh": 3, "NumServers": 3"#;
+        let check = |extra: &str| {
+            let cfg: CoordConfig = serde_json::from_str(&format!("{base}{extra}}}")).unwrap();
+            cfg.validate().map(|()| cfg.monitor_config().validate().is_ok())
+        };
+        assert_eq!(check(r#", "RttFloorMs": 500"#), Ok(true));
+        let e = check(r#", "RttFloorMs": 501"#).unwrap_err();
+        assert!(e.starts_with("RttFloorMs must be at most 500"), "{e}");
+        let e = check(r#", "Secret": "two\nlines""#).unwrap_err();
+        assert!(e.contains("printable ASCII"), "{e}");
+        assert!(check(&format!(r#", "Secret": "{}""#, "s".repeat(1025))).unwrap_err().contains("1025 bytes"));
     }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kvraft_proto::admin_client::AdminClient;
+use kvraft_proto::secret::with_secret;
 use kvraft_proto::server_control_client::ServerControlClient;
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long one call to a server may take before it counts as unanswered.
@@ -51,13 +51,8 @@ impl Controls {
 
     /// A request carrying the cluster secret.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
+        let mut r = with_secret(msg, &self.secret);
         r.set_timeout(CALL_TIMEOUT);
-        if !self.secret.is_empty()
-            && let Ok(v) = MetadataValue::try_from(self.secret.as_str())
-        {
-            r.metadata_mut().insert("x-kvraft-secret", v);
-        }
         r
     }
 }

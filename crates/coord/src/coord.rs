@@ -160,6 +160,7 @@ impl Coord {
             control_addr: req.control_addr,
             fcheck_addr: req.fcheck_addr,
         };
+        let mut moved = false;
         match self.state.members.iter().position(|x| x.id == id) {
             Some(i) if self.state.members[i] == m => {} // a retried join, or a restart at the same addresses
             Some(i) => {
@@ -170,6 +171,7 @@ impl Coord {
                 }
                 // A failed server coming back at new addresses.
                 self.state.members[i] = m.clone();
+                moved = true;
             }
             None => self.state.members.push(m.clone()),
         }
@@ -178,15 +180,22 @@ impl Coord {
             return self.refuse("the coord cannot persist its state".into());
         }
         self.track(&m);
+        let restarted_leader = self.state.join_complete && self.leader == Some(id);
+        if restarted_leader {
+            // The leader itself restarted faster than the failure detector
+            // noticed: its join is how the coord learns it failed.
+            tracing::warn!(server = id, "ServerFail (the leader restarted)");
+            trace.record("ServerFail", json!({"ServerId": id, "Reason": "restarted"}));
+        }
         tracing::info!(server = id, "ServerJoinedRecvd");
         trace.record("ServerJoinedRecvd", json!({"ServerId": id}));
         if self.state.join_complete {
             // A rejoin: it learns the membership and the leader, and follows.
-            self.configure(Some(id));
-            if self.leader == Some(id) {
-                // The leader itself restarted faster than the failure
-                // detector noticed: it came back as a follower, so nobody
-                // leads. Select again.
+            // Back at new addresses, everyone learns them: the leader
+            // would otherwise go on dialling the old ones.
+            self.configure(if moved { None } else { Some(id) });
+            if restarted_leader {
+                // It came back as a follower, so nobody leads. Select again.
                 tracing::info!(server = id, "the leader restarted; selecting a new one");
                 self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "restarted"}));
                 self.leader = None;
@@ -211,7 +220,7 @@ impl Coord {
             term: self.state.term,
             leader_id: l,
             failed: vec![],
-            trace: vec![],
+            trace: token(&self.trace),
         });
         for m in &self.state.members {
             if only.is_some_and(|o| o != m.id) {
@@ -369,7 +378,7 @@ impl Coord {
     }
 
     fn publish(&self) {
-        let mut info = match self.leader {
+        let info = match self.leader {
             Some(id) => {
                 let addr = self.state.members.iter().find(|m| m.id == id).map(|m| m.client_addr.clone());
                 pb::LeaderInfo {
@@ -396,8 +405,7 @@ impl Coord {
                 trace: vec![],
             },
         };
-        // Watchers receive the coord's clock with each change.
-        info.trace = token(&self.trace);
+        // Each watcher's answer carries a token of its own trace (api.rs).
         self.leader_tx.send_replace(info);
     }
 

@@ -19,12 +19,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kvraft_fcheck::{Monitor, MonitorConfig};
+use kvraft_fcheck::Monitor;
 use kvraft_proto as pb;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Status};
 
 pub use config::{ConfigError, CoordConfig};
 
@@ -44,21 +43,6 @@ pub enum CoordError {
     Serve { what: &'static str, source: tonic::transport::Error },
 }
 
-#[derive(Clone)]
-struct SecretCheck(String);
-
-impl tonic::service::Interceptor for SecretCheck {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        if self.0.is_empty() {
-            return Ok(req);
-        }
-        match req.metadata().get("x-kvraft-secret").and_then(|v| v.to_str().ok()) {
-            Some(s) if s == self.0 => Ok(req),
-            _ => Err(Status::unauthenticated("wrong or missing cluster secret")),
-        }
-    }
-}
-
 /// Binds `addr`; accepted connections have Nagle's algorithm off (tonic's
 /// `Server::tcp_nodelay` applies only to listeners it binds itself; without
 /// it, a reply written in two pieces waited for the client's delayed ACK:
@@ -73,13 +57,7 @@ pub async fn run(cfg: CoordConfig, shutdown: impl Future<Output = ()> + Send + '
     let (file, state) = state_file::StateFile::open(&cfg.data_dir())?;
     let server_l = bind(cfg.server_api_listen_addr, "ServerAPIListenAddr").await?;
     let client_l = bind(cfg.client_api_listen_addr, "ClientAPIListenAddr").await?;
-    let mcfg = MonitorConfig {
-        lost_msgs_thresh: cfg.lost_msgs_thresh,
-        heartbeat_interval: Duration::from_millis(cfg.heartbeat_ms),
-        rtt_floor: Duration::from_millis(cfg.rtt_floor_ms),
-        ..MonitorConfig::default()
-    };
-    let (monitor, mut events) = Monitor::start(mcfg).await.map_err(CoordError::Fcheck)?;
+    let (monitor, mut events) = Monitor::start(cfg.monitor_config()).await.map_err(CoordError::Fcheck)?;
 
     let tracer = if cfg.tracing_server_addr.is_empty() {
         kvraft_trace::Tracer::disabled()
@@ -123,7 +101,7 @@ pub async fn run(cfg: CoordConfig, shutdown: impl Future<Output = ()> + Send + '
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let check = SecretCheck(cfg.secret.clone());
+    let check = kvraft_proto::secret::SecretCheck::new(cfg.secret.clone());
     let servers = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             pb::coord_server_server::CoordServerServer::new(api::ServerApi { inputs: tx.clone() }),

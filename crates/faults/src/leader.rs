@@ -23,7 +23,7 @@ pub async fn from_coord(layout: &Layout) -> Option<u64> {
     let within = Duration::from_millis(500);
     let ch = connect(&layout.coord_client_addr(), within).await?;
     let mut c = pb::coord_client_client::CoordClientClient::new(ch);
-    let req = pb::LeaderRequest { wait_ms: 0, trace: vec![] };
+    let req = pb::LeaderRequest { wait_ms: 0, client_id: String::new(), trace: vec![] };
     let info = tokio::time::timeout(within, c.get_leader(req)).await.ok()?.ok()?.into_inner();
     (info.leader_id != 0).then_some(info.leader_id)
 }
@@ -76,7 +76,7 @@ pub async fn describe(layout: &Layout) -> Vec<String> {
     let coord = async {
         let ch = connect(&layout.coord_client_addr(), within).await?;
         let mut c = pb::coord_client_client::CoordClientClient::new(ch);
-        let req = pb::LeaderRequest { wait_ms: 0, trace: vec![] };
+        let req = pb::LeaderRequest { wait_ms: 0, client_id: String::new(), trace: vec![] };
         Some(tokio::time::timeout(within, c.get_leader(req)).await.ok()?.ok()?.into_inner())
     };
     lines.push(match coord.await {

@@ -130,7 +130,8 @@ fn bad_joins_are_refused_and_the_coord_goes_on() {
             assert!(last.contains(expect), "{name}: {err}");
         }
         c.start(3);
-        let mut req = tonic::Request::new(pb::LeaderRequest { wait_ms: 15_000, trace: vec![] });
+        let mut req =
+            tonic::Request::new(pb::LeaderRequest { wait_ms: 15_000, client_id: String::new(), trace: vec![] });
         req.metadata_mut().insert("x-kvraft-secret", "s3cret".parse().unwrap());
         let info = c.coord_client().await.get_leader(req).await.unwrap().into_inner();
         assert_eq!(info.leader_id, 1, "{}", info.status);
@@ -153,6 +154,116 @@ fn leader_failover_is_fast() {
         assert_ne!(new, old);
         assert!(took < Duration::from_secs(3), "failover took {took:?}");
     });
+}
+
+/// A follower that fails and comes back at new addresses is caught up: the
+/// coord tells the leader where it went.
+#[test]
+fn a_follower_back_at_new_addresses_is_caught_up() {
+    runtime().block_on(async {
+        let mut c = started(3, "").await;
+        let leader_id = leader(&c).await.leader_id;
+        let f = (1..=3).find(|&i| i != leader_id).unwrap();
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        c.kill9(f);
+        c.wait_until("the coord sees the follower fail", Duration::from_secs(10), || async {
+            let view = c.coord_client().await.cluster(pb::Empty {}).await.unwrap().into_inner();
+            view.servers.iter().any(|s| s.id == f && !s.alive)
+        })
+        .await;
+        put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+        c.move_to_new_ports(f);
+        c.start(f);
+        let target = c.status(leader_id).await.commit_index;
+        c.wait_until("the follower at its new addresses catches up", Duration::from_secs(15), || async {
+            c.status(f).await.applied_index >= target
+        })
+        .await;
+        assert_eq!(leader(&c).await.leader_id, leader_id, "caught up without a failover");
+    });
+}
+
+/// The leader restarts before the failure detector notices: the coord
+/// learns it from the rejoin, selects a leader again, and its trace tells
+/// it in an order the trace checker accepts.
+#[test]
+fn a_leader_restarted_before_detection_is_replaced_and_the_trace_checks() {
+    let mut tracing = TracingServer::start();
+    let at = format!(r#", "TracingServerAddr": "{}""#, tracing.addr);
+    runtime().block_on(async {
+        // Heartbeats a second apart: detection takes seconds, a restart less.
+        let mut c = TestCluster::with_coord(3, &at, &format!(r#"{at}, "HeartbeatMs": 1000"#));
+        c.start_coord();
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let old = leader(&c).await;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        c.kill9(old.leader_id);
+        c.start(old.leader_id);
+        c.wait_until("a leader of a later term", Duration::from_secs(15), || async {
+            let now = c.coord_leader(Duration::from_millis(200)).await;
+            now.leader_id != 0 && now.term > old.term
+        })
+        .await;
+        put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+    });
+    let trace = tracing.stop();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert!(text.contains(r#""Reason":"restarted""#), "the restart went unnoticed by the join: {text}");
+    let check =
+        std::process::Command::new(support::kvraft_bin()).args(["trace", "check"]).arg(&trace).output().unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}");
+}
+
+/// A tracing server process, killed on drop.
+struct TracingServer {
+    addr: String,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl TracingServer {
+    fn start() -> TracingServer {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", support::free_port());
+        let config = dir.path().join("tracing_server_config.json");
+        let cfg = serde_json::json!({
+            "ServerBind": addr,
+            "Secret": "",
+            "OutputFile": dir.path().join("trace_output.log"),
+            "ShivizOutputFile": dir.path().join("shiviz_output.log"),
+        });
+        std::fs::write(&config, cfg.to_string()).unwrap();
+        let child = std::process::Command::new(support::kvraft_bin())
+            .args(["tracing-server", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        TracingServer { addr, dir, child: Some(child) }
+    }
+
+    /// Stops it (the tracers that sent to it are gone by now) and returns
+    /// its trace file, which lives as long as `self`.
+    fn stop(&mut self) -> std::path::PathBuf {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.dir.path().join("trace_output.log")
+    }
+}
+
+impl Drop for TracingServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Two failures out of five, the leader among them, are survived.

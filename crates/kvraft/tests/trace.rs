@@ -42,6 +42,14 @@ fn a_traced_demo_passes_the_strict_trace_check() {
         let text = std::fs::read_to_string(&trace).unwrap();
         assert!(text.contains(&format!("\"Tag\":\"{tag}\"")), "no {tag} in the trace");
     }
+    // A client's leader lookup is answered in its own trace, by name.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    for client in ["1", "2"] {
+        for tag in ["LeaderReqRecvd", "LeaderRes"] {
+            let record = format!(r#""Tag":"{tag}","Body":{{"ClientId":"{client}""#);
+            assert!(text.contains(&record), "no {record} in the trace");
+        }
+    }
     let shiviz = std::fs::read_to_string(run.join("shiviz_output.log")).unwrap();
     assert!(shiviz.starts_with("(?<host>\\S*) (?<clock>{.*})\\n(?<event>.*)\n\n"), "ShiViz header");
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 use kvraft_proto as pb;
 use kvraft_proto::coord_client_client::CoordClientClient;
 use kvraft_proto::kv_client_client::KvClientClient;
+use kvraft_proto::secret::with_secret;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::metadata::MetadataValue;
 
 use crate::driver::Event;
 use crate::op::{ClientError, Op, Value};
@@ -59,16 +59,6 @@ pub fn outcome(r: pb::Reply) -> Outcome {
     }
 }
 
-pub fn with_secret<T>(msg: T, secret: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if !secret.is_empty()
-        && let Ok(v) = MetadataValue::try_from(secret)
-    {
-        r.metadata_mut().insert("x-kvraft-secret", v);
-    }
-    r
-}
-
 async fn channel(addr: &str) -> Option<tonic::transport::Channel> {
     let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
     e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true).connect().await.ok()
@@ -114,7 +104,8 @@ pub async fn watch_coord(
             let mut coord = CoordClientClient::new(ch);
             trace.record("LeaderReq", serde_json::json!({"ClientId": client_id}));
             let token = if trace.enabled() { trace.generate_token() } else { Vec::new() };
-            let req = with_secret(pb::LeaderRequest { wait_ms: 0, trace: token }, &secret);
+            let req =
+                with_secret(pb::LeaderRequest { wait_ms: 0, client_id: client_id.clone(), trace: token }, &secret);
             if let Ok(resp) = coord.watch_leader(req).await {
                 let mut stream = resp.into_inner();
                 let mut first = true;

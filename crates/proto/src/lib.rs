@@ -4,13 +4,14 @@
 //! generated from it. Conversions to and from the core's types live with
 //! the server, which owns both sides.
 
-#![allow(clippy::all, missing_docs)]
-
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("kvraft.v1");
 }
 
 pub use v1::*;
+
+pub mod secret;
 
 /// The largest term or log index any message may carry: beyond anything a
 /// cluster reaches (a term a microsecond for 290,000 years), with room left

@@ -142,10 +142,10 @@ impl ServerConfig {
                 self.commit_poll_micros
             ));
         }
-        // It travels in the peer hello, which is capped before it is checked.
-        if self.secret.len() > crate::peer::frame::MAX_SECRET_BYTES {
-            let max = crate::peer::frame::MAX_SECRET_BYTES;
-            return Err(format!("Secret is {} bytes, above the limit of {max}", self.secret.len()));
+        // It travels in the peer hello, capped before it is checked, and
+        // as a gRPC header.
+        if let Some(problem) = kvraft_proto::secret::secret_problem(&self.secret) {
+            return Err(problem);
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kvraft_proto as pb;
 use kvraft_proto::coord_server_client::CoordServerClient;
-use tonic::metadata::MetadataValue;
+use kvraft_proto::secret::with_secret;
 
 use crate::config::ServerConfig;
 
@@ -31,13 +31,7 @@ pub async fn join(cfg: &ServerConfig, trace: &kvraft_trace::Trace) -> Result<(),
         req.trace = if trace.enabled() { trace.generate_token() } else { Vec::new() };
         let attempt = async {
             let mut c = CoordServerClient::new(endpoint.connect().await.map_err(|e| e.to_string())?);
-            let mut r = tonic::Request::new(req.clone());
-            if !cfg.secret.is_empty()
-                && let Ok(v) = MetadataValue::try_from(cfg.secret.as_str())
-            {
-                r.metadata_mut().insert(crate::auth::SECRET_HEADER, v);
-            }
-            c.join(r).await.map(|r| r.into_inner()).map_err(|s| {
+            c.join(with_secret(req.clone(), &cfg.secret)).await.map(|r| r.into_inner()).map_err(|s| {
                 if s.code() == tonic::Code::Unauthenticated {
                     format!("FATAL{}", s.message())
                 } else {

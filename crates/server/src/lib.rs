@@ -9,7 +9,6 @@
 //! polls briefly while it waits for a quorum (`poll`).
 
 pub mod api;
-pub mod auth;
 pub mod config;
 pub mod convert;
 mod disk;
@@ -35,8 +34,8 @@ use tonic::transport::server::TcpIncoming;
 pub use config::{ConfigError, ServerConfig};
 
 use crate::api::LoopHandle;
-use crate::auth::SecretCheck;
 use crate::node_loop::{LoopParts, NodeLoop};
+use kvraft_proto::secret::SecretCheck;
 
 /// Why a server could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -82,7 +82,9 @@ fn up(dir: &Path, n: u64, config: &Path) -> anyhow::Result<ExitCode> {
     let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
     std::fs::write(pids_file(dir), text).context("writing the pids file")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let info = rt.block_on(local::leader(&layout.coord_client, Duration::from_secs(20)))?;
+    let info = rt.block_on(local::leader(&layout.coord_client, &layout.secret, Duration::from_secs(20))).with_context(
+        || format!("started, but the coord does not answer (`kvraft cluster down --dir {}` stops it)", dir.display()),
+    )?;
     if info.leader_id == 0 {
         for name in pids.iter().map(|(n, _)| n) {
             let log = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log"))).unwrap_or_default();
@@ -100,7 +102,7 @@ fn up(dir: &Path, n: u64, config: &Path) -> anyhow::Result<ExitCode> {
         info.term
     );
     println!("coord for clients: {}", layout.coord_client);
-    println!("try: kvraft ctl --coord {} --secret '' status", layout.coord_client);
+    println!("try: kvraft ctl --coord-config {} status", dir.join("coord_config.json").display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,7 +146,7 @@ fn status(dir: &Path) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         for s in &layout.servers {
-            match local::server_status(&s.client).await {
+            match local::server_status(&s.client, &layout.secret).await {
                 Ok(st) => println!(
                     "server {}: {} term {} commit {} applied {} log {}",
                     st.id, st.role, st.term, st.commit_index, st.applied_index, st.last_log_index

@@ -118,13 +118,8 @@ async fn connect(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
 }
 
 fn req<T>(msg: T, secret: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
+    let mut r = kvraft_proto::secret::with_secret(msg, secret);
     r.set_timeout(Duration::from_secs(2));
-    if !secret.is_empty()
-        && let Ok(v) = secret.parse()
-    {
-        r.metadata_mut().insert("x-kvraft-secret", v);
-    }
     r
 }
 

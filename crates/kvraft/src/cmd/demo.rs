@@ -172,7 +172,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
         layout.n,
         layout.dir.display()
     ));
-    let info = local::leader(&layout.coord_client, Duration::from_secs(20)).await?;
+    let info = local::leader(&layout.coord_client, &layout.secret, Duration::from_secs(20)).await?;
     if info.leader_id == 0 {
         let exited = children.exited(&layout.dir.join("logs"));
         bail!("no leader after 20 s: {} (see {}/logs){exited}", info.status, layout.dir.display());
@@ -182,12 +182,12 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     let first_term = info.term;
     // Watch the coord and report every change as it happens.
     let watcher = {
-        let (coord, clock) = (layout.coord_client.clone(), clock.clone());
+        let (coord, secret, clock) = (layout.coord_client.clone(), layout.secret.clone(), clock.clone());
         tokio::spawn(async move {
             let mut last = (info.leader_id, false);
             loop {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let Ok(l) = local::leader(&coord, Duration::ZERO).await else {
+                let Ok(l) = local::leader(&coord, &secret, Duration::ZERO).await else {
                     continue;
                 };
                 let now = (l.leader_id, l.quorum_impossible);
@@ -210,6 +210,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     for c in 1..=2u64 {
         let mut cfg = Config::new(c.to_string(), layout.coord_client.clone());
         cfg.window = 1;
+        cfg.secret = layout.secret.clone();
         if args.fail == Failure::Quorum {
             cfg.op_timeout = Duration::from_secs(3);
         }
@@ -217,7 +218,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
             cfg.tracer = kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
                 identity: format!("client{c}"),
                 server_addr: addr.clone(),
-                secret: String::new(),
+                secret: layout.secret.clone(),
             })
             .map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
         }
@@ -282,7 +283,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
     if matches!(args.fail, Failure::Leader | Failure::Partition) {
         let deadline = Instant::now() + FAILOVER_WAIT;
         loop {
-            match local::leader(&layout.coord_client, Duration::ZERO).await {
+            match local::leader(&layout.coord_client, &layout.secret, Duration::ZERO).await {
                 Ok(l) if l.leader_id != 0 && l.term > first_term => break,
                 _ if Instant::now() >= deadline => {
                     clock.say(format!("coord: no new leader within {FAILOVER_WAIT:?}"));
@@ -330,7 +331,7 @@ async fn demo(args: Args, layout: Arc<Layout>) -> anyhow::Result<ExitCode> {
 const FAILOVER_WAIT: Duration = Duration::from_secs(10);
 
 async fn inject(fail: Failure, coord: &str, layout: &Layout, children: &mut Children, clock: &Clock) {
-    let leader = local::leader(coord, Duration::from_secs(2)).await.map(|l| l.leader_id).unwrap_or(0);
+    let leader = local::leader(coord, &layout.secret, Duration::from_secs(2)).await.map(|l| l.leader_id).unwrap_or(0);
     let follower = (1..=7).find(|&i| i != leader).unwrap_or(2);
     match fail {
         Failure::None => clock.say("no failure injected"),
@@ -368,7 +369,7 @@ async fn inject(fail: Failure, coord: &str, layout: &Layout, children: &mut Chil
 async fn show_logs(layout: &Layout, clock: &Clock) -> anyhow::Result<bool> {
     let mut logs = Vec::new();
     for s in &layout.servers {
-        if let Ok(lines) = local::server_log(&s.client).await {
+        if let Ok(lines) = local::server_log(&s.client, &layout.secret).await {
             logs.push((s.id, lines));
         }
     }

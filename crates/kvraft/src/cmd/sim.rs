@@ -27,6 +27,10 @@ pub struct Args {
     verbose: bool,
 }
 
+/// More threads than this only wait on each other (and too many could not
+/// even be started).
+const MAX_JOBS: usize = 256;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.nodes
         && !matches!(n, 3 | 5 | 7)
@@ -35,6 +39,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.seeds == 0 {
         bail!("--seeds must be at least 1");
+    }
+    if args.jobs.is_some_and(|j| j > MAX_JOBS) {
+        bail!("--jobs is at most {MAX_JOBS} (one thread each)");
     }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let start = Instant::now();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use kvraft_proto as pb;
+use kvraft_proto::secret::with_secret;
 
 /// A free loopback port for a child to bind, never the same twice in this
 /// process (see `kvraft_faults::port` for how it keeps clear of other
@@ -29,6 +30,9 @@ pub struct Layout {
     pub servers: Vec<ServerAddrs>,
     /// The tracing server's address, when the layout traces.
     pub tracing: Option<String>,
+    /// The cluster's Secret (from the template's coord config): every
+    /// request to the coord, the servers and the tracing server carries it.
+    pub secret: String,
 }
 
 impl Layout {
@@ -89,7 +93,7 @@ impl Layout {
             write_json(&dir.join(format!("server_config{id}.json")), &cfg)?;
             servers.push(ServerAddrs { id, client: format!("127.0.0.1:{}", ports[3]) });
         }
-        Ok(Layout { dir: dir.into(), n, coord_client: format!("127.0.0.1:{capi}"), servers, tracing })
+        Ok(Layout { dir: dir.into(), n, coord_client: format!("127.0.0.1:{capi}"), servers, tracing, secret })
     }
 
     /// Reads back a folder made by [`Layout::create`].
@@ -98,13 +102,14 @@ impl Layout {
             .map_err(|e| anyhow!("{} is not a cluster folder: {e}", dir.display()))?;
         let n = coord.get("NumServers").and_then(|v| v.as_u64()).ok_or_else(|| anyhow!("NumServers missing"))?;
         let capi = coord.get("ClientAPIListenAddr").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let secret = coord.get("Secret").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let mut servers = Vec::new();
         for id in 1..=n {
             let s = read_json(&dir.join(format!("server_config{id}.json")))?;
             let client = s.get("ClientListenAddr").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
             servers.push(ServerAddrs { id, client });
         }
-        Ok(Layout { dir: dir.into(), n, coord_client: capi, servers, tracing: None })
+        Ok(Layout { dir: dir.into(), n, coord_client: capi, servers, tracing: None, secret })
     }
 
     fn spawn(&self, name: &str, args: &[String], detach: bool) -> anyhow::Result<Child> {
@@ -176,21 +181,22 @@ pub async fn connect_retry(addr: &str, within: Duration) -> anyhow::Result<tonic
 }
 
 /// The coord's answer about the leader, waiting up to `wait` for one.
-pub async fn leader(coord: &str, wait: Duration) -> anyhow::Result<pb::LeaderInfo> {
+pub async fn leader(coord: &str, secret: &str, wait: Duration) -> anyhow::Result<pb::LeaderInfo> {
     let ch = connect_retry(coord, wait.max(Duration::from_secs(1))).await?;
     let mut c = pb::coord_client_client::CoordClientClient::new(ch);
-    let req = pb::LeaderRequest { wait_ms: wait.as_millis() as u32, trace: vec![] };
-    Ok(c.get_leader(req).await.map_err(|s| anyhow!("coord: {}", s.message()))?.into_inner())
+    let req = pb::LeaderRequest { wait_ms: wait.as_millis() as u32, client_id: String::new(), trace: vec![] };
+    Ok(c.get_leader(with_secret(req, secret)).await.map_err(|s| anyhow!("coord: {}", s.message()))?.into_inner())
 }
 
 /// A server's log lines, in the prototype's form.
-pub async fn server_log(addr: &str) -> anyhow::Result<Vec<pb::LogLine>> {
+pub async fn server_log(addr: &str, secret: &str) -> anyhow::Result<Vec<pb::LogLine>> {
     let mut a = pb::admin_client::AdminClient::new(connect(addr, Duration::from_secs(2)).await?);
-    let r = a.log(pb::LogRequest { from: 0, limit: 100_000 }).await.map_err(|s| anyhow!("{}", s.message()))?;
+    let req = with_secret(pb::LogRequest { from: 0, limit: 100_000 }, secret);
+    let r = a.log(req).await.map_err(|s| anyhow!("{}", s.message()))?;
     Ok(r.into_inner().lines)
 }
 
-pub async fn server_status(addr: &str) -> anyhow::Result<pb::StatusReply> {
+pub async fn server_status(addr: &str, secret: &str) -> anyhow::Result<pb::StatusReply> {
     let mut a = pb::admin_client::AdminClient::new(connect(addr, Duration::from_millis(500)).await?);
-    Ok(a.status(pb::StatusRequest {}).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner())
+    Ok(a.status(with_secret(pb::StatusRequest {}, secret)).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner())
 }

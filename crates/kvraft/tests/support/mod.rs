@@ -180,7 +180,7 @@ impl TestCluster {
 
     /// The coord's leader, waiting up to `wait` for one.
     pub async fn coord_leader(&self, wait: Duration) -> pb::LeaderInfo {
-        let req = pb::LeaderRequest { wait_ms: wait.as_millis() as u32, trace: vec![] };
+        let req = pb::LeaderRequest { wait_ms: wait.as_millis() as u32, client_id: String::new(), trace: vec![] };
         self.coord_client().await.get_leader(req).await.expect("get leader").into_inner()
     }
 
@@ -211,6 +211,22 @@ impl TestCluster {
         } else {
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    /// Gives server `id` (stopped) new ports for everything it listens on,
+    /// as a server restarted on another machine would have.
+    pub fn move_to_new_ports(&mut self, id: u64) {
+        let s = self.server(id);
+        assert!(s.child.is_none(), "server {id} must be stopped first");
+        let text = std::fs::read_to_string(&s.config).expect("read config");
+        let mut cfg: serde_json::Value = serde_json::from_str(&text).expect("parse config");
+        for field in ["ServerAddr", "ServerServerAddr", "ServerListenAddr", "ClientListenAddr"] {
+            cfg[field] = format!("127.0.0.1:{}", free_port()).into();
+        }
+        std::fs::write(&s.config, cfg.to_string()).expect("write config");
+        let addr = |f: &str| cfg[f].as_str().unwrap_or_default().to_owned();
+        (s.peer_addr, s.control_addr, s.client_addr) =
+            (addr("ServerServerAddr"), addr("ServerListenAddr"), addr("ClientListenAddr"));
     }
 
     pub fn kill9(&mut self, id: u64) {

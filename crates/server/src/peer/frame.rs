@@ -26,9 +26,9 @@ pub const MAX_FRAME: usize = 16 << 20;
 /// The largest hello accepted: an id and the cluster secret. It comes
 /// before the secret is checked, so anyone can send one.
 pub const MAX_HELLO: usize = 4 << 10;
-/// The longest cluster secret a server takes, so that its hello always
-/// fits in [`MAX_HELLO`].
-pub const MAX_SECRET_BYTES: usize = 1024;
+/// The longest cluster secret a server takes (configs refuse longer ones),
+/// so that its hello always fits in [`MAX_HELLO`].
+pub const MAX_SECRET_BYTES: usize = kvraft_proto::secret::MAX_SECRET_BYTES;
 const _: () = assert!(MAX_SECRET_BYTES + 64 < MAX_HELLO);
 
 #[derive(Debug, thiserror::Error)]

@@ -36,11 +36,11 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let started = Started::new(&args.dir.join("kvraft"), args.members, false).await?;
         eprintln!("kvraft bench: kvraft: {} servers, fsync on, leader elected", args.members);
         let coord = started.layout.coord_client.clone();
-        let conns = kvraft_target::clients(&coord, args.clients, args.window, None, "")?;
+        let conns = kvraft_target::clients(&coord, &started.layout.secret, args.clients, args.window, None, "")?;
         let solo = Solo::for_lanes(1)?;
         let one = {
             let _on = solo.as_ref().map(|s| s.handle().enter());
-            kvraft_target::clients(&coord, 1, 1, None, "one")?
+            kvraft_target::clients(&coord, &started.layout.secret, 1, 1, None, "one")?
         };
         sequence(args, "kvraft", conns, one, solo, started.pids()).await?
         // The KVRaft cluster stops here, before etcd starts.
@@ -56,8 +56,11 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     drop(etcd);
     let after = floor::measure(&args.dir).await?;
+    let writers = args.members as usize;
+    let shared = floor::measure_shared(&args.dir, writers).await?;
     if let Some(row) = kvraft_rows.last_mut() {
         row.floor = Some(Floor::mean(&before, &after));
+        row.shared_fsync_ms = Some(shared);
     }
     if args.json {
         for r in kvraft_rows.iter().chain(&etcd_rows) {
@@ -78,8 +81,6 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(l) = kvraft_rows.last().and_then(report::floor_line) {
             println!("  => against the mean of the two floors: {l}");
         }
-        let writers = args.members as usize;
-        let shared = floor::measure_shared(&args.dir, writers).await?;
         println!("  => {}", floor::shared_line(writers, shared));
         println!("  => {}", floor::shared_bound_line(&Floor::mean(&before, &after), shared));
     }

@@ -15,12 +15,13 @@ pub async fn failover(tries: u32, servers: u64, dir: &std::path::Path) -> anyhow
     let coord = s.layout.coord_client.clone();
     let mut cfg = Config::new(format!("failover-{}", std::process::id()), coord.clone());
     cfg.window = 1;
+    cfg.secret = s.layout.secret.clone();
     cfg.op_timeout = Duration::from_secs(20);
     let (client, _r) = KvClient::start(cfg).map_err(|e| anyhow!("{e}"))?;
     let mut times = Vec::new();
     for t in 1..=tries {
         client.execute(Op::Put { key: "warm".into(), value: t.to_string() }).await.map_err(|e| anyhow!("{e}"))?;
-        let leader = local::leader(&coord, Duration::from_secs(10)).await?.leader_id;
+        let leader = local::leader(&coord, &s.layout.secret, Duration::from_secs(10)).await?.leader_id;
         let child = s.children.iter_mut().find(|(id, _)| *id == leader).and_then(|(_, c)| c.as_mut());
         let child = child.ok_or_else(|| anyhow!("leader {leader} is not one of ours"))?;
         let killed = Instant::now();
@@ -38,9 +39,10 @@ pub async fn failover(tries: u32, servers: u64, dir: &std::path::Path) -> anyhow
         let addr = s.layout.servers[leader as usize - 1].client.clone();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let st = local::server_status(&addr).await;
-            let l = local::leader(&coord, Duration::from_secs(1)).await?;
-            let ls = local::server_status(&s.layout.servers[l.leader_id.max(1) as usize - 1].client).await;
+            let st = local::server_status(&addr, &s.layout.secret).await;
+            let l = local::leader(&coord, &s.layout.secret, Duration::from_secs(1)).await?;
+            let ls =
+                local::server_status(&s.layout.servers[l.leader_id.max(1) as usize - 1].client, &s.layout.secret).await;
             if let (Ok(st), Ok(ls)) = (st, ls)
                 && st.applied_index >= ls.commit_index
             {

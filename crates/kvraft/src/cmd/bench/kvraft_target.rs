@@ -42,7 +42,7 @@ impl Started {
             let child = s.layout.start_server(id, false)?;
             s.children.push((id, Some(child)));
         }
-        let l = local::leader(&s.layout.coord_client, Duration::from_secs(20)).await?;
+        let l = local::leader(&s.layout.coord_client, &s.layout.secret, Duration::from_secs(20)).await?;
         if l.leader_id == 0 {
             bail!("the cluster did not elect a leader: {}", l.status);
         }
@@ -75,6 +75,7 @@ impl Conn for KvraftConn {
 /// keeps the ids of several sets of clients apart.
 pub fn clients(
     coord: &str,
+    secret: &str,
     n: u64,
     window: usize,
     tracing: Option<&str>,
@@ -84,11 +85,12 @@ pub fn clients(
     for c in 0..n {
         let mut cfg = Config::new(format!("bench{tag}{c}-{}", std::process::id()), coord);
         cfg.window = window;
+        cfg.secret = secret.to_owned();
         if let Some(addr) = tracing {
             cfg.tracer = kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
                 identity: format!("client{c}"),
                 server_addr: addr.to_owned(),
-                secret: String::new(),
+                secret: secret.to_owned(),
             })
             .map_err(|e| anyhow!("tracing: {e}"))?;
         }

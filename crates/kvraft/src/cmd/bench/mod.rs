@@ -79,6 +79,9 @@ pub struct Args {
     /// Use a running cluster: its coord's client address (no CPU/memory figures then).
     #[arg(long, conflicts_with = "etcd")]
     coord: Option<String>,
+    /// The running cluster's Secret, with --coord (a cluster the bench starts uses config/'s).
+    #[arg(long, requires = "coord", default_value = "")]
+    secret: String,
     /// Bench a running etcd instead: its client endpoints, comma-separated (needs the `etcd` feature).
     #[arg(long, value_name = "ENDPOINTS")]
     etcd: Option<String>,
@@ -152,6 +155,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.compare_etcd && !matches!(args.members, 3 | 5) {
         bail!("--members must be 3 or 5");
+    }
+    let servers = match args.what {
+        Some(What::Failover { servers, .. }) => servers,
+        _ => args.servers,
+    };
+    if !matches!(servers, 3 | 5 | 7) {
+        bail!("--servers must be 3, 5 or 7, not {servers}");
     }
     if let Some(What::Failover { tries: 0, .. }) = args.what {
         bail!("--tries must be at least 1");
@@ -231,9 +241,9 @@ async fn kvraft(args: &Args) -> anyhow::Result<ExitCode> {
         Some(_) => None,
         None => Some(Started::new(&args.dir, args.servers, args.trace).await?),
     };
-    let coord = match (&args.coord, &started) {
-        (Some(c), _) => c.clone(),
-        (None, Some(s)) => s.layout.coord_client.clone(),
+    let (coord, secret) = match (&args.coord, &started) {
+        (Some(c), _) => (c.clone(), args.secret.clone()),
+        (None, Some(s)) => (s.layout.coord_client.clone(), s.layout.secret.clone()),
         (None, None) => bail!("no cluster to bench"),
     };
     let tracing = started.as_ref().and_then(|s| s.layout.tracing.clone());
@@ -241,7 +251,7 @@ async fn kvraft(args: &Args) -> anyhow::Result<ExitCode> {
     let conns = {
         // A few lanes' connections live on the runtime their lanes run on.
         let _on = solo.as_ref().map(|s| s.handle().enter());
-        kvraft_target::clients(&coord, args.clients, args.window, tracing.as_deref(), "")?
+        kvraft_target::clients(&coord, &secret, args.clients, args.window, tracing.as_deref(), "")?
     };
     prefill_for_gets(args, "kvraft", &conns).await?;
     let mut load = load_of(args, "kvraft", args.op, started.as_ref().map(Started::pids));

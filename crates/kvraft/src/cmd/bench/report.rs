@@ -27,6 +27,9 @@ pub struct Row {
     pub usage: Option<Usage>,
     /// The floor this row's p50 is judged against.
     pub floor: Option<Floor>,
+    /// With the floor: the median fdatasync while as many run at once as
+    /// the cluster has servers (see `floor::shared_bound_ms`).
+    pub shared_fsync_ms: Option<f64>,
 }
 
 impl Row {
@@ -48,6 +51,7 @@ impl Row {
             secs: o.secs,
             usage: o.usage,
             floor: None,
+            shared_fsync_ms: None,
         }
     }
 
@@ -77,6 +81,10 @@ impl Row {
         if let (Some(f), Some(r), Some(o)) = (self.floor, self.p50_over_floor(), v.as_object_mut()) {
             o.insert("floor_ms".into(), f.ms().into());
             o.insert("p50_over_floor".into(), r.into());
+            if let Some(shared) = self.shared_fsync_ms {
+                o.insert("fsync_shared_p50_ms".into(), shared.into());
+                o.insert("shared_bound_ms".into(), super::floor::shared_bound_ms(&f, shared).into());
+            }
         }
         v
     }
@@ -178,6 +186,7 @@ mod tests {
             secs: 5.0,
             usage: Some(Usage { cpu_s: 2.5, peak_rss_bytes: 3 << 20 }),
             floor: None,
+            shared_fsync_ms: None,
         }
     }
 
@@ -194,6 +203,12 @@ mod tests {
         let v = f.json();
         assert_eq!(v["floor_ms"], 0.5);
         assert_eq!(v["p50_over_floor"], 2.0);
+        assert!(v.get("shared_bound_ms").is_none());
+        let shared = Row { shared_fsync_ms: Some(0.6), ..f.clone() }.json();
+        assert_eq!(
+            (shared["fsync_shared_p50_ms"].as_f64(), shared["shared_bound_ms"].as_f64()),
+            (Some(0.6), Some(0.7))
+        );
         assert!(floor_line(&f).unwrap().contains("2.00 x the floor"), "{}", floor_line(&f).unwrap());
     }
 

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
+use kvraft_proto as pb;
 use kvslib::{Config, KvClient, Op, Value};
 use tokio::task::JoinSet;
 
@@ -187,7 +188,7 @@ impl Cluster {
             let child = c.layout.start_server(id, false)?;
             c.servers.push(Some(child));
         }
-        let l = local::leader(&c.layout.coord_client, Duration::from_secs(30)).await?;
+        let l = local::leader(&c.layout.coord_client, &c.layout.secret, Duration::from_secs(30)).await?;
         if l.leader_id == 0 {
             bail!("the cluster did not get a leader: {}", l.status);
         }
@@ -198,8 +199,8 @@ impl Cluster {
         1..=self.layout.n
     }
 
-    fn addr(&self, id: u64) -> &str {
-        &self.layout.servers[id as usize - 1].client
+    async fn status(&self, id: u64) -> anyhow::Result<pb::StatusReply> {
+        local::server_status(&self.layout.servers[id as usize - 1].client, &self.layout.secret).await
     }
 
     fn pid(&self, id: u64) -> Option<u32> {
@@ -270,14 +271,14 @@ impl Cluster {
         let deadline = Instant::now() + within;
         loop {
             self.check()?;
-            let l = local::leader(&self.layout.coord_client, Duration::from_secs(1)).await?;
+            let l = local::leader(&self.layout.coord_client, &self.layout.secret, Duration::from_secs(1)).await?;
             if l.leader_id != 0
-                && let Ok(ls) = local::server_status(self.addr(l.leader_id)).await
+                && let Ok(ls) = self.status(l.leader_id).await
                 && ls.role == "leader"
             {
                 let mut all = true;
                 for id in self.ids() {
-                    match local::server_status(self.addr(id)).await {
+                    match self.status(id).await {
                         Ok(s) if s.applied_index >= ls.commit_index => {}
                         _ => all = false,
                     }
@@ -326,7 +327,7 @@ async fn lagging_follower(c: &mut Cluster, args: &Args) -> anyhow::Result<Laggin
     let (leader, behind, _) = c.caught_up(CATCH_UP_LIMIT).await?;
     let follower = c.ids().rev().find(|&id| id != leader).ok_or_else(|| anyhow!("no follower"))?;
     c.kill(follower);
-    let writers = clients(&coord, args.clients, args.window, "lagging")?;
+    let writers = clients(&coord, &c.layout.secret, args.clients, args.window, "lagging")?;
     let mut left = writes;
     while left > 0 {
         let n = left.min(args.keys);
@@ -339,7 +340,7 @@ async fn lagging_follower(c: &mut Cluster, args: &Args) -> anyhow::Result<Laggin
     let deadline = Instant::now() + CATCH_UP_LIMIT;
     let target = loop {
         c.check_alive()?;
-        let s = local::server_status(c.addr(leader)).await?;
+        let s = c.status(leader).await?;
         // Past the follower, and the last snapshot those writes call for is
         // taken: one still being encoded (100 MB at a million keys) would
         // count as the send's memory.
@@ -364,7 +365,7 @@ async fn lagging_follower(c: &mut Cluster, args: &Args) -> anyhow::Result<Laggin
         c.check()?;
         leader_rss_max = leader_rss_max.max(leader_rss(c));
         let asked = Instant::now();
-        let status = local::server_status(c.addr(follower)).await;
+        let status = c.status(follower).await;
         if status.is_ok() {
             status_max = status_max.max(asked.elapsed());
         }
@@ -461,11 +462,12 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// `n` clients of the cluster, `window` operations in flight each.
-fn clients(coord: &str, n: u64, window: usize, tag: &str) -> anyhow::Result<Vec<KvClient>> {
+fn clients(coord: &str, secret: &str, n: u64, window: usize, tag: &str) -> anyhow::Result<Vec<KvClient>> {
     let mut v = Vec::new();
     for c in 0..n {
         let mut cfg = Config::new(format!("scale-{tag}{c}-{}", std::process::id()), coord);
         cfg.window = window;
+        cfg.secret = secret.to_owned();
         cfg.op_timeout = Duration::from_secs(20);
         let (client, _results) = KvClient::start(cfg).map_err(|e| anyhow!("starting a client: {e}"))?;
         v.push(client);
@@ -820,7 +822,7 @@ async fn scale(args: &Args) -> anyhow::Result<ExitCode> {
             ),
         )?;
     }
-    let loaders = clients(&coord, args.clients, args.window, "load")?;
+    let loaders = clients(&coord, &c.layout.secret, args.clients, args.window, "load")?;
     let bar = (!args.json).then(|| {
         let b = indicatif::ProgressBar::new(args.keys);
         if let Ok(style) =
@@ -882,14 +884,14 @@ async fn restarts(c: &mut Cluster, args: &Args) -> anyhow::Result<Restarts> {
     // (a) One follower, killed and restarted.
     let (leader, _, _) = c.caught_up(CATCH_UP_LIMIT).await?;
     let follower = c.ids().find(|&id| id != leader).ok_or_else(|| anyhow!("no follower"))?;
-    let target_index = local::server_status(c.addr(leader)).await?.commit_index;
+    let target_index = c.status(leader).await?.commit_index;
     c.kill(follower);
     let spawned = Instant::now();
     c.spawn(follower)?;
     let mut serving = None;
     let caught_up = loop {
         c.check()?;
-        if let Ok(s) = local::server_status(c.addr(follower)).await {
+        if let Ok(s) = c.status(follower).await {
             let now = spawned.elapsed();
             serving.get_or_insert(now);
             if s.applied_index >= target_index {
@@ -925,7 +927,7 @@ async fn restarts(c: &mut Cluster, args: &Args) -> anyhow::Result<Restarts> {
     for id in c.ids() {
         c.spawn(id)?;
     }
-    let client = clients(&coord, 1, 1, "restart")?.pop().ok_or_else(|| anyhow!("no client"))?;
+    let client = clients(&coord, &c.layout.secret, 1, 1, "restart")?.pop().ok_or_else(|| anyhow!("no client"))?;
     // The Get runs on its own task (aborted with the set if this returns
     // early); this loop watches for the leader and for a server that died.
     let mut get = JoinSet::new();
@@ -944,9 +946,9 @@ async fn restarts(c: &mut Cluster, args: &Args) -> anyhow::Result<Restarts> {
     while all_leader.is_none() || all_get.is_none() {
         c.check()?;
         if all_leader.is_none()
-            && let Ok(l) = local::leader(&coord, Duration::from_millis(200)).await
+            && let Ok(l) = local::leader(&coord, &c.layout.secret, Duration::from_millis(200)).await
             && l.leader_id != 0
-            && let Ok(s) = local::server_status(c.addr(l.leader_id)).await
+            && let Ok(s) = c.status(l.leader_id).await
             && s.role == "leader"
         {
             all_leader = Some(spawned.elapsed());
@@ -969,7 +971,7 @@ async fn restarts(c: &mut Cluster, args: &Args) -> anyhow::Result<Restarts> {
     client.stop().await;
     c.caught_up(CATCH_UP_LIMIT).await?;
     let (rss_after, _) = c.rss()?;
-    let checkers = clients(&coord, args.clients.min(8), args.window, "check")?;
+    let checkers = clients(&coord, &c.layout.secret, args.clients.min(8), args.window, "check")?;
     let verified = verify(&checkers, args.keys, args.value_size).await?;
     for l in checkers {
         let _ = tokio::time::timeout(Duration::from_secs(5), l.stop()).await;
