@@ -34,6 +34,14 @@ pub struct ClientApi {
     pub tracer: kvraft_trace::Tracer,
 }
 
+/// A client id goes into the coord's trace: no longer than a server takes.
+fn check_client_id(id: &str) -> Result<(), Status> {
+    if id.len() > pb::MAX_CLIENT_ID_BYTES {
+        return Err(Status::invalid_argument(format!("client_id is over {} bytes", pb::MAX_CLIENT_ID_BYTES)));
+    }
+    Ok(())
+}
+
 /// Longest a GetLeader call may wait.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -45,6 +53,7 @@ impl pb::coord_client_server::CoordClient for ClientApi {
     /// incomplete or a selection under way), or what stands in the way.
     async fn get_leader(&self, req: Request<pb::LeaderRequest>) -> Result<Response<pb::LeaderInfo>, Status> {
         let r = req.into_inner();
+        check_client_id(&r.client_id)?;
         let trace = self.tracer.continue_or_create(&r.trace);
         trace.record("LeaderReqRecvd", serde_json::json!({"ClientId": r.client_id}));
         let wait = Duration::from_millis(r.wait_ms as u64).min(MAX_WAIT);
@@ -68,6 +77,7 @@ impl pb::coord_client_server::CoordClient for ClientApi {
     /// the watcher's trace and carries the coord's clock.
     async fn watch_leader(&self, req: Request<pb::LeaderRequest>) -> Result<Response<Self::WatchLeaderStream>, Status> {
         let r = req.into_inner();
+        check_client_id(&r.client_id)?;
         let trace = self.tracer.continue_or_create(&r.trace);
         trace.record("LeaderReqRecvd", json!({"ClientId": r.client_id}));
         Ok(Response::new(async_stream_from_watch(self.leader.clone(), trace, r.client_id)))
@@ -95,8 +105,13 @@ fn async_stream_from_watch(
             if trace.enabled() {
                 next.trace = trace.generate_token();
             }
-            if tx.send(Ok(next)).await.is_err() || rx.changed().await.is_err() {
+            if tx.send(Ok(next)).await.is_err() {
                 return;
+            }
+            // Ends with its watcher, not at the next change after it left.
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
             }
             next = rx.borrow_and_update().clone();
         }

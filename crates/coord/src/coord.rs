@@ -31,6 +31,8 @@ pub struct Coord {
     file: StateFile,
     state: Persisted,
     alive: BTreeMap<u64, bool>,
+    /// Each server's incarnation as of its last join (in memory only).
+    incarnations: BTreeMap<u64, u64>,
     leader: Option<u64>,
     selecting: bool,
     quorum_impossible: bool,
@@ -69,6 +71,7 @@ impl Coord {
             file: p.file,
             state: p.state,
             alive: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
             leader: None,
             selecting: false,
             quorum_impossible: false,
@@ -180,12 +183,19 @@ impl Coord {
             return self.refuse("the coord cannot persist its state".into());
         }
         self.track(&m);
-        let restarted_leader = self.state.join_complete && self.leader == Some(id);
+        // A join from the leader in a new incarnation (or one the coord has
+        // not seen, as after its own restart) means the leader restarted
+        // faster than the failure detector noticed: the join is how the
+        // coord learns it failed. A retried join (its reply lost) is not.
+        let previous = self.incarnations.insert(id, req.incarnation);
+        let restarted_leader = self.state.join_complete
+            && self.leader == Some(id)
+            && (previous != Some(req.incarnation) || req.incarnation == 0);
         if restarted_leader {
-            // The leader itself restarted faster than the failure detector
-            // noticed: its join is how the coord learns it failed.
             tracing::warn!(server = id, "ServerFail (the leader restarted)");
             trace.record("ServerFail", json!({"ServerId": id, "Reason": "restarted"}));
+            // It comes back as a follower, so nobody leads.
+            self.leader = None;
         }
         tracing::info!(server = id, "ServerJoinedRecvd");
         trace.record("ServerJoinedRecvd", json!({"ServerId": id}));
@@ -195,10 +205,8 @@ impl Coord {
             // would otherwise go on dialling the old ones.
             self.configure(if moved { None } else { Some(id) });
             if restarted_leader {
-                // It came back as a follower, so nobody leads. Select again.
                 tracing::info!(server = id, "the leader restarted; selecting a new one");
                 self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "restarted"}));
-                self.leader = None;
                 self.publish();
                 self.maybe_select();
             }
@@ -322,10 +330,17 @@ impl Coord {
                 self.trace.record("LeaderReconfigDone", json!({"ServerId": id, "Term": term}));
                 self.publish();
                 let failed: Vec<u64> = self.alive.iter().filter(|(_, a)| !**a).map(|(id, _)| *id).collect();
+                // The new leader got the members as they were when the
+                // selection began; one that rejoined at new addresses since
+                // would be dialled at its old ones. It gets them as they
+                // are now, before its notice.
+                let members: Vec<pb::Member> = self.state.members.iter().map(member_pb).collect();
                 for m in &self.state.members {
                     let Some(mut c) = self.controls.control(m.id) else {
                         continue;
                     };
+                    let membership = (m.id == id)
+                        .then(|| self.controls.request(pb::Membership { members: members.clone(), trace: vec![] }));
                     let req = self.controls.request(pb::ClusterNotice {
                         term,
                         leader_id: id,
@@ -333,6 +348,9 @@ impl Coord {
                         trace: token(&self.trace),
                     });
                     tokio::spawn(async move {
+                        if let Some(membership) = membership {
+                            let _ = c.configure(membership).await;
+                        }
                         let _ = c.notify(req).await;
                     });
                 }

@@ -153,8 +153,8 @@ fn absurd_counts_and_durations_are_refused_in_one_line() {
         (&["faults", "--time", "1000000000000000"][..], "--time is at most 604800"),
         (&["faults", "--snapshot-entries", "3"][..], "--snapshot-entries is at least 10"),
         (&["sim", "--jobs", "100000"][..], "--jobs is at most 256"),
-        (&["bench", "--servers", "4"][..], "--servers must be 3, 5 or 7, not 4"),
-        (&["bench", "failover", "--servers", "2"][..], "--servers must be 3, 5 or 7, not 2"),
+        (&["bench", "--servers", "4"][..], "--servers must be 1, 3, 5 or 7, not 4"),
+        (&["bench", "failover", "--servers", "2"][..], "--servers must be 1, 3, 5 or 7, not 2"),
     ] {
         refused_in_one_line(args, says);
     }

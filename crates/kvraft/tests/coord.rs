@@ -135,6 +135,15 @@ fn bad_joins_are_refused_and_the_coord_goes_on() {
         req.metadata_mut().insert("x-kvraft-secret", "s3cret".parse().unwrap());
         let info = c.coord_client().await.get_leader(req).await.unwrap().into_inner();
         assert_eq!(info.leader_id, 1, "{}", info.status);
+        // A client id too long for the trace is refused; the coord goes on.
+        let long = pb::LeaderRequest { wait_ms: 0, client_id: "c".repeat(257), trace: vec![] };
+        let mut req = tonic::Request::new(long);
+        req.metadata_mut().insert("x-kvraft-secret", "s3cret".parse().unwrap());
+        let err = c.coord_client().await.watch_leader(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        let mut req = tonic::Request::new(pb::LeaderRequest { wait_ms: 0, client_id: "c".into(), trace: vec![] });
+        req.metadata_mut().insert("x-kvraft-secret", "s3cret".parse().unwrap());
+        assert_eq!(c.coord_client().await.get_leader(req).await.unwrap().into_inner().leader_id, 1);
     });
 }
 
@@ -191,8 +200,9 @@ fn a_leader_restarted_before_detection_is_replaced_and_the_trace_checks() {
     let mut tracing = TracingServer::start();
     let at = format!(r#", "TracingServerAddr": "{}""#, tracing.addr);
     runtime().block_on(async {
-        // Heartbeats a second apart: detection takes seconds, a restart less.
-        let mut c = TestCluster::with_coord(3, &at, &format!(r#"{at}, "HeartbeatMs": 1000"#));
+        // Heartbeats five seconds apart: detection takes at least ten, far
+        // longer than a restart, even of a debug build on a loaded machine.
+        let mut c = TestCluster::with_coord(3, &at, &format!(r#"{at}, "HeartbeatMs": 5000"#));
         c.start_coord();
         for id in 1..=3 {
             c.start(id);
@@ -246,10 +256,16 @@ impl TracingServer {
         TracingServer { addr, dir, child: Some(child) }
     }
 
-    /// Stops it (the tracers that sent to it are gone by now) and returns
-    /// its trace file, which lives as long as `self`.
+    /// Stops it gracefully (SIGTERM: what it received is written out; the
+    /// tracers that sent to it are gone by now) and returns its trace file,
+    /// which lives as long as `self`.
     fn stop(&mut self) -> std::path::PathBuf {
         if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -102,14 +102,16 @@ fn cluster_up_status_down() {
     let (ok, out, err) = ctl(&["put", "k", "v"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = ctl(&["get", "k"]);
-    assert!(ok && out.contains('v'), "{out}{err}");
+    assert!(ok && out.trim() == "v", "{out}{err}");
     let out = Command::new(support::kvraft_bin())
         .args(["ctl", "--secret", "wrong", "--coord-config"])
         .arg(&coord_config)
         .args(["get", "k"])
         .output()
         .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a wrong Secret is refused");
+    assert!(err.contains("refused by the cluster") && err.contains("secret"), "not said why: {err}");
     let (ok, out, _) = run(&["cluster", "down"]);
     assert!(ok && out.contains("stopped (4 processes)"), "{out}");
     let (ok, _, _) = run(&["cluster", "status"]);

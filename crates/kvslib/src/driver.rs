@@ -27,9 +27,16 @@ pub enum Request {
 
 /// What the connection and coord tasks report.
 pub enum Event {
-    Reply { epoch: u64, reply: pb::Reply },
-    Closed { epoch: u64 },
+    Reply {
+        epoch: u64,
+        reply: pb::Reply,
+    },
+    Closed {
+        epoch: u64,
+    },
     Leader(pb::LeaderInfo),
+    /// The coord or a server refused the Secret.
+    Refused(String),
 }
 
 struct Pending {
@@ -64,6 +71,9 @@ pub struct Driver {
     leader: pb::LeaderInfo,
     /// Resend after this instant (a NoQuorum answer asks for a pause).
     hold_until: Option<Instant>,
+    /// Why the cluster refused this client's Secret, once it did: every
+    /// operation then fails at once.
+    refused: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     /// The client's own trace (KvslibStart, KvslibStop).
     trace: kvraft_trace::Trace,
@@ -106,6 +116,7 @@ impl Driver {
             next_epoch: 0,
             leader: pb::LeaderInfo::default(),
             hold_until: None,
+            refused: None,
             stop: None,
             trace,
         }
@@ -162,7 +173,7 @@ impl Driver {
             cmd,
             sent: false,
             since: Instant::now(),
-            result: None,
+            result: self.refused.clone().map(|why| Err(ClientError::Unauthenticated(why))),
             reply,
         });
     }
@@ -186,6 +197,14 @@ impl Driver {
                 if self.conn.as_ref().is_some_and(|c| c.epoch == epoch) {
                     self.drop_conn();
                 }
+            }
+            Event::Refused(why) => {
+                // Every operation fails at once, with the cause, instead of
+                // timing out: a refused Secret stays refused.
+                for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
+                    p.result = Some(Err(ClientError::Unauthenticated(why.clone())));
+                }
+                self.refused = Some(why);
             }
             Event::Reply { epoch, reply } => {
                 if self.conn.as_ref().is_none_or(|c| c.epoch != epoch) || reply.session != self.session {

@@ -79,8 +79,12 @@ impl KvClient {
     /// Starts the client (inside a tokio runtime). It finds the leader by
     /// itself; operations issued before then wait for it.
     pub fn start(cfg: Config) -> Result<(KvClient, mpsc::Receiver<OpResult>), ClientError> {
-        if cfg.client_id.is_empty() {
-            return Err(ClientError::Config("the client id is empty".into()));
+        if cfg.client_id.is_empty() || cfg.client_id.len() > kvraft_proto::MAX_CLIENT_ID_BYTES {
+            let max = kvraft_proto::MAX_CLIENT_ID_BYTES;
+            return Err(ClientError::Config(format!("the client id must be 1 to {max} bytes")));
+        }
+        if let Some(problem) = kvraft_proto::secret::secret_problem(&cfg.secret) {
+            return Err(ClientError::Config(problem));
         }
         if cfg.coord_addr.is_empty() {
             return Err(ClientError::Config("the coord address is empty".into()));
@@ -175,5 +179,32 @@ impl KvClient {
         if self.requests.send(driver::Request::Stop(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Secret that could not travel, or a client id no server takes, is
+    /// a configuration error at start, not a timeout later.
+    #[tokio::test]
+    async fn unusable_secrets_and_ids_are_refused_at_start() {
+        let cfg = |id: &str, secret: &str| {
+            let mut c = Config::new(id.to_owned(), "127.0.0.1:1".to_owned());
+            c.secret = secret.to_owned();
+            c
+        };
+        for (c, says) in [
+            (cfg("1", "two\nlines"), "printable ASCII"),
+            (cfg(&"c".repeat(257), ""), "1 to 256 bytes"),
+            (cfg("", ""), "1 to 256 bytes"),
+        ] {
+            match KvClient::start(c) {
+                Err(ClientError::Config(e)) => assert!(e.contains(says), "{e}"),
+                other => panic!("expected a config error naming {says:?}, got {:?}", other.map(|_| ())),
+            }
+        }
+        assert!(KvClient::start(cfg("1", "correct horse")).is_ok());
     }
 }

@@ -89,6 +89,10 @@ pub enum ClientError {
     /// The configuration is unusable.
     #[error("{0}")]
     Config(String),
+    /// The cluster refused this client's Secret (wrong, or missing where the
+    /// cluster has one). Nothing was applied.
+    #[error("refused by the cluster: {0}")]
+    Unauthenticated(String),
 }
 
 /// One operation's outcome, as delivered on the results channel.

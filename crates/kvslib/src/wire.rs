@@ -75,13 +75,19 @@ pub async fn session(
     if let Some(ch) = channel(&addr).await {
         let mut kv = KvClientClient::new(ch);
         let req = with_secret(UnboundedReceiverStream::new(commands), &secret);
-        if let Ok(resp) = kv.session(req).await {
-            let mut replies = resp.into_inner();
-            while let Ok(Some(reply)) = replies.message().await {
-                if events.send(Event::Reply { epoch, reply }).is_err() {
-                    return;
+        match kv.session(req).await {
+            Ok(resp) => {
+                let mut replies = resp.into_inner();
+                while let Ok(Some(reply)) = replies.message().await {
+                    if events.send(Event::Reply { epoch, reply }).is_err() {
+                        return;
+                    }
                 }
             }
+            Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                let _ = events.send(Event::Refused(format!("server {addr}: {}", s.message())));
+            }
+            Err(_) => {}
         }
     }
     // Give a dead leader's address a moment before the driver tries again.
@@ -106,7 +112,18 @@ pub async fn watch_coord(
             let token = if trace.enabled() { trace.generate_token() } else { Vec::new() };
             let req =
                 with_secret(pb::LeaderRequest { wait_ms: 0, client_id: client_id.clone(), trace: token }, &secret);
-            if let Ok(resp) = coord.watch_leader(req).await {
+            let answer = coord.watch_leader(req).await;
+            if let Err(s) = &answer
+                && s.code() == tonic::Code::Unauthenticated
+            {
+                if events.send(Event::Refused(format!("coord {addr}: {}", s.message()))).is_err() {
+                    return;
+                }
+                // Asked again now and then, slowly: nothing but a new client
+                // changes the Secret.
+                backoff = Duration::from_secs(1);
+            }
+            if let Ok(resp) = answer {
                 let mut stream = resp.into_inner();
                 let mut first = true;
                 while let Ok(Some(info)) = stream.message().await {

@@ -17,3 +17,6 @@ pub mod secret;
 /// cluster reaches (a term a microsecond for 290,000 years), with room left
 /// so that `+ 1` never overflows on either side. Receivers refuse more.
 pub const MAX_TERM_OR_INDEX: u64 = u64::MAX / 2;
+
+/// The longest client id a server or the coord accepts.
+pub const MAX_CLIENT_ID_BYTES: usize = 256;

@@ -77,7 +77,7 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
             Op::Cas { key: c.key, expected: c.expected, new: c.new_value }
         }
     };
-    if c.client_id.is_empty() || c.client_id.len() > 256 {
+    if c.client_id.is_empty() || c.client_id.len() > pb::MAX_CLIENT_ID_BYTES {
         return Err(bad("client_id must be 1 to 256 bytes"));
     }
     if c.op_id == 0 {

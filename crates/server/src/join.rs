@@ -11,6 +11,17 @@ use kvraft_proto::secret::with_secret;
 use crate::config::ServerConfig;
 
 /// Joins, and returns the coord's reason if it refuses.
+/// This process's incarnation: its start time in nanoseconds since the
+/// epoch, which differs between any two starts of a server (a restart takes
+/// far longer than a nanosecond), read once.
+fn incarnation() -> u64 {
+    static AT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
 pub async fn join(cfg: &ServerConfig, trace: &kvraft_trace::Trace) -> Result<(), String> {
     trace.record("ServerJoining", serde_json::json!({"ServerId": cfg.server_id}));
     let mut req = pb::JoinRequest {
@@ -19,6 +30,7 @@ pub async fn join(cfg: &ServerConfig, trace: &kvraft_trace::Trace) -> Result<(),
         client_addr: cfg.client_listen_addr.to_string(),
         control_addr: cfg.server_listen_addr.to_string(),
         fcheck_addr: cfg.server_addr.to_string(),
+        incarnation: incarnation(),
         trace: Vec::new(),
     };
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.coord_addr))

@@ -86,7 +86,11 @@ async fn one_shot(coord: &str, secret: &str, timeout: Duration, op: Op, json: bo
     cfg.window = 1;
     let (client, _results) = KvClient::start(cfg).map_err(|e| anyhow!("{e}"))?;
     let r = client.execute(op.clone()).await;
-    let r = r.map_err(|e| anyhow!("{op} failed: {e} (is the cluster at {coord} up?)"))?;
+    let r = r.map_err(|e| match e {
+        // The cluster answered: it is up, and said why.
+        kvslib::ClientError::Unauthenticated(_) => anyhow!("{op} failed: {e} (check --secret)"),
+        _ => anyhow!("{op} failed: {e} (is the cluster at {coord} up?)"),
+    })?;
     match (&op, r) {
         (Op::Get { key }, Value::Value(v)) => {
             if json {

@@ -73,7 +73,7 @@ pub struct Args {
     /// Seconds of warm-up, not measured (per workload with --compare-etcd).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Servers of the cluster the bench starts (3, 5 or 7).
+    /// Servers of the cluster the bench starts (3, 5 or 7; 1 for a cluster without replication).
     #[arg(long, default_value_t = 3)]
     servers: u64,
     /// Use a running cluster: its coord's client address (no CPU/memory figures then).
@@ -160,8 +160,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(What::Failover { servers, .. }) => servers,
         _ => args.servers,
     };
-    if !matches!(servers, 3 | 5 | 7) {
-        bail!("--servers must be 3, 5 or 7, not {servers}");
+    if !matches!(servers, 1 | 3 | 5 | 7) {
+        bail!("--servers must be 1, 3, 5 or 7, not {servers}");
     }
     if let Some(What::Failover { tries: 0, .. }) = args.what {
         bail!("--tries must be at least 1");
