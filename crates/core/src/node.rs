@@ -540,7 +540,13 @@ impl RaftNode {
             return;
         };
         pr.last_heard_tick = now;
-        pr.read_ack = pr.read_ack.max(read_ctx);
+        // A refusal of an older term echoes the ctx of that term's message:
+        // it vouches for no leadership of this term, so it acks no read
+        // round (the ctx restarts with each leadership). A success or a
+        // conflict answers a message of this term.
+        if !matches!(result, AppendResult::StaleTerm) {
+            pr.read_ack = pr.read_ack.max(read_ctx);
+        }
         match result {
             // No follower can hold entries this leader never had: a message
             // no correct peer sends, refused rather than let it point the

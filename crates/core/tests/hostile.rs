@@ -101,3 +101,36 @@ fn an_entry_that_would_replace_a_committed_one_is_refused() {
     assert_eq!(c.node(2).commit_index(), 2);
     still_works(&mut c);
 }
+
+/// A follower at a newer term refuses a delayed AppendEntries of this
+/// leader's previous leadership, echoing that message's read ctx, stamped
+/// with the leader's current term. That is no acknowledgment of the current
+/// leadership: counted as one, it confirmed the new leadership's first read
+/// rounds (whose ctx starts again at 0) with no heartbeat answered, and a
+/// deposed leader could serve a stale read.
+#[test]
+fn a_refusal_of_an_older_term_confirms_no_read() {
+    let mut c = cluster();
+    // Rounds of the first leadership: its ctx climbs.
+    for r in 1..=5 {
+        c.node_mut(1).read(r);
+        c.run();
+    }
+    assert_eq!(c.reads_served.len(), 5);
+    // 1 leads again, in term 2: a new leadership, its ctx from 0.
+    c.designate(1, 2);
+    c.tick_all();
+    // The delayed term-1 message reaches 2, which is at term 2 and refuses it.
+    c.node_mut(1).step(Message::AppendEntriesResponse {
+        term: 2,
+        from: 2,
+        result: AppendResult::StaleTerm,
+        read_ctx: 5,
+    });
+    // Now nobody answers 1 any more (as if it were cut off and deposed).
+    c.crash(2);
+    c.crash(3);
+    c.node_mut(1).read(100);
+    c.run();
+    assert!(!c.reads_served.contains(&(1, 100)), "a read confirmed by no heartbeat of this leadership");
+}
