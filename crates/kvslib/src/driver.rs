@@ -46,6 +46,9 @@ struct Pending {
     op: Op,
     cmd: pb::Command,
     sent: bool,
+    /// Ever put on the wire (`sent` is reset when a connection drops): a
+    /// refusal then no longer proves that the operation was not applied.
+    ever_sent: bool,
     since: Instant,
     result: Option<Result<Value, ClientError>>,
     reply: Option<oneshot::Sender<OpResult>>,
@@ -139,10 +142,31 @@ impl Driver {
             self.pump();
             self.deliver().await;
             if (self.stop.is_some() || !requests_open) && self.queue.is_empty() {
+                // Operations handed over after the stop (by another clone of
+                // the client) were numbered: each gets its answer.
+                requests.close();
+                let mut stops = Vec::new();
+                while let Ok(r) = requests.try_recv() {
+                    if let Request::Stop(done) = r {
+                        stops.push(done);
+                    } else if let Request::Submit { op, op_id, reply } = r {
+                        let r = OpResult { op_id, op, result: Err(ClientError::Stopped) };
+                        match reply {
+                            Some(tx) => {
+                                let _ = tx.send(r);
+                            }
+                            None => {
+                                if let Some(results) = &self.results {
+                                    let _ = results.send(r).await;
+                                }
+                            }
+                        }
+                    }
+                }
                 self.trace.record("KvslibStop", serde_json::json!({"ClientId": self.client_id}));
                 let _ = self.trace.tracer().flush(Duration::from_millis(500)).await;
                 self.results = None; // closes the results channel
-                if let Some(done) = self.stop.take() {
+                for done in self.stop.take().into_iter().chain(stops) {
                     let _ = done.send(());
                 }
                 return;
@@ -172,6 +196,7 @@ impl Driver {
             op,
             cmd,
             sent: false,
+            ever_sent: false,
             since: Instant::now(),
             result: self.refused.clone().map(|why| Err(ClientError::Unauthenticated(why))),
             reply,
@@ -199,9 +224,12 @@ impl Driver {
                 }
             }
             Event::Refused(why) => {
-                // Every operation fails at once, with the cause, instead of
-                // timing out: a refused Secret stays refused.
-                for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
+                // Operations never sent fail at once, with the cause, instead
+                // of timing out; so do later ones, until a server answers.
+                // One sent earlier (to a server that took the Secret) may
+                // have been applied: it keeps waiting for its result or its
+                // timeout, which says so.
+                for p in self.queue.iter_mut().filter(|p| p.result.is_none() && !p.ever_sent) {
                     p.result = Some(Err(ClientError::Unauthenticated(why.clone())));
                 }
                 self.refused = Some(why);
@@ -210,6 +238,7 @@ impl Driver {
                 if self.conn.as_ref().is_none_or(|c| c.epoch != epoch) || reply.session != self.session {
                     return;
                 }
+                self.refused = None; // a server took the Secret
                 let Some(p) = self.queue.iter_mut().find(|p| p.op_id == reply.op_id) else {
                     return;
                 };
@@ -306,6 +335,7 @@ impl Driver {
                 break;
             }
             p.sent = true;
+            p.ever_sent = true;
             on_wire += 1;
         }
         if broken {

@@ -207,4 +207,28 @@ mod tests {
         }
         assert!(KvClient::start(cfg("1", "correct horse")).is_ok());
     }
+
+    /// An operation handed over while the client is stopping (by another
+    /// clone) gets a result, Stopped, before the results channel closes.
+    #[tokio::test]
+    async fn an_operation_handed_over_while_stopping_is_answered() {
+        let mut c = Config::new("1".to_owned(), "127.0.0.1:1".to_owned()); // no coord: nothing completes
+        c.op_timeout = std::time::Duration::from_millis(300);
+        let (client, mut results) = KvClient::start(c).unwrap();
+        let put = |v: &str| Op::Put { key: "k".into(), value: v.into() };
+        assert_eq!(client.submit(put("a")).await.unwrap(), 1);
+        let stopping = tokio::spawn(client.clone().stop());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The driver is stopping (op 1 waits for its timeout) and no longer
+        // reads requests; this one lands in the channel's buffer.
+        assert_eq!(client.submit(put("b")).await.unwrap(), 2);
+        let mut got = Vec::new();
+        while let Some(r) = tokio::time::timeout(std::time::Duration::from_secs(10), results.recv()).await.unwrap() {
+            got.push((r.op_id, r.result));
+        }
+        stopping.await.unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(matches!(got[0], (1, Err(ClientError::Timeout(_)))), "{got:?}");
+        assert_eq!(got[1], (2, Err(ClientError::Stopped)));
+    }
 }
