@@ -13,8 +13,17 @@ use crate::options::FsyncPolicy;
 pub fn sync_data(file: &File, path: &Path, policy: FsyncPolicy) -> Result<(), StorageError> {
     if policy.syncs() {
         file.sync_data().map_err(StorageError::io(path, "fdatasync"))?;
+        #[cfg(test)]
+        SYNCS.with(|n| n.set(n.get() + 1));
     }
     Ok(())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// This thread's fdatasyncs and directory fsyncs, for tests that check
+    /// what is made durable (a crash of the machine cannot be staged here).
+    pub static SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Makes the directory's entries (creations, renames, removals) durable:
@@ -23,6 +32,8 @@ pub fn sync_dir(dir: &Path, policy: FsyncPolicy) -> Result<(), StorageError> {
     if policy.syncs() {
         let d = File::open(dir).map_err(StorageError::io(dir, "open directory"))?;
         d.sync_all().map_err(StorageError::io(dir, "fsync directory"))?;
+        #[cfg(test)]
+        SYNCS.with(|n| n.set(n.get() + 1));
     }
     Ok(())
 }

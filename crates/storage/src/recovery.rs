@@ -19,6 +19,12 @@
 //! - The current term is at least the term of the snapshot and of the last
 //!   entry (a crash can leave the term file behind them), and the term file
 //!   is brought up to it.
+//! - Everything kept is made durable before it is reported: a process killed
+//!   between a write and its sync leaves the bytes in the page cache, where
+//!   recovery reads them, and the restarted server would vouch for them
+//!   (a leader's probe that finds them all in place asks for no new write,
+//!   so no later sync would cover them) although a power loss could still
+//!   take them.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -103,8 +109,9 @@ pub(crate) fn recover(dir: &Path, policy: FsyncPolicy) -> Result<Recovery, Stora
         dir_changed = true;
     }
     let term = term_file::read(dir)?;
-    let snapshot = match listing.snapshots.pop() {
-        Some((index, path)) => Some(snapshot_file::read(&path, index)?),
+    let newest = listing.snapshots.pop();
+    let snapshot = match &newest {
+        Some((index, path)) => Some(snapshot_file::read(path, *index)?),
         None => None,
     };
     for (_, older) in &listing.snapshots {
@@ -134,6 +141,8 @@ pub(crate) fn recover(dir: &Path, policy: FsyncPolicy) -> Result<Recovery, Stora
     } else {
         term
     };
+    let files = segments.iter().map(|s| s.path.clone()).chain(newest.map(|(_, p)| p));
+    make_durable(dir, files, policy)?;
     Ok(Recovery { recovered: Recovered { term, snapshot, entries, torn_tail: log.torn_tail }, segments, active })
 }
 
@@ -187,6 +196,20 @@ fn chain_error(prev: Option<&Segment>, first: Index, snap: Index) -> Option<Stri
     }
 }
 
+/// Syncs `files` (what recovery kept), the term file if there is one, and
+/// the directory: see the module docs for why what was read must be.
+fn make_durable(dir: &Path, files: impl Iterator<Item = PathBuf>, policy: FsyncPolicy) -> Result<(), StorageError> {
+    if !policy.syncs() {
+        return Ok(());
+    }
+    let term = dir.join(names::TERM);
+    for path in files.chain(term.exists().then_some(term)) {
+        let file = fs::File::open(&path).map_err(StorageError::io(&path, "open"))?;
+        fsio::sync_data(&file, &path, policy)?;
+    }
+    fsio::sync_dir(dir, policy)
+}
+
 /// Truncates a torn tail away, durably, before anything is appended after
 /// it (otherwise new records would follow garbage, which reads as
 /// corruption).
@@ -233,4 +256,31 @@ fn settle(
     };
     let file = segment::open_write(&active.path)?;
     Ok((segments, file, covered > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use kvraft_core::Payload;
+
+    use super::*;
+    use crate::{Storage, StorageOptions};
+
+    /// Entries written but never synced (the process was killed before its
+    /// sync) are read back from the page cache, and recovery syncs them
+    /// before it reports them: the server will vouch for them.
+    #[test]
+    fn what_recovery_reads_it_makes_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let entries: Vec<Entry> = (1..=3).map(|index| Entry { term: 1, index, payload: Payload::Noop }).collect();
+        s.set_term(1).unwrap();
+        s.append(&entries).unwrap();
+        drop(s); // no sync
+        let before = fsio::SYNCS.with(|n| n.get());
+        let (_, recovered) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let syncs = fsio::SYNCS.with(|n| n.get()) - before;
+        assert_eq!(recovered.entries, entries);
+        // The segment, the term file and the directory.
+        assert!(syncs >= 3, "{syncs} syncs: what was read is not durable");
+    }
 }
