@@ -628,3 +628,49 @@ fn a_corrupt_snapshot_the_leader_must_send_stops_it() {
         assert!(last.contains("corrupt") && last.contains("snapshot-"), "{last}");
     });
 }
+
+/// A session client that sends without ever reading its replies is held
+/// back once its commands in flight reach the bound: the server stops
+/// taking commands instead of piling up replies and log entries.
+#[test]
+fn a_session_that_never_reads_its_replies_is_held_back() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, r#", "Fsync": "never""#);
+        c.start(1);
+        let leader = c.select_leader().await;
+        // Small flow-control windows, so that what the transport itself
+        // holds of unread replies stays small beside the bound.
+        let addr = format!("http://{}", c.servers[leader as usize - 1].client_addr);
+        let channel = tonic::transport::Endpoint::from_shared(addr)
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        let mut kv = kvraft_proto::kv_client_client::KvClientClient::new(channel);
+        const SENT: u64 = 100_000;
+        let (tx, rx) = tokio::sync::mpsc::channel::<kvraft_proto::Command>(SENT as usize);
+        for op_id in 1..=SENT {
+            let mut cmd = put("greedy", op_id, &format!("k{op_id}"), "v");
+            cmd.first_unacked = 1;
+            tx.send(cmd).await.unwrap();
+        }
+        // The replies are never read (the response is held, not polled).
+        let _replies = kv.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
+        let mut last = 0;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = c.status(leader).await.last_log_index;
+            if now == last && now > 0 {
+                break;
+            }
+            last = now;
+        }
+        eprintln!("proposed for a client that reads nothing: {last}");
+        // 4,096 in flight, plus what the transport's windows hold of
+        // replies (tens of bytes each) and commands.
+        assert!(last > 4_000 && last < 15_000, "{last} entries proposed for a client that reads nothing");
+        drop(tx);
+    });
+}

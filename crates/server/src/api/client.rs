@@ -2,11 +2,12 @@
 //! session stream with many operations in flight.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use kvraft_proto as pb;
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::Stream;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::LoopHandle;
@@ -16,6 +17,12 @@ use crate::node_loop::{Input, ReplyTo};
 pub struct ClientApi {
     pub inputs: LoopHandle,
 }
+
+/// Commands of one session taken but not yet answered on its reply stream:
+/// the client library's largest window. A client that sends without reading
+/// its replies is then held back by the transport's flow control instead of
+/// piling replies (and log entries) up in this server.
+const SESSION_IN_FLIGHT: usize = 4_096;
 
 fn bad_request(c: &pb::Command, message: String) -> pb::Reply {
     pb::Reply {
@@ -78,8 +85,14 @@ impl pb::kv_client_server::KvClient for ClientApi {
         let mut commands = req.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
         let inputs = self.inputs.clone();
+        // One permit per command taken, given back as its reply leaves.
+        let in_flight = Arc::new(Semaphore::new(SESSION_IN_FLIGHT));
+        let taken = in_flight.clone();
         tokio::spawn(async move {
-            while let Ok(Some(c)) = commands.message().await {
+            loop {
+                let Ok(permit) = taken.acquire().await else { return };
+                let Ok(Some(c)) = commands.message().await else { return };
+                permit.forget();
                 match command_from_pb(c.clone()) {
                     Ok(cmd) => {
                         let input = Input::Client { cmd, reply: ReplyTo::Stream(tx.clone()), token: c.trace };
@@ -93,6 +106,10 @@ impl pb::kv_client_server::KvClient for ClientApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        let replies = UnboundedReceiverStream::new(rx).map(move |r| {
+            in_flight.add_permits(1);
+            r
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 }
