@@ -32,6 +32,11 @@ pub enum Role {
 pub enum ProposeError {
     #[error("not leader (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
+    /// This leader has not heard from a majority within the quorum window:
+    /// it may have been deposed, and whatever it appended could not commit
+    /// until it hears again, so nothing is appended (the client retries).
+    #[error("no quorum heard recently")]
+    NoQuorum,
 }
 
 /// What [`RaftNode::compact`] let go of: the entries it compacted and the
@@ -253,6 +258,12 @@ impl RaftNode {
     pub fn propose(&mut self, cmd: Command) -> Result<Index, ProposeError> {
         if self.ls.is_none() {
             return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        // A leader cut off from its followers would otherwise go on
+        // appending every write its clients send, in memory and on disk,
+        // none of which can commit.
+        if !self.has_recent_quorum() {
+            return Err(ProposeError::NoQuorum);
         }
         Ok(self.append_local(Payload::Command(cmd)))
     }

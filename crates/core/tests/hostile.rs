@@ -134,3 +134,28 @@ fn a_refusal_of_an_older_term_confirms_no_read() {
     c.run();
     assert!(!c.reads_served.contains(&(1, 100)), "a read confirmed by no heartbeat of this leadership");
 }
+
+/// A leader cut off from every follower appends no more writes once the
+/// quorum window has passed: none could commit, and it would go on growing
+/// its log for as long as clients reach it.
+#[test]
+fn a_leader_without_a_recent_quorum_appends_no_writes() {
+    let mut c = cluster();
+    c.crash(2);
+    c.crash(3);
+    let last = c.node(1).log().last_index();
+    for _ in 0..30 {
+        c.tick_all();
+    }
+    assert!(!c.node(1).has_recent_quorum());
+    let cmd = kvraft_core::kv::Command { client_id: "c".into(), session: 1, op_id: 9, first_unacked: 9, op: put("z") };
+    assert_eq!(c.node_mut(1).propose(cmd), Err(kvraft_core::ProposeError::NoQuorum));
+    assert_eq!(c.node(1).log().last_index(), last, "appended without a quorum");
+    // Heard from again, it takes writes.
+    c.start(2);
+    for _ in 0..5 {
+        c.tick_all();
+    }
+    assert!(c.node(1).has_recent_quorum());
+    assert!(c.propose(1, "c", 10, put("y")).is_some());
+}

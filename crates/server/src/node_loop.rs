@@ -354,6 +354,10 @@ impl NodeLoop {
                 let r = self.not_leader(&cmd, leader);
                 send_traced(reply, r, &trace);
             }
+            Err(ProposeError::NoQuorum) => {
+                let r = self.error_reply(&cmd, pb::ErrorCode::NoQuorum, "no quorum heard recently".into(), None);
+                send_traced(reply, r, &trace);
+            }
         }
     }
 

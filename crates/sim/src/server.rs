@@ -153,6 +153,9 @@ impl SimServer {
             Err(ProposeError::NotLeader { leader }) => {
                 reply(net, self.id, from, &cmd, Err(ClientError::NotLeader(leader)));
             }
+            Err(ProposeError::NoQuorum) => {
+                reply(net, self.id, from, &cmd, Err(ClientError::NoQuorum));
+            }
         }
     }
 
