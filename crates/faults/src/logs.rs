@@ -17,7 +17,8 @@ use crate::states::{StateCheck, compare_states};
 
 /// The outcome, in one line for the report.
 pub struct LogCheck {
-    /// False only when two servers disagree on a committed entry.
+    /// False when two servers disagree on a committed entry or on their
+    /// state, or when the states could not be compared after the heal.
     pub consistent: bool,
     pub summary: String,
 }
@@ -55,70 +56,104 @@ async fn statuses(layout: &Layout) -> Result<Vec<(u64, pb::StatusReply)>, u64> {
     Ok(states)
 }
 
-/// Waits (up to `within`) until every server has committed what the most
-/// advanced one had when asked: a server restarted at the very end learns
-/// the commit index only from the leader's next message.
+/// Waits (up to `within`) until every server answers and has committed
+/// what the most advanced one had when first asked: a server restarted at
+/// the very end learns the commit index only from the leader's next
+/// message, and one just resumed may be slow to answer at first. Gives the
+/// id of a server that never answered.
 async fn converged(layout: &Layout, within: Duration) -> Result<Vec<(u64, pb::StatusReply)>, u64> {
     let deadline = tokio::time::Instant::now() + within;
-    let target = statuses(layout).await?.iter().map(|(_, s)| s.commit_index).max().unwrap_or(0);
+    let mut target = None;
     loop {
-        let states = statuses(layout).await?;
-        let behind = states.iter().any(|(_, s)| s.commit_index < target);
-        if !behind || tokio::time::Instant::now() >= deadline {
-            return Ok(states);
+        match statuses(layout).await {
+            Ok(states) => {
+                let top = states.iter().map(|(_, s)| s.commit_index).max().unwrap_or(0);
+                let target = *target.get_or_insert(top);
+                let behind = states.iter().any(|(_, s)| s.commit_index < target);
+                if !behind || tokio::time::Instant::now() >= deadline {
+                    return Ok(states);
+                }
+            }
+            Err(id) if tokio::time::Instant::now() >= deadline => return Err(id),
+            Err(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Compares every server's committed log.
+/// What the committed-log comparison found.
+enum Logs {
+    /// Identical over the window (the summary says which).
+    Same(String),
+    Differ(String),
+    /// No window every server still holds (snapshots cover it all), or one
+    /// compacted it meanwhile: the states comparison still decides.
+    NoWindow(String),
+}
+
+/// Compares every server's committed log, then their whole states. After
+/// the heal every server must answer and reach the others' applied index:
+/// a check that could not be made fails the run, for a server stuck behind
+/// (a snapshot it cannot install, say) is exactly what it must catch.
 pub async fn compare(layout: &Layout) -> LogCheck {
     let states = match converged(layout, Duration::from_secs(10)).await {
         Ok(s) => s,
         Err(id) => {
-            return LogCheck { consistent: true, summary: format!("logs not compared: server {id} did not answer") };
+            return LogCheck {
+                consistent: false,
+                summary: format!("NOT COMPARED: server {id} did not answer its status within 10 s of the heal"),
+            };
         }
     };
+    let logs = compare_logs(layout, &states).await;
+    let check = compare_states(layout, Duration::from_secs(20)).await;
+    overall(logs, check)
+}
+
+/// The verdict of both comparisons: consistent only if no log differs and
+/// the states were compared and are the same.
+fn overall(logs: Logs, states: StateCheck) -> LogCheck {
+    let (logs_ok, logs_line) = match logs {
+        Logs::Same(l) | Logs::NoWindow(l) => (true, l),
+        Logs::Differ(l) => (false, l),
+    };
+    let (states_ok, states_line) = match states {
+        StateCheck::Same(l) => (true, l),
+        StateCheck::Differ(l) => (false, format!("but {l}")),
+        StateCheck::NotCompared(l) => (false, format!("but NOT COMPARED: {l}")),
+    };
+    LogCheck { consistent: logs_ok && states_ok, summary: format!("{logs_line}; {states_line}") }
+}
+
+async fn compare_logs(layout: &Layout, states: &[(u64, pb::StatusReply)]) -> Logs {
     let from = states.iter().map(|(_, s)| s.snapshot_index).max().unwrap_or(0) + 1;
     let to = states.iter().map(|(_, s)| s.commit_index).min().unwrap_or(0);
     if to < from {
-        return LogCheck {
-            consistent: true,
-            summary: format!("logs not compared: no common committed window (from {from}, to {to})"),
-        };
+        return Logs::NoWindow(format!("logs not compared: no common committed window (from {from}, to {to})"));
     }
     let mut reference: Option<(u64, Vec<pb::LogLine>)> = None;
-    for (id, _) in &states {
+    for (id, _) in states {
         let Some(mine) = lines(layout, *id, from, to).await else {
-            return LogCheck {
-                consistent: true,
-                summary: format!("logs not compared: server {id} did not list its log (or compacted it meanwhile)"),
-            };
+            return Logs::NoWindow(format!(
+                "logs not compared: server {id} did not list its log (or compacted it meanwhile)"
+            ));
         };
         match &reference {
             None => reference = Some((*id, mine)),
             Some((rid, theirs)) => {
                 if let Some(diff) = first_difference(theirs, &mine) {
-                    return LogCheck {
-                        consistent: false,
-                        summary: format!("servers {rid} and {id} differ in the committed log: {diff}"),
-                    };
+                    return Logs::Differ(format!("servers {rid} and {id} differ in the committed log: {diff}"));
                 }
             }
         }
     }
     let n = reference.map_or(0, |(_, l)| l.len());
     let commits: Vec<String> = states.iter().map(|(id, s)| format!("s{id}={}", s.commit_index)).collect();
-    let summary = format!(
+    Logs::Same(format!(
         "logs identical on all {} servers over committed indexes {from}..={to} ({n} entries; commit {})",
         states.len(),
         commits.join(" ")
-    );
-    match compare_states(layout, Duration::from_secs(20)).await {
-        StateCheck::Same(line) => LogCheck { consistent: true, summary: format!("{summary}; {line}") },
-        StateCheck::Differ(line) => LogCheck { consistent: false, summary: format!("{summary}; but {line}") },
-        StateCheck::NotCompared(line) => LogCheck { consistent: true, summary: format!("{summary}; {line}") },
-    }
+    ))
 }
 
 fn show(l: Option<&pb::LogLine>) -> String {
@@ -134,4 +169,23 @@ fn first_difference(a: &[pb::LogLine], b: &[pb::LogLine]) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_states_compared_and_the_same_pass() {
+        let same = || StateCheck::Same("states identical".into());
+        assert!(overall(Logs::Same("logs identical".into()), same()).consistent);
+        // Snapshots covering every log: the states alone decide.
+        assert!(overall(Logs::NoWindow("no window".into()), same()).consistent);
+        assert!(!overall(Logs::Differ("differ".into()), same()).consistent);
+        assert!(!overall(Logs::Same("logs identical".into()), StateCheck::Differ("x".into())).consistent);
+        // A server stuck behind, or silent: the run fails, it does not pass unchecked.
+        let stuck = overall(Logs::NoWindow("no window".into()), StateCheck::NotCompared("s3 behind".into()));
+        assert!(!stuck.consistent);
+        assert!(stuck.summary.contains("NOT COMPARED: s3 behind"), "{}", stuck.summary);
+    }
 }
