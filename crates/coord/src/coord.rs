@@ -1,7 +1,7 @@
 //! The coord's one actor: membership, the failure detector's verdicts, and
 //! leader selection, all decided in one place so they never race.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -33,6 +33,10 @@ pub struct Coord {
     alive: BTreeMap<u64, bool>,
     /// Each server's incarnation as of its last join (in memory only).
     incarnations: BTreeMap<u64, u64>,
+    /// While the servers are asked who leads (after a coord restart): those
+    /// that rejoined or were declared failed meanwhile, whose answer may
+    /// be out of date by the time it arrives.
+    rediscovery_saw: Option<BTreeSet<u64>>,
     leader: Option<u64>,
     selecting: bool,
     quorum_impossible: bool,
@@ -72,6 +76,7 @@ impl Coord {
             state: p.state,
             alive: BTreeMap::new(),
             incarnations: BTreeMap::new(),
+            rediscovery_saw: None,
             leader: None,
             selecting: false,
             quorum_impossible: false,
@@ -94,6 +99,7 @@ impl Coord {
             }
             if self.state.join_complete {
                 self.selecting = true; // no selection until we know whether a leader exists
+                self.rediscovery_saw = Some(BTreeSet::new());
                 tokio::spawn(rediscover(self.state.members.clone(), self.controls.clone(), self.me.clone()));
             }
         }
@@ -183,6 +189,9 @@ impl Coord {
             return self.refuse("the coord cannot persist its state".into());
         }
         self.track(&m);
+        if let Some(saw) = &mut self.rediscovery_saw {
+            saw.insert(id);
+        }
         // A join from the leader in a new incarnation (or one the coord has
         // not seen, as after its own restart) means the leader restarted
         // faster than the failure detector noticed: the join is how the
@@ -252,6 +261,9 @@ impl Coord {
         match ev {
             Event::Failed { id } => {
                 self.alive.insert(id, false);
+                if let Some(saw) = &mut self.rediscovery_saw {
+                    saw.insert(id);
+                }
                 tracing::warn!(server = id, "ServerFail");
                 self.trace.record("ServerFail", json!({"ServerId": id}));
                 self.log_view();
@@ -381,7 +393,14 @@ impl Coord {
 
     fn on_rediscovered(&mut self, found: Option<(u64, u64)>) {
         self.selecting = false;
+        let saw = self.rediscovery_saw.take().unwrap_or_default();
         match found {
+            // A leader that restarted (it rejoined) or failed while the
+            // servers were being asked leads no more: select instead.
+            Some((id, _)) if saw.contains(&id) => {
+                tracing::info!(server = id, "after restart: server {id} led, but rejoined or failed since; selecting");
+                self.maybe_select();
+            }
             Some((id, term)) if term >= self.state.term && term <= pb::MAX_TERM_OR_INDEX => {
                 if term > self.state.term {
                     self.state.term = term;
