@@ -73,6 +73,9 @@ pub async fn run(
         .collect();
     let mut answers: Vec<pb::LogStateReply> = Vec::new();
     let mut highest = term;
+    // A server that refuses the term holds it or a later one: designating
+    // anyone in it could make a second leader of a term that has one.
+    let mut refused = false;
     let grace = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(grace);
     let mut grace_armed = false;
@@ -89,6 +92,7 @@ pub async fn run(
                         if r.granted && r.term == term && r.server_id == id {
                             answers.push(r);
                         } else {
+                            refused |= r.term == term && r.server_id == id;
                             highest = highest.max(r.current_term);
                         }
                     }
@@ -103,7 +107,7 @@ pub async fn run(
             _ = &mut grace, if grace_armed => break,
         }
     }
-    if highest > term {
+    if refused || highest > term {
         return Outcome::Refused { term, current_term: highest };
     }
     if answers.len() < quorum {

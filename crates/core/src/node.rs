@@ -165,9 +165,13 @@ impl RaftNode {
     /// The coord asks for this node's log state for `term`. A node adopts a
     /// higher term durably (the answer goes out only after persistence), and
     /// from then on refuses anything of a lower term: this is what fences an
-    /// old leader. A lower term is refused with the node's own term.
+    /// old leader. A term not above its own is refused with the node's own
+    /// term: like a Raft vote, a term is granted once, for the coord always
+    /// asks a term above every one it used, and a coord whose state went
+    /// back (a file restored from an old copy) must not designate a second
+    /// leader in a term that already has one.
     pub fn log_state_request(&mut self, term: Term) {
-        if term < self.term {
+        if term <= self.term {
             let ans = self.log_state(term, false);
             self.out.messages.push(Outbound { to: Dest::Coord, msg: Message::LogState(ans) });
             return;

@@ -159,3 +159,23 @@ fn a_leader_without_a_recent_quorum_appends_no_writes() {
     assert!(c.node(1).has_recent_quorum());
     assert!(c.propose(1, "c", 10, put("y")).is_some());
 }
+
+/// A coord whose state went back (a state file restored from an old copy)
+/// asks a term again. A server that already holds it refuses: granted
+/// twice, the term could get a second leader while its first still leads.
+#[test]
+fn a_term_is_granted_once() {
+    let mut c = cluster(); // 1 leads term 1
+    c.to_coord.clear();
+    c.node_mut(2).log_state_request(1);
+    c.run();
+    let answers: Vec<_> =
+        c.to_coord.iter().filter_map(|m| if let Message::LogState(ls) = m { Some(ls) } else { None }).collect();
+    assert_eq!(answers.len(), 1, "{:?}", c.to_coord);
+    assert!(!answers[0].granted, "term 1 granted again: {:?}", answers[0]);
+    assert_eq!(answers[0].current_term, 1);
+    // A term above it is granted, as always.
+    c.node_mut(2).log_state_request(2);
+    c.run();
+    assert!(c.to_coord.iter().any(|m| matches!(m, Message::LogState(ls) if ls.term == 2 && ls.granted)));
+}

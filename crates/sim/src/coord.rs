@@ -137,7 +137,9 @@ impl CoordModel {
         let n = self.n as usize;
         let members = self.members();
         match &mut self.phase {
-            Phase::Joining if ls.term == 1 && ls.granted => {
+            // Joined: it holds term 1 (granted now, or earlier, before a
+            // restart: a term is granted once).
+            Phase::Joining if ls.term == 1 && (ls.granted || ls.current_term == 1) => {
                 self.joined.insert(ls.from);
                 if self.joined.len() == n {
                     self.term = self.term.max(1);
