@@ -472,16 +472,21 @@ impl Coord {
 /// the highest term, if one is found, is kept.
 async fn rediscover(members: Vec<Member>, controls: Controls, me: mpsc::UnboundedSender<Input>) {
     let mut found: Option<(u64, u64)> = None;
+    let mut highest = 0;
     for m in &members {
         let Some(mut a) = controls.admin(m.id) else {
             continue;
         };
         if let Ok(r) = a.status(controls.request(pb::StatusRequest {})).await {
             let r = r.into_inner();
+            highest = highest.max(r.term);
             if r.role == "leader" && found.is_none_or(|(_, t)| r.term > t) {
                 found = Some((m.id, r.term));
             }
         }
     }
-    let _ = me.send(Input::Rediscovered(found));
+    // A leader of a term below one another server holds has been fenced (a
+    // selection granted that later term, then the coord lost it): it will
+    // step down at its followers' next answer, so it is no leader to keep.
+    let _ = me.send(Input::Rediscovered(found.filter(|&(_, t)| t >= highest)));
 }
