@@ -28,6 +28,10 @@ pub enum Role {
 }
 
 /// Why a proposal was refused.
+/// A leader refuses writes once it has heard from no majority for this many
+/// quorum windows (reads: one).
+pub const WRITE_QUORUM_WINDOWS: u64 = 10;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     #[error("not leader (leader: {leader:?})")]
@@ -265,8 +269,11 @@ impl RaftNode {
         }
         // A leader cut off from its followers would otherwise go on
         // appending every write its clients send, in memory and on disk,
-        // none of which can commit.
-        if !self.has_recent_quorum() {
+        // none of which can commit. The window is ten times the reads':
+        // a follower's answers wait for its disk, and a slow disk (a
+        // snapshot being written) must not turn writes away from a leader
+        // that still has its quorum.
+        if !self.heard_from_majority_within(WRITE_QUORUM_WINDOWS * self.cfg.quorum_window_ticks) {
             return Err(ProposeError::NoQuorum);
         }
         Ok(self.append_local(Payload::Command(cmd)))
@@ -298,12 +305,14 @@ impl RaftNode {
     /// Whether a majority (this leader included) was heard from within the
     /// quorum window. False on a follower.
     pub fn has_recent_quorum(&self) -> bool {
+        self.heard_from_majority_within(self.cfg.quorum_window_ticks)
+    }
+
+    /// Whether a majority (this leader included) was heard from within the
+    /// last `ticks`. False on a follower.
+    fn heard_from_majority_within(&self, ticks: u64) -> bool {
         let Some(ls) = &self.ls else { return false };
-        let heard = ls
-            .progress
-            .values()
-            .filter(|p| self.now.saturating_sub(p.last_heard_tick) < self.cfg.quorum_window_ticks)
-            .count();
+        let heard = ls.progress.values().filter(|p| self.now.saturating_sub(p.last_heard_tick) < ticks).count();
         heard + 1 >= ls.quorum()
     }
 

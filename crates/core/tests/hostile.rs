@@ -144,10 +144,18 @@ fn a_leader_without_a_recent_quorum_appends_no_writes() {
     c.crash(2);
     c.crash(3);
     let last = c.node(1).log().last_index();
-    for _ in 0..30 {
+    let window = (c.config)(1).quorum_window_ticks * kvraft_core::WRITE_QUORUM_WINDOWS;
+    for _ in 0..window - 1 {
         c.tick_all();
     }
+    // Past the reads' window, not yet the writes': a slow follower disk
+    // does not turn writes away.
     assert!(!c.node(1).has_recent_quorum());
+    let early =
+        kvraft_core::kv::Command { client_id: "c".into(), session: 1, op_id: 8, first_unacked: 8, op: put("w") };
+    assert!(c.node_mut(1).propose(early).is_ok());
+    let last = last + 1;
+    c.tick_all();
     let cmd = kvraft_core::kv::Command { client_id: "c".into(), session: 1, op_id: 9, first_unacked: 9, op: put("z") };
     assert_eq!(c.node_mut(1).propose(cmd), Err(kvraft_core::ProposeError::NoQuorum));
     assert_eq!(c.node(1).log().last_index(), last, "appended without a quorum");

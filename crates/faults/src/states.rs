@@ -33,14 +33,23 @@ pub async fn compare_states(layout: &Layout, within: Duration) -> StateCheck {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let mut digests = Vec::new();
+        let mut silent = None;
         for id in layout.server_ids() {
             match digest(layout, id).await {
                 Some(d) => digests.push((id, d)),
-                None => return StateCheck::NotCompared(format!("states not compared: server {id} did not answer")),
+                None => silent = Some(id),
             }
         }
-        if let Some(check) = verdict(&digests) {
+        if silent.is_none()
+            && let Some(check) = verdict(&digests)
+        {
             return check;
+        }
+        // One that did not answer this time is asked again until the deadline.
+        if let Some(id) = silent
+            && tokio::time::Instant::now() >= deadline
+        {
+            return StateCheck::NotCompared(format!("states not compared: server {id} did not answer"));
         }
         if tokio::time::Instant::now() >= deadline {
             let shown: Vec<String> = digests.iter().map(|(id, d)| format!("s{id}={}", d.applied_index)).collect();

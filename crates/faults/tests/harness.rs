@@ -62,14 +62,10 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
     // The servers inherit RUST_LOG; the count needs their info-level lines
     // (the default when it is unset, as in CI).
     let counted = std::env::var_os("RUST_LOG").is_none();
-    // States that could not be compared (a server slow to answer, or not
-    // at one applied index within 20 s) do not fail the run, but the files
-    // are kept to see why. States that differ fail it (`logs_consistent`).
-    let states_compared = report.log_check.contains("states identical");
-    if !states_compared {
-        eprintln!("note: the servers' states were not compared: {}", report.log_check);
-    }
-    if !report.passed() || (counted && report.snapshots_installed == 0) || !states_compared {
+    // States that differ, or could not be compared after the heal (a
+    // server silent or not at the others' applied index within 20 s), fail
+    // the run (`logs_consistent`); the files are kept to see why.
+    if !report.passed() || (counted && report.snapshots_installed == 0) {
         // Keep the configs, logs and history for whoever reads the failure.
         eprintln!("keeping {}", work.keep().display());
     }

@@ -35,8 +35,12 @@ pub enum Event {
         epoch: u64,
     },
     Leader(pb::LeaderInfo),
-    /// The coord or a server refused the Secret.
-    Refused(String),
+    /// The coord (no epoch) or the server of a connection refused the
+    /// Secret; a refused connection took nothing.
+    Refused {
+        epoch: Option<u64>,
+        why: String,
+    },
 }
 
 struct Pending {
@@ -46,9 +50,9 @@ struct Pending {
     op: Op,
     cmd: pb::Command,
     sent: bool,
-    /// Ever put on the wire (`sent` is reset when a connection drops): a
-    /// refusal then no longer proves that the operation was not applied.
-    ever_sent: bool,
+    /// The connections it was put on (`sent` is reset when one drops): a
+    /// refusal proves it was not applied only if every one was refused.
+    sent_on: Vec<u64>,
     since: Instant,
     result: Option<Result<Value, ClientError>>,
     reply: Option<oneshot::Sender<OpResult>>,
@@ -77,6 +81,8 @@ pub struct Driver {
     /// Why the cluster refused this client's Secret, once it did: every
     /// operation then fails at once.
     refused: Option<String>,
+    /// Connections whose server refused the Secret.
+    refused_epochs: std::collections::BTreeSet<u64>,
     stop: Option<oneshot::Sender<()>>,
     /// The client's own trace (KvslibStart, KvslibStop).
     trace: kvraft_trace::Trace,
@@ -120,6 +126,7 @@ impl Driver {
             leader: pb::LeaderInfo::default(),
             hold_until: None,
             refused: None,
+            refused_epochs: Default::default(),
             stop: None,
             trace,
         }
@@ -196,7 +203,7 @@ impl Driver {
             op,
             cmd,
             sent: false,
-            ever_sent: false,
+            sent_on: Vec::new(),
             since: Instant::now(),
             result: self.refused.clone().map(|why| Err(ClientError::Unauthenticated(why))),
             reply,
@@ -223,16 +230,24 @@ impl Driver {
                     self.drop_conn();
                 }
             }
-            Event::Refused(why) => {
-                // Operations never sent fail at once, with the cause, instead
-                // of timing out; so do later ones, until a server answers.
-                // One sent earlier (to a server that took the Secret) may
-                // have been applied: it keeps waiting for its result or its
-                // timeout, which says so.
-                for p in self.queue.iter_mut().filter(|p| p.result.is_none() && !p.ever_sent) {
-                    p.result = Some(Err(ClientError::Unauthenticated(why.clone())));
+            Event::Refused { epoch, why } => {
+                // Operations that reached no server taking the Secret fail
+                // at once, with the cause, instead of timing out; so do later
+                // ones, until a server answers. One sent on a connection that
+                // was not refused may have been applied: it keeps waiting for
+                // its result or its timeout, which says so.
+                if let Some(e) = epoch {
+                    self.refused_epochs.insert(e);
+                }
+                let refused = &self.refused_epochs;
+                for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
+                    if p.sent_on.iter().all(|e| refused.contains(e)) {
+                        p.result = Some(Err(ClientError::Unauthenticated(why.clone())));
+                    }
                 }
                 self.refused = Some(why);
+                // No reconnecting in a tight loop to a server that refuses.
+                self.hold_until = Some(Instant::now() + Duration::from_secs(1));
             }
             Event::Reply { epoch, reply } => {
                 if self.conn.as_ref().is_none_or(|c| c.epoch != epoch) || reply.session != self.session {
@@ -335,7 +350,9 @@ impl Driver {
                 break;
             }
             p.sent = true;
-            p.ever_sent = true;
+            if p.sent_on.last() != Some(&conn.epoch) {
+                p.sent_on.push(conn.epoch);
+            }
             on_wire += 1;
         }
         if broken {

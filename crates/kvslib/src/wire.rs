@@ -85,7 +85,8 @@ pub async fn session(
                 }
             }
             Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                let _ = events.send(Event::Refused(format!("server {addr}: {}", s.message())));
+                let _ =
+                    events.send(Event::Refused { epoch: Some(epoch), why: format!("server {addr}: {}", s.message()) });
             }
             Err(_) => {}
         }
@@ -116,7 +117,7 @@ pub async fn watch_coord(
             if let Err(s) = &answer
                 && s.code() == tonic::Code::Unauthenticated
             {
-                if events.send(Event::Refused(format!("coord {addr}: {}", s.message()))).is_err() {
+                if events.send(Event::Refused { epoch: None, why: format!("coord {addr}: {}", s.message()) }).is_err() {
                     return;
                 }
                 // Asked again now and then, slowly: nothing but a new client

@@ -90,7 +90,13 @@ impl pb::kv_client_server::KvClient for ClientApi {
         let taken = in_flight.clone();
         tokio::spawn(async move {
             loop {
-                let Ok(permit) = taken.acquire().await else { return };
+                // A client gone while its replies were unread would leave
+                // this task waiting for a permit for good.
+                let permit = tokio::select! {
+                    p = taken.acquire() => p,
+                    () = tx.closed() => return,
+                };
+                let Ok(permit) = permit else { return };
                 let Ok(Some(c)) = commands.message().await else { return };
                 permit.forget();
                 match command_from_pb(c.clone()) {
