@@ -150,7 +150,12 @@ impl CoordModel {
             }
             Phase::Selecting { term, answers, chosen, .. } if *term == ls.term && chosen.is_none() => {
                 if !ls.granted {
-                    return; // the server is past this term; the timeout starts a newer one
+                    // The server holds this term or a later one (the real
+                    // coord's rule, selection.rs): designating anyone in it
+                    // could make a second leader of a term that has one.
+                    // Start above what it holds.
+                    self.start_selection(net);
+                    return;
                 }
                 answers.insert(ls.from, ls);
                 if answers.len() >= quorum {
