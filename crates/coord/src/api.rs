@@ -55,7 +55,7 @@ impl pb::coord_client_server::CoordClient for ClientApi {
         let r = req.into_inner();
         check_client_id(&r.client_id)?;
         let trace = self.tracer.continue_or_create(&r.trace);
-        trace.record("LeaderReqRecvd", serde_json::json!({"ClientId": r.client_id}));
+        trace.record("LeaderReqRecvd", json!({"ClientId": r.client_id}));
         let wait = Duration::from_millis(r.wait_ms as u64).min(MAX_WAIT);
         let mut rx = self.leader.clone();
         let found = tokio::time::timeout(wait, rx.wait_for(|l| l.leader_id != 0)).await;

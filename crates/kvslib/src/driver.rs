@@ -157,17 +157,7 @@ impl Driver {
                     if let Request::Stop(done) = r {
                         stops.push(done);
                     } else if let Request::Submit { op, op_id, reply } = r {
-                        let r = OpResult { op_id, op, result: Err(ClientError::Stopped) };
-                        match reply {
-                            Some(tx) => {
-                                let _ = tx.send(r);
-                            }
-                            None => {
-                                if let Some(results) = &self.results {
-                                    let _ = results.send(r).await;
-                                }
-                            }
-                        }
+                        self.hand_out(OpResult { op_id, op, result: Err(ClientError::Stopped) }, reply).await;
                     }
                 }
                 self.trace.record("KvslibStop", serde_json::json!({"ClientId": self.client_id}));
@@ -365,16 +355,22 @@ impl Driver {
         while self.queue.front().is_some_and(|p| p.result.is_some()) {
             let p = self.queue.pop_front().expect("front exists");
             let r = OpResult { op_id: p.op_id, op: p.op, result: p.result.expect("checked") };
-            match p.reply {
-                Some(tx) => {
-                    let _ = tx.send(r);
-                }
-                None => {
-                    if let Some(results) = &self.results {
-                        // Backpressure: an application that does not read
-                        // its results slows the client down.
-                        let _ = results.send(r).await;
-                    }
+            self.hand_out(r, p.reply).await;
+        }
+    }
+
+    /// Gives `r` to whoever waits for it: its `execute` call, or the
+    /// results channel.
+    async fn hand_out(&self, r: OpResult, reply: Option<oneshot::Sender<OpResult>>) {
+        match reply {
+            Some(tx) => {
+                let _ = tx.send(r);
+            }
+            None => {
+                if let Some(results) = &self.results {
+                    // Backpressure: an application that does not read its
+                    // results slows the client down.
+                    let _ = results.send(r).await;
                 }
             }
         }

@@ -78,7 +78,7 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
         }
     };
     if c.client_id.is_empty() || c.client_id.len() > pb::MAX_CLIENT_ID_BYTES {
-        return Err(bad("client_id must be 1 to 256 bytes"));
+        return Err(bad(format!("client_id must be 1 to {} bytes", pb::MAX_CLIENT_ID_BYTES)));
     }
     if c.op_id == 0 {
         return Err(bad("op_id must be at least 1"));
