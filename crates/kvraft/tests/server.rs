@@ -59,6 +59,14 @@ fn replicates_and_serves_reads_and_writes() {
         assert!(is_ok(&r), "{r:?}");
         let after = c.admin(leader).await.digest(kvraft_proto::DigestRequest {}).await.unwrap().into_inner();
         assert_ne!(after.crc32c, digests[0].1);
+        // The log pages by index: a window from the middle, then past the end.
+        let page =
+            c.admin(leader).await.log(kvraft_proto::LogRequest { from: 5, limit: 3 }).await.unwrap().into_inner();
+        let indexes: Vec<u64> = page.lines.iter().map(|l| l.index).collect();
+        assert_eq!(indexes, [5, 6, 7], "{page:?}");
+        assert!(page.lines.iter().all(|l| l.term >= 1 && !l.entry.is_empty()), "{page:?}");
+        let past = c.admin(leader).await.log(kvraft_proto::LogRequest { from: 1_000, limit: 0 }).await.unwrap();
+        assert!(past.into_inner().lines.is_empty());
     });
 }
 

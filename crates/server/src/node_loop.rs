@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use kvraft_core::kv::{ApplyError, Command, KvStore, Reply};
 use kvraft_core::{
-    Dest, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready, Role,
-    Snapshot, SnapshotMeta, Term,
+    Dest, Entry, Index, LogState, Message, NodeId, Outbound, Payload, ProposeError, RaftNode, ReadError, ReadId, Ready,
+    Role, Snapshot, SnapshotMeta, Term,
 };
 use kvraft_proto as pb;
 use kvraft_trace::{Trace, Tracer};
@@ -107,10 +107,12 @@ pub enum Input {
     Status(oneshot::Sender<pb::StatusReply>),
     /// A clone of the state machine (next to free: persistent maps).
     State(oneshot::Sender<KvStore>),
+    /// Up to `limit` entries from `from` on, and the snapshot's last index.
+    /// They are cloned here and formatted by the caller, off the loop.
     Log {
         from: Index,
         limit: usize,
-        reply: oneshot::Sender<pb::LogReply>,
+        reply: oneshot::Sender<(Vec<Entry>, Index)>,
     },
 }
 
@@ -318,13 +320,8 @@ impl NodeLoop {
             }
             Input::Log { from, limit, reply } => {
                 let log = self.node.log();
-                let lines = log
-                    .iter()
-                    .filter(|e| e.index >= from)
-                    .take(limit)
-                    .map(|e| pb::LogLine { index: e.index, term: e.term, entry: e.to_string() })
-                    .collect();
-                let _ = reply.send(pb::LogReply { lines, snapshot_index: log.snapshot_meta().index });
+                let entries = log.entries_from(from).iter().take(limit).cloned().collect();
+                let _ = reply.send((entries, log.snapshot_meta().index));
             }
         }
     }
