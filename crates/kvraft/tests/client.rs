@@ -183,6 +183,26 @@ fn a_new_client_with_a_used_id_works() {
     });
 }
 
+/// An earlier incarnation of the client id wrote with a session far ahead
+/// of this host's clock (its clock ran fast, or this one was stepped back):
+/// the new client is not locked out, because the cluster gives it its
+/// session. With sessions from the start time, every operation was Stale.
+#[test]
+fn a_client_whose_clock_went_back_is_not_locked_out() {
+    runtime().block_on(async {
+        let c = cluster(3).await;
+        let leader = c.coord_leader(Duration::from_secs(10)).await.leader_id;
+        let mut earlier = support::put("skewed", 1, "k", "earlier");
+        earlier.session = 7_000_000_000_000_000_000; // the year 2191, in ns
+        let r = c.client(leader).await.put(earlier).await.unwrap().into_inner();
+        assert!(support::is_ok(&r), "{r:?}");
+        let (b, _rb) = KvClient::start(config(&c, "skewed", 4)).unwrap();
+        assert_eq!(b.execute(Op::Put { key: "k".into(), value: "now".into() }).await, Ok(Value::Done));
+        assert_eq!(b.execute(Op::Get { key: "k".into() }).await, Ok(Value::Value(Some("now".into()))));
+        b.stop().await;
+    });
+}
+
 /// Many tasks sharing one client, each with one operation at a time: the
 /// operations reach the session in opId order, so none is refused as stale
 /// (a bug the benchmark found: ids were taken before the hand-over; the race

@@ -5,6 +5,9 @@
 //! - operations are numbered 1, 2, 3... in the order issued, and their
 //!   results are delivered in that order;
 //! - at most `window` operations are on the wire at once;
+//! - no operation goes out before the cluster has given this incarnation its
+//!   session (a registration through the log): a restarted client so
+//!   outranks the one before, and that one's late duplicates are refused;
 //! - an operation is resent (same session, same opId) after a failover, so
 //!   the servers' sessions apply it at most once;
 //! - `first_unacked` sent with every command is the oldest operation whose
@@ -66,7 +69,12 @@ struct Conn {
 
 pub struct Driver {
     pub client_id: String,
-    pub session: u64,
+    /// Given by the cluster; `None` until the registration is answered.
+    pub session: Option<u64>,
+    /// The registration: session 0 and a random opId, so that its reply is
+    /// told from any other.
+    registration: pb::Command,
+    registration_sent: bool,
     pub secret: String,
     pub window: usize,
     pub op_timeout: Duration,
@@ -102,7 +110,6 @@ fn op_tags(op: &Op) -> (&'static str, &'static str) {
 /// What a driver is started with.
 pub struct Settings {
     pub client_id: String,
-    pub session: u64,
     pub secret: String,
     pub window: usize,
     pub op_timeout: Duration,
@@ -111,10 +118,12 @@ pub struct Settings {
 
 impl Driver {
     pub fn new(s: Settings, results: mpsc::Sender<OpResult>, events_tx: mpsc::UnboundedSender<Event>) -> Self {
-        let Settings { client_id, session, secret, window, op_timeout, trace } = s;
+        let Settings { client_id, secret, window, op_timeout, trace } = s;
         Driver {
+            registration: wire::registration(&client_id),
+            registration_sent: false,
             client_id,
-            session,
+            session: None,
             secret,
             window: window.max(1),
             op_timeout,
@@ -172,7 +181,8 @@ impl Driver {
     }
 
     fn submit(&mut self, op: Op, op_id: u64, reply: Option<oneshot::Sender<OpResult>>) {
-        let mut cmd = wire::command(&self.client_id, self.session, op_id, &op);
+        // The session is filled in when it goes out (see `pump`).
+        let mut cmd = wire::command(&self.client_id, 0, op_id, &op);
         let trace = self.trace.tracer().create_trace();
         if trace.enabled() {
             let mut body = serde_json::json!({"ClientId": self.client_id, "OpId": op_id, "Key": op.key()});
@@ -240,7 +250,13 @@ impl Driver {
                 self.hold_until = Some(Instant::now() + Duration::from_secs(1));
             }
             Event::Reply { epoch, reply } => {
-                if self.conn.as_ref().is_none_or(|c| c.epoch != epoch) || reply.session != self.session {
+                if self.conn.as_ref().is_none_or(|c| c.epoch != epoch) {
+                    return;
+                }
+                let Some(session) = self.session else {
+                    return self.on_registration(reply);
+                };
+                if reply.session != session {
                     return;
                 }
                 self.refused = None; // a server took the Secret
@@ -281,6 +297,42 @@ impl Driver {
         }
     }
 
+    /// The answer to the registration (or to something older, ignored).
+    fn on_registration(&mut self, reply: pb::Reply) {
+        if reply.session != 0 || reply.op_id != self.registration.op_id {
+            return;
+        }
+        self.refused = None; // a server took the Secret
+        if let Some(pb::reply::Result::Registered(r)) = &reply.result {
+            self.session = Some(r.session);
+            return;
+        }
+        self.registration_sent = false;
+        match wire::outcome(reply) {
+            wire::Outcome::NotLeader { leader_id, leader_addr } => {
+                if leader_id != 0 && !leader_addr.is_empty() {
+                    self.leader.leader_id = leader_id;
+                    self.leader.client_addr = leader_addr;
+                }
+                self.drop_conn();
+            }
+            wire::Outcome::Retry => self.hold_until = Some(Instant::now() + Duration::from_millis(50)),
+            wire::Outcome::Done(r) => {
+                // A server that cannot register (say, one that predates
+                // registration): the operations waiting fail with its reason
+                // rather than time out, and the next one tries again.
+                let why = match r {
+                    Err(e) => e,
+                    Ok(_) => ClientError::BadRequest("the server answered the registration with no session".into()),
+                };
+                for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
+                    p.result = Some(Err(why.clone()));
+                }
+                self.hold_until = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
         for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
@@ -294,6 +346,7 @@ impl Driver {
     /// to the next leader with the same opId.
     fn drop_conn(&mut self) {
         self.conn = None;
+        self.registration_sent = false;
         for p in self.queue.iter_mut() {
             p.sent = false;
         }
@@ -317,13 +370,25 @@ impl Driver {
             return;
         }
         self.hold_until = None;
-        if !self.queue.iter().any(|p| !p.sent && p.result.is_none()) {
+        // Registering starts at once, before the first operation is issued.
+        let register = self.session.is_none() && !self.registration_sent;
+        if !register && !self.queue.iter().any(|p| !p.sent && p.result.is_none()) {
             return;
         }
         if self.conn.is_none() {
             self.connect();
         }
         let Some(conn) = &self.conn else { return };
+        let Some(session) = self.session else {
+            if register {
+                if conn.tx.send(self.registration.clone()).is_ok() {
+                    self.registration_sent = true;
+                } else {
+                    self.drop_conn();
+                }
+            }
+            return;
+        };
         let first_unacked = self.queue.front().map_or(0, |p| p.op_id);
         let mut on_wire = self.queue.iter().filter(|p| p.sent && p.result.is_none()).count();
         let mut broken = false;
@@ -334,6 +399,7 @@ impl Driver {
             if p.sent || p.result.is_some() {
                 continue;
             }
+            p.cmd.session = session;
             p.cmd.first_unacked = first_unacked;
             if conn.tx.send(p.cmd.clone()).is_err() {
                 broken = true;

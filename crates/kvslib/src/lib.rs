@@ -12,13 +12,14 @@
 //! coord's watch; after a failover the same opIds are sent again, so nothing
 //! is applied twice; an operation that cannot finish ends with a typed error
 //! (quorum impossible, timeout) instead of hanging; a restarted client with
-//! the same id starts a new session and is not locked out.
+//! the same id registers a new, larger session with the cluster before its
+//! first operation, so it is not locked out whatever its clock says.
 
 mod driver;
 mod op;
 mod wire;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -96,9 +97,6 @@ impl KvClient {
             let cap = cfg.ch_capacity;
             return Err(ClientError::Config(format!("ChCapacity {cap} is above the limit of {MAX_CH_CAPACITY}")));
         }
-        // A restarted client must outrank its previous incarnation: its
-        // start time in nanoseconds does.
-        let session = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let (results_tx, results_rx) = mpsc::channel(cfg.ch_capacity.max(1));
         let (req_tx, req_rx) = mpsc::channel(cfg.window.max(1) * 4);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -113,7 +111,6 @@ impl KvClient {
         ));
         let settings = driver::Settings {
             client_id: cfg.client_id,
-            session,
             secret: cfg.secret,
             window: cfg.window,
             op_timeout: cfg.op_timeout,

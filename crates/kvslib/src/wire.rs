@@ -32,6 +32,19 @@ pub fn command(client_id: &str, session: u64, op_id: u64, op: &Op) -> pb::Comman
     }
 }
 
+/// A registration (see the core's `Op::Register`): session 0 and a random,
+/// non-zero opId that tells its reply from any other.
+pub fn registration(client_id: &str) -> pb::Command {
+    pb::Command {
+        client_id: client_id.to_owned(),
+        session: 0,
+        op_id: rand::random::<u64>().max(1),
+        first_unacked: 0,
+        op: Some(pb::command::Op::Register(pb::RegisterOp {})),
+        trace: Vec::new(),
+    }
+}
+
 /// What a reply means for the operation.
 pub enum Outcome {
     /// Finished, one way or the other.
@@ -48,6 +61,10 @@ pub fn outcome(r: pb::Reply) -> Outcome {
         Some(R::Value(v)) => Outcome::Done(Ok(Value::Value(v.value))),
         Some(R::Done(_)) => Outcome::Done(Ok(Value::Done)),
         Some(R::Cas(c)) => Outcome::Done(Ok(Value::Cas { swapped: c.swapped })),
+        // Only a registration is answered so, and it is handled before.
+        Some(R::Registered(_)) => {
+            Outcome::Done(Err(ClientError::BadRequest("a session where a result was due".into())))
+        }
         Some(R::Error(e)) => match pb::ErrorCode::try_from(e.code) {
             Ok(pb::ErrorCode::NotLeader) => Outcome::NotLeader { leader_id: e.leader_id, leader_addr: e.leader_addr },
             Ok(pb::ErrorCode::NoQuorum) | Ok(pb::ErrorCode::Unavailable) => Outcome::Retry,

@@ -76,6 +76,7 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command, BadMessage> {
             }
             Op::Cas { key: c.key, expected: c.expected, new: c.new_value }
         }
+        P::Register(_) => Op::Register,
     };
     if c.client_id.is_empty() || c.client_id.len() > pb::MAX_CLIENT_ID_BYTES {
         return Err(bad(format!("client_id must be 1 to {} bytes", pb::MAX_CLIENT_ID_BYTES)));
@@ -102,6 +103,7 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
         Op::Cas { key, expected, new } => {
             P::Cas(pb::CasOp { key: key.clone(), expected: expected.clone(), new_value: new.clone() })
         }
+        Op::Register => P::Register(pb::RegisterOp {}),
     };
     pb::Command {
         client_id: c.client_id.clone(),
@@ -118,6 +120,7 @@ pub fn reply_result(r: &Reply) -> pb::reply::Result {
         Reply::Value(v) => pb::reply::Result::Value(pb::Value { value: v.clone() }),
         Reply::Done => pb::reply::Result::Done(pb::Done {}),
         Reply::Cas { swapped } => pb::reply::Result::Cas(pb::CasResult { swapped: *swapped }),
+        Reply::Registered { session } => pb::reply::Result::Registered(pb::Registered { session: *session }),
     }
 }
 
@@ -386,6 +389,7 @@ mod tests {
             first_unacked: 2,
             op: Op::Cas { key: "k".into(), expected: None, new: "v".into() },
         };
+        let register = Command { client_id: "c".into(), session: 0, op_id: 99, first_unacked: 0, op: Op::Register };
         let msgs = vec![
             Message::AppendEntries {
                 term: 3,
@@ -395,6 +399,7 @@ mod tests {
                 entries: vec![
                     Entry { term: 3, index: 5, payload: Payload::Noop },
                     Entry { term: 3, index: 6, payload: Payload::Command(cmd) },
+                    Entry { term: 3, index: 7, payload: Payload::Command(register) },
                 ],
                 leader_commit: 4,
                 read_ctx: 9,

@@ -164,10 +164,11 @@ pub struct LoopParts {
     pub commit: Arc<AtomicU64>,
 }
 
-/// The trace record of a client command arriving or committing.
-fn command_tag(op: &kvraft_core::kv::Op, committed: bool) -> &'static str {
+/// The trace record of a client command arriving or committing; none for
+/// a registration, which the brief's vocabulary does not name.
+fn command_tag(op: &kvraft_core::kv::Op, committed: bool) -> Option<&'static str> {
     use kvraft_core::kv::Op;
-    match (op, committed) {
+    Some(match (op, committed) {
         (Op::Get { .. }, false) => "GetRecvd",
         (Op::Get { .. }, true) => "GetCommitted",
         (Op::Put { .. }, false) => "PutRecvd",
@@ -178,6 +179,14 @@ fn command_tag(op: &kvraft_core::kv::Op, committed: bool) -> &'static str {
         (Op::Delete { .. }, true) => "DeleteCommitted",
         (Op::Cas { .. }, false) => "CasRecvd",
         (Op::Cas { .. }, true) => "CasCommitted",
+        (Op::Register, _) => return None,
+    })
+}
+
+/// Records `cmd`'s arrival or commit on `trace`, if it has a record.
+fn record_command(trace: &Trace, cmd: &Command, committed: bool, value: Option<&Option<String>>) {
+    if let Some(tag) = command_tag(&cmd.op, committed) {
+        trace.record_with(tag, || command_body(cmd, value));
     }
 }
 
@@ -190,7 +199,7 @@ fn command_body(cmd: &Command, value: Option<&Option<String>>) -> serde_json::Va
             b["Expected"] = json!(expected);
             b["Value"] = json!(new);
         }
-        Op::Get { .. } | Op::Delete { .. } => {}
+        Op::Get { .. } | Op::Delete { .. } | Op::Register => {}
     }
     if let Some(v) = value {
         b["Value"] = json!(v);
@@ -279,7 +288,7 @@ impl NodeLoop {
             }
             Input::Client { cmd, reply, token } => {
                 let trace = self.tracer.continue_or_create(&token);
-                trace.record_with(command_tag(&cmd.op, false), || command_body(&cmd, None));
+                record_command(&trace, &cmd, false, None);
                 self.on_client(cmd, reply, trace)
             }
             Input::LogState { term, reply, token } => {
@@ -518,16 +527,16 @@ impl NodeLoop {
                 _ => self.not_leader(&cmd, self.node.leader()),
             };
             if let Some(pb::reply::Result::Value(v)) = &r.result {
-                trace.record_with(command_tag(&cmd.op, true), || command_body(&cmd, Some(&v.value)));
+                record_command(&trace, &cmd, true, Some(&v.value));
             } else if is_success(&r) {
-                trace.record_with(command_tag(&cmd.op, true), || command_body(&cmd, None));
+                record_command(&trace, &cmd, true, None);
             }
             send_traced(reply, r, &trace);
         }
         for id in rd.reads {
             if let Some((cmd, reply, trace)) = self.reads.remove(&id) {
                 let value = self.kv.get(cmd.op.key()).map(str::to_owned);
-                trace.record_with(command_tag(&cmd.op, true), || command_body(&cmd, Some(&value)));
+                record_command(&trace, &cmd, true, Some(&value));
                 send_traced(reply, Self::ok_reply(&cmd, &Reply::Value(value)), &trace);
             }
         }

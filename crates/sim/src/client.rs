@@ -1,5 +1,6 @@
 //! Simulated clients: one operation at a time, retried after timeouts and
 //! redirects with the same opId, recorded as a history for the checker.
+//! Each incarnation first registers for its session, as kvslib does.
 
 use kvraft_core::NodeId;
 use kvraft_core::kv::{Command, Op, Reply};
@@ -14,7 +15,8 @@ const MAX_ATTEMPTS: u32 = 40;
 
 struct Pending {
     cmd: Command,
-    history_index: usize,
+    /// `None` for a registration, which is not in the history.
+    history_index: Option<usize>,
     attempts: u32,
     /// The next wake-up is a redirect (keep the leader hint), not a timeout.
     redirect: bool,
@@ -22,7 +24,13 @@ struct Pending {
 
 pub struct SimClient {
     pub id: u64,
-    session: u64,
+    /// Given by the cluster; `None` until this incarnation registered.
+    session: Option<u64>,
+    /// The last session the cluster gave: each must be larger.
+    last_session: u64,
+    /// Counts restarts; it names the values written (so that the Cas
+    /// guesses below can match them), where the session is a log index.
+    incarnation: u64,
     next_op: u64,
     ops_left: u64,
     keys: u64,
@@ -41,7 +49,9 @@ impl SimClient {
     pub fn new(id: u64, ops: u64, keys: u64, servers: u64, read_index: bool) -> Self {
         SimClient {
             id,
-            session: 1,
+            session: None,
+            last_session: 0,
+            incarnation: 1,
             next_op: 1,
             ops_left: ops,
             keys,
@@ -78,6 +88,11 @@ impl SimClient {
             Some(p) => {
                 p.attempts += 1;
                 if p.attempts > MAX_ATTEMPTS {
+                    if p.history_index.is_none() {
+                        // A registration given up costs an op, so that a
+                        // client facing a dead cluster still finishes.
+                        self.ops_left = self.ops_left.saturating_sub(1);
+                    }
                     self.gave_up += 1;
                     self.pending = None; // its history entry stays open: unknown outcome
                     self.start_next(net, history);
@@ -97,10 +112,22 @@ impl SimClient {
         if self.ops_left == 0 {
             return;
         }
+        let Some(session) = self.session else {
+            let op_id = net.rng.random::<u64>().max(1);
+            let cmd = Command {
+                client_id: format!("client{}", self.id),
+                session: 0,
+                op_id,
+                first_unacked: 0,
+                op: Op::Register,
+            };
+            self.pending = Some(Pending { cmd, history_index: None, attempts: 0, redirect: false });
+            return self.send_pending(net);
+        };
         self.ops_left -= 1;
         let key = format!("k{}", net.rng.random_range(0..self.keys));
         self.written += 1;
-        let value = format!("c{}.{}.{}", self.id, self.session, self.written);
+        let value = format!("c{}.{}.{}", self.id, self.incarnation, self.written);
         let (op, lop) = match net.rng.random_range(0..100) {
             0..30 => (Op::Get { key: key.clone() }, lin::Op::Get),
             30..55 => (Op::Put { key: key.clone(), value: value.clone() }, lin::Op::Put { value }),
@@ -120,14 +147,14 @@ impl SimClient {
         };
         let cmd = Command {
             client_id: format!("client{}", self.id),
-            session: self.session,
+            session,
             op_id: self.next_op,
             first_unacked: self.next_op,
             op,
         };
         self.next_op += 1;
         history.push(lin::Operation { client: self.id, key, op: lop, call: net.now, ret: None, output: None });
-        self.pending = Some(Pending { cmd, history_index: history.len() - 1, attempts: 0, redirect: false });
+        self.pending = Some(Pending { cmd, history_index: Some(history.len() - 1), attempts: 0, redirect: false });
         self.send_pending(net);
     }
 
@@ -148,14 +175,31 @@ impl SimClient {
                     return; // an answer to an earlier attempt of an earlier op
                 }
                 match result {
+                    Ok(Reply::Registered { session }) if p.history_index.is_none() => {
+                        if session <= self.last_session {
+                            let last = self.last_session;
+                            self.unexpected.push(format!("client {} registered {session} after {last}", self.id));
+                        }
+                        self.last_session = session;
+                        self.session = Some(session);
+                        self.pending = None;
+                        self.wake_in(net, 0);
+                    }
                     Ok(reply) => {
-                        let h = &mut history[p.history_index];
-                        h.ret = Some(net.now);
-                        h.output = Some(match reply {
-                            Reply::Value(value) => lin::Output::Value { value },
-                            Reply::Done => lin::Output::Ok,
-                            Reply::Cas { swapped } => lin::Output::Cas { swapped },
-                        });
+                        let output = match (reply, p.history_index) {
+                            (Reply::Value(value), Some(_)) => lin::Output::Value { value },
+                            (Reply::Done, Some(_)) => lin::Output::Ok,
+                            (Reply::Cas { swapped }, Some(_)) => lin::Output::Cas { swapped },
+                            (r, _) => {
+                                self.unexpected.push(format!("client {} got {r:?} for {}", self.id, p.cmd.op));
+                                self.pending = None;
+                                return self.wake_in(net, 1);
+                            }
+                        };
+                        if let Some(i) = p.history_index {
+                            history[i].ret = Some(net.now);
+                            history[i].output = Some(output);
+                        }
                         self.pending = None;
                         let think = net.rng.random_range(0..5);
                         self.wake_in(net, think);
@@ -187,10 +231,12 @@ impl SimClient {
     }
 
     /// The client process restarts: its pending op's outcome is unknown, and
-    /// it starts a new session with opIds from 1 (it must not be locked out).
+    /// it registers a new session with opIds from 1 (it must not be locked
+    /// out).
     pub fn restart(&mut self, net: &mut Net) {
         self.pending = None;
-        self.session += 1;
+        self.session = None;
+        self.incarnation += 1;
         self.next_op = 1;
         self.leader = None;
         self.wake_in(net, 1);

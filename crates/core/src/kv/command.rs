@@ -29,7 +29,19 @@ pub enum Op {
         expected: Option<String>,
         new: String,
     },
+    /// Asks the cluster for a session number (see [`REGISTERED_BASE`]). It
+    /// changes no state; the command's opId is a random nonce that tells
+    /// this registration's reply from another's.
+    Register,
 }
+
+/// A registration applied at log index `i` returns the session
+/// `REGISTERED_BASE + i`. Log indexes only grow, and a client registers
+/// before its first operation, so every incarnation of a client gets a
+/// larger session than the one before, whatever the clocks say. The base
+/// puts these sessions above any start time in nanoseconds (the sessions
+/// clients picked before registration existed) until the year 2262.
+pub const REGISTERED_BASE: u64 = 1 << 63;
 
 impl Op {
     pub fn key(&self) -> &str {
@@ -39,6 +51,7 @@ impl Op {
             | Op::Delete { key }
             | Op::Append { key, .. }
             | Op::Cas { key, .. } => key,
+            Op::Register => "",
         }
     }
 
@@ -52,6 +65,7 @@ impl Op {
             Op::Get { key } | Op::Delete { key } => key.len(),
             Op::Put { key, value } | Op::Append { key, value } => key.len() + value.len(),
             Op::Cas { key, expected, new } => key.len() + expected.as_ref().map_or(0, String::len) + new.len(),
+            Op::Register => 0,
         }
     }
 }
@@ -68,6 +82,7 @@ impl fmt::Display for Op {
                 Some(e) => write!(f, "Cas({key},{e},{new})"),
                 None => write!(f, "Cas({key},<absent>,{new})"),
             },
+            Op::Register => write!(f, "Register"),
         }
     }
 }
@@ -75,8 +90,8 @@ impl fmt::Display for Op {
 /// A command as it is stored in the log: the operation plus what makes it
 /// exactly-once.
 ///
-/// `session` names one incarnation of a client: a restarted client picks a
-/// larger one (the client library uses its start time), which resets the
+/// `session` names one incarnation of a client: a restarted client gets a
+/// larger one from the cluster ([`Op::Register`]), which resets the
 /// client's op numbering without being mistaken for a stale retry.
 /// `first_unacked` is the lowest opId whose result the client has not yet
 /// received; results below it may be forgotten.
@@ -104,6 +119,8 @@ pub enum Reply {
     Done,
     /// Whether a CompareAndSwap swapped.
     Cas { swapped: bool },
+    /// The session a registration was given.
+    Registered { session: u64 },
 }
 
 /// Why a command was not applied.

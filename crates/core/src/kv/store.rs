@@ -6,7 +6,7 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
-use super::command::{ApplyError, Command, Op, Outcome, Reply};
+use super::command::{ApplyError, Command, Op, Outcome, REGISTERED_BASE, Reply};
 use crate::types::{Entry, Index, Payload, Term};
 
 /// One client's exactly-once state.
@@ -92,6 +92,12 @@ impl KvStore {
         self.applied_term = entry.term;
         match &entry.payload {
             Payload::Noop => None,
+            // Before the session lookup: a registration must not create or
+            // touch the client's session, or a late duplicate of an old
+            // incarnation's registration could reset the live one.
+            Payload::Command(Command { op: Op::Register, .. }) => {
+                Some(Ok(Reply::Registered { session: REGISTERED_BASE + entry.index }))
+            }
             Payload::Command(cmd) => Some(self.apply_command(cmd)),
         }
     }
@@ -166,6 +172,9 @@ fn execute(data: &mut OrdMap<Arc<str>, Arc<str>>, op: &Op) -> Reply {
             }
             Reply::Cas { swapped }
         }
+        // Never reached: `KvStore::apply` answers a registration before
+        // any session is looked at. It would change nothing anyway.
+        Op::Register => Reply::Done,
     }
 }
 
@@ -244,6 +253,57 @@ mod tests {
         // A late duplicate from the old session is refused, not applied.
         assert!(matches!(kv.apply(&entry(7, "c", 1, 5, 5, append("a"))), Some(Err(ApplyError::Stale { .. }))));
         assert_eq!(kv.get("k"), Some("aaaaab"));
+    }
+
+    /// A registration at `index` by client `c` (its opId is a nonce).
+    fn register(index: Index, nonce: u64) -> Entry {
+        entry(index, "c", 0, nonce, 0, Op::Register)
+    }
+
+    fn registered(kv: &mut KvStore, index: Index, nonce: u64) -> u64 {
+        match kv.apply(&register(index, nonce)) {
+            Some(Ok(Reply::Registered { session })) => session,
+            other => panic!("registration answered {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_registration_gives_a_session_above_clock_sessions_and_changes_nothing() {
+        let mut kv = KvStore::new();
+        // The previous incarnation's session was a start time in ns.
+        let clock_session = 1_800_000_000_000_000_000;
+        kv.apply(&entry(1, "c", clock_session, 1, 1, append("a")));
+        let before = kv.snapshot();
+        let session = registered(&mut kv, 2, 77);
+        assert_eq!(session, REGISTERED_BASE + 2);
+        assert!(session > clock_session);
+        // Nothing but the applied index moved.
+        let mut expected = KvStore::restore(&before).unwrap();
+        expected.applied_index = 2;
+        assert_eq!(kv, expected);
+        // The new incarnation numbers from 1 again and is not locked out.
+        assert_eq!(kv.apply(&entry(3, "c", session, 1, 1, append("b"))), Some(Ok(Reply::Done)));
+        assert_eq!(kv.get("k"), Some("ab"));
+    }
+
+    #[test]
+    fn a_late_registration_of_an_old_incarnation_locks_nobody_out() {
+        let mut kv = KvStore::new();
+        let old = registered(&mut kv, 1, 5);
+        kv.apply(&entry(2, "c", old, 1, 1, append("a")));
+        // The next incarnation registers and writes.
+        let new = registered(&mut kv, 3, 6);
+        assert!(new > old);
+        assert_eq!(kv.apply(&entry(4, "c", new, 1, 1, append("b"))), Some(Ok(Reply::Done)));
+        // A duplicate of the old registration arrives late: it hands out an
+        // unused, larger number and leaves the live session alone.
+        assert!(registered(&mut kv, 5, 5) > new);
+        assert_eq!(kv.apply(&entry(6, "c", new, 2, 1, append("c"))), Some(Ok(Reply::Done)));
+        // A retry of an applied op of the live session still applies nothing.
+        assert_eq!(kv.apply(&entry(7, "c", new, 1, 1, append("b"))), Some(Ok(Reply::Done)));
+        // And the old incarnation's late ops are refused.
+        assert!(matches!(kv.apply(&entry(8, "c", old, 2, 1, append("x"))), Some(Err(ApplyError::Stale { .. }))));
+        assert_eq!(kv.get("k"), Some("abc"));
     }
 
     #[test]
