@@ -1,7 +1,10 @@
 //! What the coord keeps on disk: the highest term it has used (so a
-//! restarted coord never reuses one) and the membership (so it can rebuild
-//! its view without waiting for joins).
+//! restarted coord never reuses one), the membership (so it can rebuild
+//! its view without waiting for joins) and each member's incarnation (so a
+//! restarted coord tells a server it still knows from one it must hear
+//! from again, and a retried join from a restart).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +24,11 @@ pub struct Persisted {
     pub term: u64,
     pub members: Vec<Member>,
     pub join_complete: bool,
+    /// Each member's incarnation (`JoinRequest.incarnation`) as of its last
+    /// join. Absent from files written before it was kept: such a coord
+    /// knows no incarnation, and every server joins again once.
+    #[serde(default)]
+    pub incarnations: BTreeMap<u64, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +87,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (f, s) = StateFile::open(dir.path()).unwrap();
         assert_eq!(s, Persisted::default());
-        let s = Persisted { term: 7, members: vec![Member { id: 1, ..Default::default() }], join_complete: true };
+        let s = Persisted {
+            term: 7,
+            members: vec![Member { id: 1, ..Default::default() }],
+            join_complete: true,
+            incarnations: BTreeMap::from([(1, 1_700_000_000_000_000_000)]),
+        };
         f.save(&s).unwrap();
         assert_eq!(StateFile::open(dir.path()).unwrap().1, s);
         std::fs::write(dir.path().join("coord_state.json"), "{").unwrap();
@@ -89,5 +102,29 @@ mod tests {
         std::fs::write(dir.path().join("coord_state.json"), serde_json::to_vec(&huge).unwrap()).unwrap();
         let err = StateFile::open(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("out of range"), "{err}");
+    }
+
+    /// A file written before incarnations were kept still loads: no
+    /// incarnation is known, the rest is as it was.
+    #[test]
+    fn a_state_file_without_incarnations_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{
+  "term": 4,
+  "members": [
+    {"id": 1, "peer_addr": "127.0.0.1:1", "client_addr": "127.0.0.1:2",
+     "control_addr": "127.0.0.1:3", "fcheck_addr": "127.0.0.1:4"}
+  ],
+  "join_complete": true
+}"#;
+        std::fs::write(dir.path().join("coord_state.json"), old).unwrap();
+        let (f, s) = StateFile::open(dir.path()).unwrap();
+        assert_eq!((s.term, s.members.len(), s.join_complete), (4, 1, true));
+        assert_eq!(s.members[0].fcheck_addr, "127.0.0.1:4");
+        assert!(s.incarnations.is_empty());
+        // Saved again, it keeps them from then on.
+        let s = Persisted { incarnations: BTreeMap::from([(1, 9)]), ..s };
+        f.save(&s).unwrap();
+        assert_eq!(StateFile::open(dir.path()).unwrap().1, s);
     }
 }
