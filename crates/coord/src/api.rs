@@ -1,4 +1,5 @@
-//! The coord's gRPC services: servers join; clients find the leader.
+//! The coord's gRPC services: servers join (and ask whether the coord
+//! still knows them); clients find the leader.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -24,6 +25,13 @@ impl pb::coord_server_server::CoordServer for ServerApi {
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Join(req.into_inner(), tx)).map_err(|_| gone())?;
+        Ok(Response::new(rx.await.map_err(|_| gone())?))
+    }
+
+    /// Asked by every server about once a second: not traced.
+    async fn known(&self, req: Request<pb::KnownRequest>) -> Result<Response<pb::KnownReply>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Known(req.into_inner(), tx)).map_err(|_| gone())?;
         Ok(Response::new(rx.await.map_err(|_| gone())?))
     }
 }

@@ -18,6 +18,8 @@ use crate::state_file::{Member, Persisted, StateFile};
 /// Everything the actor reacts to.
 pub enum Input {
     Join(pb::JoinRequest, oneshot::Sender<pb::JoinReply>),
+    /// Whether this server, in this incarnation, is a member.
+    Known(pb::KnownRequest, oneshot::Sender<pb::KnownReply>),
     Fcheck(Event),
     Selected(Outcome),
     /// What the servers said about themselves after a coord restart.
@@ -31,11 +33,11 @@ pub struct Coord {
     file: StateFile,
     state: Persisted,
     alive: BTreeMap<u64, bool>,
-    /// Each server's incarnation as of its last join (in memory only).
-    incarnations: BTreeMap<u64, u64>,
-    /// While the servers are asked who leads (after a coord restart): those
-    /// that rejoined or were declared failed meanwhile, whose answer may
-    /// be out of date by the time it arrives.
+    /// While the servers are asked who leads (after a coord restart, or
+    /// once a cluster that ran before has joined a coord that lost its
+    /// state): those that joined in a new incarnation or were declared
+    /// failed meanwhile, whose answer may be out of date by the time it
+    /// arrives.
     rediscovery_saw: Option<BTreeSet<u64>>,
     leader: Option<u64>,
     selecting: bool,
@@ -75,7 +77,6 @@ impl Coord {
             file: p.file,
             state: p.state,
             alive: BTreeMap::new(),
-            incarnations: BTreeMap::new(),
             rediscovery_saw: None,
             leader: None,
             selecting: false,
@@ -98,9 +99,7 @@ impl Coord {
                 self.track(&m);
             }
             if self.state.join_complete {
-                self.selecting = true; // no selection until we know whether a leader exists
-                self.rediscovery_saw = Some(BTreeSet::new());
-                tokio::spawn(rediscover(self.state.members.clone(), self.controls.clone(), self.me.clone()));
+                self.rediscover();
             }
         }
         self.publish();
@@ -109,6 +108,9 @@ impl Coord {
                 Input::Join(req, reply) => {
                     let r = self.on_join(req);
                     let _ = reply.send(r);
+                }
+                Input::Known(req, reply) => {
+                    let _ = reply.send(pb::KnownReply { known: self.knows(req.server_id, req.incarnation) });
                 }
                 Input::Fcheck(ev) => self.on_fcheck(ev),
                 Input::Selected(outcome) => self.on_selected(outcome),
@@ -119,6 +121,20 @@ impl Coord {
                 }
             }
         }
+    }
+
+    /// Asks every server who leads before anything is selected: a leader
+    /// that leads the highest term any server holds is kept.
+    fn rediscover(&mut self) {
+        self.selecting = true; // no selection until we know whether a leader exists
+        self.rediscovery_saw = Some(BTreeSet::new());
+        tokio::spawn(rediscover(self.state.members.clone(), self.controls.clone(), self.me.clone()));
+    }
+
+    /// A member, in the incarnation it last joined in (as persisted: a
+    /// coord that lost its state knows nobody, and hears from each again).
+    fn knows(&self, id: u64, incarnation: u64) -> bool {
+        self.state.members.iter().any(|m| m.id == id) && self.state.incarnations.get(&id) == Some(&incarnation)
     }
 
     fn save(&self) -> bool {
@@ -162,6 +178,10 @@ impl Coord {
         if req.fcheck_addr.parse::<SocketAddr>().is_err() {
             return self.refuse(format!("server {id}: fcheck address {:?} is not host:port", req.fcheck_addr));
         }
+        if req.current_term > pb::MAX_TERM_OR_INDEX {
+            return self.refuse(format!("server {id}: term {} is out of range", req.current_term));
+        }
+        let before = self.state.clone();
         let m = Member {
             id,
             peer_addr: req.peer_addr,
@@ -185,21 +205,31 @@ impl Coord {
             None => self.state.members.push(m.clone()),
         }
         self.state.members.sort_by_key(|m| m.id);
+        let previous = self.state.incarnations.insert(id, req.incarnation);
+        // A coord that lost its state learns from the joins how far the
+        // terms went: it never hands out a term a server already holds.
+        self.state.term = self.state.term.max(req.current_term);
+        // The last join of the cluster completes it, in the same write.
+        let completes = !self.state.join_complete && self.state.members.len() as u64 == self.n;
+        self.state.join_complete |= completes;
         if !self.save() {
+            self.state = before;
             return self.refuse("the coord cannot persist its state".into());
         }
         self.track(&m);
-        if let Some(saw) = &mut self.rediscovery_saw {
+        // A join in a new incarnation (or one the coord has not seen, as
+        // after a restart that lost its state or with a file written before
+        // incarnations were kept) is a restart of the server. A retried
+        // join of the same process (its reply lost, or a server rejoining a
+        // coord that lost its state) is not.
+        let restarted = previous != Some(req.incarnation) || req.incarnation == 0;
+        if restarted && let Some(saw) = &mut self.rediscovery_saw {
             saw.insert(id);
         }
-        // A join from the leader in a new incarnation (or one the coord has
-        // not seen, as after its own restart) means the leader restarted
-        // faster than the failure detector noticed: the join is how the
-        // coord learns it failed. A retried join (its reply lost) is not.
-        let previous = self.incarnations.insert(id, req.incarnation);
-        let restarted_leader = self.state.join_complete
-            && self.leader == Some(id)
-            && (previous != Some(req.incarnation) || req.incarnation == 0);
+        // A join from the leader in a new incarnation means the leader
+        // restarted faster than the failure detector noticed: the join is
+        // how the coord learns it failed.
+        let restarted_leader = self.state.join_complete && !completes && self.leader == Some(id) && restarted;
         if restarted_leader {
             tracing::warn!(server = id, "ServerFail (the leader restarted)");
             trace.record("ServerFail", json!({"ServerId": id, "Reason": "restarted"}));
@@ -208,7 +238,24 @@ impl Coord {
         }
         tracing::info!(server = id, "ServerJoinedRecvd");
         trace.record("ServerJoinedRecvd", json!({"ServerId": id}));
-        if self.state.join_complete {
+        if completes {
+            tracing::info!("AllServersJoined");
+            self.trace.record("AllServersJoined", json!({}));
+            self.configure(None);
+            if self.state.term > 0 {
+                // The servers ran before, under a coord that lost its
+                // state: one may still lead, and is kept if it leads the
+                // highest term, as after a restart of the coord with it.
+                tracing::info!(
+                    term = self.state.term,
+                    "the servers held terms up to {}; asking who leads",
+                    self.state.term
+                );
+                self.rediscover();
+            } else {
+                self.maybe_select();
+            }
+        } else if self.state.join_complete {
             // A rejoin: it learns the membership and the leader, and follows.
             // Back at new addresses, everyone learns them: the leader
             // would otherwise go on dialling the old ones.
@@ -219,13 +266,6 @@ impl Coord {
                 self.publish();
                 self.maybe_select();
             }
-        } else if self.state.members.len() as u64 == self.n {
-            self.state.join_complete = true;
-            self.save();
-            tracing::info!("AllServersJoined");
-            self.trace.record("AllServersJoined", json!({}));
-            self.configure(None);
-            self.maybe_select();
         }
         pb::JoinReply { accepted: true, error: String::new(), num_servers: self.n, trace: Vec::new() }
     }

@@ -1,16 +1,37 @@
-//! Joining the cluster through the coord: on start (and on every restart)
-//! the server registers its id and addresses, retrying while the coord is
-//! unreachable. A refusal (bad id, duplicate, wrong secret) is final.
+//! Joining the cluster through the coord, and staying joined.
+//!
+//! On start (and on every restart) the server registers its id and
+//! addresses, retrying while the coord is unreachable. A refusal of that
+//! first join (bad id, duplicate, wrong secret) is final: the server stops.
+//!
+//! Once joined, it asks the coord about once a second whether it still
+//! knows this server in this incarnation (`Known`). A coord restarted
+//! without its state file knows nobody: the server joins again, in the
+//! same incarnation and with its current term, so that the coord rebuilds
+//! its membership and never hands out a term the servers already used,
+//! without any server restarting. An unreachable coord is asked again
+//! later; a refused rejoin is a one-line warning and a longer wait, never
+//! a reason to stop serving.
 
 use std::time::Duration;
 
 use kvraft_proto as pb;
 use kvraft_proto::coord_server_client::CoordServerClient;
 use kvraft_proto::secret::with_secret;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::config::ServerConfig;
+use crate::node_loop::Input;
 
-/// Joins, and returns the coord's reason if it refuses.
+/// About how often a joined server asks whether the coord still knows it.
+const KNOWN_EVERY: Duration = Duration::from_secs(1);
+/// How long one call to the coord may take once the server is joined (a
+/// join costs the coord a fsync).
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest wait after a refused rejoin.
+const MAX_REFUSED_BACKOFF: Duration = Duration::from_secs(30);
+
 /// This process's incarnation: its start time in nanoseconds since the
 /// epoch, which differs between any two starts of a server (a restart takes
 /// far longer than a nanosecond), read once.
@@ -22,62 +43,187 @@ fn incarnation() -> u64 {
     })
 }
 
-pub async fn join(cfg: &ServerConfig, trace: &kvraft_trace::Trace) -> Result<(), String> {
-    trace.record("ServerJoining", serde_json::json!({"ServerId": cfg.server_id}));
-    let mut req = pb::JoinRequest {
-        server_id: cfg.server_id,
-        peer_addr: cfg.server_server_addr.to_string(),
-        client_addr: cfg.client_listen_addr.to_string(),
-        control_addr: cfg.server_listen_addr.to_string(),
-        fcheck_addr: cfg.server_addr.to_string(),
-        incarnation: incarnation(),
-        trace: Vec::new(),
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.coord_addr))
-        .map_err(|e| format!("CoordAddr {:?} is not host:port: {e}", cfg.coord_addr))?
-        .connect_timeout(Duration::from_secs(1));
-    let mut backoff = Duration::from_millis(50);
-    let mut warned = false;
-    tracing::info!(server = cfg.server_id, "ServerJoining");
-    loop {
-        req.trace = if trace.enabled() { trace.generate_token() } else { Vec::new() };
-        let attempt = async {
-            let mut c = CoordServerClient::new(endpoint.connect().await.map_err(|e| e.to_string())?);
-            c.join(with_secret(req.clone(), &cfg.secret)).await.map(|r| r.into_inner()).map_err(|s| {
-                if s.code() == tonic::Code::Unauthenticated {
-                    format!("FATAL{}", s.message())
-                } else {
-                    s.message().to_owned()
+/// How one join attempt ended.
+enum Attempt {
+    Joined,
+    /// The coord said no (`accepted: false`), with its reason.
+    Refused(String),
+    /// The coord refused the call itself: the wrong secret.
+    Unauthenticated(String),
+    /// No answer: the coord is down, restarting, or unreachable.
+    Unreachable(String),
+}
+
+/// The server's side of the coord's membership.
+pub struct Joiner {
+    cfg: ServerConfig,
+    trace: kvraft_trace::Trace,
+    endpoint: Endpoint,
+    inputs: mpsc::UnboundedSender<Input>,
+}
+
+impl Joiner {
+    /// `inputs` is the event loop's, asked for the current term at each join.
+    pub fn new(
+        cfg: ServerConfig,
+        trace: kvraft_trace::Trace,
+        inputs: mpsc::UnboundedSender<Input>,
+    ) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(format!("http://{}", cfg.coord_addr))
+            .map_err(|e| format!("CoordAddr {:?} is not host:port: {e}", cfg.coord_addr))?
+            .connect_timeout(Duration::from_secs(1));
+        Ok(Joiner { cfg, trace, endpoint, inputs })
+    }
+
+    /// Joins, retrying while the coord is unreachable; returns the coord's
+    /// reason if it refuses.
+    pub async fn join(&self) -> Result<(), String> {
+        let id = self.cfg.server_id;
+        let mut backoff = Duration::from_millis(50);
+        let mut warned = false;
+        tracing::info!(server = id, "ServerJoining");
+        self.trace.record("ServerJoining", serde_json::json!({"ServerId": id}));
+        loop {
+            // A fresh connection each time: the coord may not be up yet.
+            let channel = self.endpoint.connect().await.map_err(|e| e.to_string());
+            let attempt = match channel {
+                Ok(ch) => self.attempt(ch, None).await,
+                Err(e) => Attempt::Unreachable(e),
+            };
+            match attempt {
+                Attempt::Joined => return Ok(()),
+                Attempt::Refused(error) => {
+                    return Err(format!("the coord refused to let server {id} join: {error}"));
                 }
-            })
+                Attempt::Unauthenticated(error) => return Err(format!("the coord refused server {id}: {error}")),
+                Attempt::Unreachable(e) => {
+                    if !warned {
+                        eprintln!("kvraft server {id}: coord at {} unreachable ({e}); retrying", self.cfg.coord_addr);
+                        warned = true;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// After the first join: asks the coord about once a second whether
+    /// it still knows this server, and joins again when it does not.
+    /// Runs until the server stops.
+    pub async fn stay_joined(&self) {
+        let id = self.cfg.server_id;
+        let channel = self.endpoint.clone().timeout(CALL_TIMEOUT).connect_lazy();
+        let mut jitter = Jitter::new(incarnation() ^ id.rotate_left(32));
+        let mut refused_backoff = KNOWN_EVERY;
+        loop {
+            tokio::time::sleep(jitter.around(KNOWN_EVERY)).await;
+            let req = pb::KnownRequest { server_id: id, incarnation: incarnation() };
+            let mut c = CoordServerClient::new(channel.clone());
+            match c.known(with_secret(req, &self.cfg.secret)).await {
+                Ok(r) if r.get_ref().known => continue,
+                Ok(_) => {}
+                // Unreachable, restarting, or a coord without `Known`:
+                // nothing to do until it answers.
+                Err(s) => {
+                    tracing::debug!(server = id, "Known: {}", s.message());
+                    continue;
+                }
+            }
+            eprintln!("kvraft server {id}: the coord does not know this server (it lost its state?); joining again");
+            self.trace.record("ServerJoining", serde_json::json!({"ServerId": id}));
+            match self.attempt(channel.clone(), Some(CALL_TIMEOUT)).await {
+                Attempt::Joined => {
+                    eprintln!("kvraft server {id}: joined the coord again");
+                    refused_backoff = KNOWN_EVERY;
+                }
+                Attempt::Refused(e) | Attempt::Unauthenticated(e) => {
+                    eprintln!(
+                        "kvraft server {id}: the coord refused to let it join again: {e}; serving on, asking again in {}s",
+                        refused_backoff.as_secs()
+                    );
+                    tokio::time::sleep(refused_backoff).await;
+                    refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
+                }
+                Attempt::Unreachable(e) => tracing::debug!(server = id, "rejoin: {e}"),
+            }
+        }
+    }
+
+    /// The event loop's current term (0 if the loop is gone).
+    async fn current_term(&self) -> u64 {
+        let (tx, rx) = oneshot::channel();
+        if self.inputs.send(Input::CurrentTerm(tx)).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    /// One join, in the trace of the caller's `ServerJoining`; an accepted
+    /// one is the prototype's `ServerJoined`.
+    async fn attempt(&self, channel: Channel, timeout: Option<Duration>) -> Attempt {
+        let id = self.cfg.server_id;
+        let trace = &self.trace;
+        let req = pb::JoinRequest {
+            server_id: id,
+            peer_addr: self.cfg.server_server_addr.to_string(),
+            client_addr: self.cfg.client_listen_addr.to_string(),
+            control_addr: self.cfg.server_listen_addr.to_string(),
+            fcheck_addr: self.cfg.server_addr.to_string(),
+            incarnation: incarnation(),
+            current_term: self.current_term().await,
+            trace: if trace.enabled() { trace.generate_token() } else { Vec::new() },
         };
-        match attempt.await {
+        let mut req = with_secret(req, &self.cfg.secret);
+        if let Some(t) = timeout {
+            req.set_timeout(t);
+        }
+        match CoordServerClient::new(channel).join(req).await.map(|r| r.into_inner()) {
             Ok(r) if r.accepted => {
-                tracing::info!(server = cfg.server_id, "ServerJoined");
+                tracing::info!(server = id, "ServerJoined");
                 if trace.enabled()
                     && let Ok(t) = trace.tracer().receive_token(&r.trace)
                 {
-                    t.record("ServerJoined", serde_json::json!({"ServerId": cfg.server_id}));
+                    t.record("ServerJoined", serde_json::json!({"ServerId": id}));
                 }
-                return Ok(());
+                Attempt::Joined
             }
-            Ok(r) => {
-                return Err(format!("the coord refused to let server {} join: {}", cfg.server_id, r.error));
-            }
-            Err(e) if e.starts_with("FATAL") => {
-                return Err(format!("the coord refused server {}: {}", cfg.server_id, &e[5..]));
-            }
-            Err(e) => {
-                if !warned {
-                    eprintln!(
-                        "kvraft server {}: coord at {} unreachable ({e}); retrying",
-                        cfg.server_id, cfg.coord_addr
-                    );
-                    warned = true;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+            Ok(r) => Attempt::Refused(r.error),
+            Err(s) if s.code() == tonic::Code::Unauthenticated => Attempt::Unauthenticated(s.message().to_owned()),
+            Err(s) => Attempt::Unreachable(s.message().to_owned()),
         }
+    }
+}
+
+/// A small xorshift: servers' polls spread out, not in lockstep.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64) -> Self {
+        Jitter(seed | 1)
+    }
+
+    /// `d` give or take a fifth.
+    fn around(&mut self, d: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let fifth = d / 5;
+        let spread = u64::try_from(fifth.as_micros() * 2).unwrap_or(1).max(1);
+        d - fifth + Duration::from_micros(self.0 % spread)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_fifth() {
+        let mut j = Jitter::new(42);
+        let d = Duration::from_secs(1);
+        let all: Vec<Duration> = (0..1000).map(|_| j.around(d)).collect();
+        assert!(all.iter().all(|x| *x >= d * 4 / 5 && *x < d * 6 / 5));
+        assert!(all.iter().any(|x| *x < d) && all.iter().any(|x| *x > d), "spread both ways");
     }
 }

@@ -208,11 +208,21 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     let check = SecretCheck::new(cfg.secret.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
-    let join_cfg = cfg.clone();
-    let join_trace = trace.clone();
+    let joiner = join::Joiner::new(cfg.clone(), trace.clone(), h.0.clone());
     tokio::spawn(async move {
-        if let Err(reason) = join::join(&join_cfg, &join_trace).await {
-            let _ = refused_tx.send(reason);
+        let joined = match joiner {
+            Ok(j) => j.join().await.map(|()| j),
+            Err(reason) => Err(reason),
+        };
+        match joined {
+            // Only a refusal of the first join stops the server.
+            Ok(j) => {
+                drop(refused_tx);
+                j.stay_joined().await;
+            }
+            Err(reason) => {
+                let _ = refused_tx.send(reason);
+            }
         }
     });
     let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
