@@ -1,5 +1,6 @@
 //! The coord with real processes: join, bad joins, failover, quorum loss,
-//! a partition between the coord and two servers, and a coord restart.
+//! a partition between the coord and two servers, and a coord restart (with
+//! its state, and without).
 
 mod support;
 
@@ -402,4 +403,57 @@ fn coord_restart_does_not_interrupt_service() {
         let after = leader(&c).await;
         assert_eq!((after.leader_id, after.term), (before.leader_id, before.term));
     });
+}
+
+/// The coord restarts with its state file lost (an empty data directory)
+/// while the servers run on: they notice that it does not know them and
+/// join again by themselves, and it keeps the leader it finds, at a term no
+/// lower than before, with no failover and no server restarted. Failover
+/// works afterwards, at a later term; the trace checks.
+#[test]
+fn coord_restart_with_its_state_lost_recovers_without_a_server_restart() {
+    let mut tracing = TracingServer::start();
+    let at = format!(r#", "TracingServerAddr": "{}""#, tracing.addr);
+    runtime().block_on(async {
+        let mut c = TestCluster::with_coord(3, &at, &at);
+        c.start_coord();
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let before = leader(&c).await;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        c.kill9_coord();
+        std::fs::remove_dir_all(c.dir.path().join("coord")).unwrap();
+        c.start_coord();
+        let restarted = Instant::now();
+        c.wait_until("the coord, its state lost, reports a leader", Duration::from_secs(20), || async {
+            c.coord_leader(Duration::from_millis(200)).await.leader_id != 0
+        })
+        .await;
+        eprintln!("coord restarted without its state: a leader known again after {:?}", restarted.elapsed());
+        let after = c.coord_leader(Duration::ZERO).await;
+        assert!(after.term >= before.term, "term went back from {} to {}", before.term, after.term);
+        assert_eq!((after.leader_id, after.term), (before.leader_id, before.term), "the live leader was kept");
+        for s in &mut c.servers {
+            let exited = s.child.as_mut().map(|ch| ch.try_wait().unwrap());
+            assert_eq!(exited, Some(None), "server {} is not running", s.id);
+        }
+        assert!(std::fs::metadata(c.dir.path().join("coord").join("coord_state.json")).is_ok(), "state persisted");
+        put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+        c.kill9(after.leader_id);
+        let new = put_via_coord(&c, "t", 3, "c", Duration::from_secs(10)).await;
+        assert_ne!(new, after.leader_id);
+        let now = c.coord_leader(Duration::ZERO).await;
+        assert!(now.term > after.term, "failover at term {} after {}", now.term, after.term);
+    });
+    let trace = tracing.stop();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    // One failover: the leader's kill; none for the coord's restart.
+    assert_eq!(text.matches(r#""Tag":"LeaderFailOver""#).count(), 1, "{text}");
+    // One AllServersJoined per coord process.
+    assert_eq!(text.matches(r#""Tag":"AllServersJoined""#).count(), 2, "{text}");
+    let check =
+        std::process::Command::new(support::kvraft_bin()).args(["trace", "check"]).arg(&trace).output().unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}");
 }
