@@ -188,10 +188,17 @@ impl<'a> Nemesis<'a> {
                 self.note(format!("pause-server: SIGSTOP server {id}{why} {hold}"));
                 Ok(Undo::Resume(node))
             }
-            Fault::KillCoord => {
+            Fault::KillCoord { wipe } => {
                 self.cluster.kill(Node::Coord);
                 self.count(Kind::KillCoord);
-                self.note(format!("kill-coord: SIGKILL the coord, down {hold}"));
+                if *wipe {
+                    let dir = self.paths.data(Node::Coord);
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|e| anyhow::anyhow!("deleting the coord's data {}: {e}", dir.display()))?;
+                    self.note(format!("kill-coord: SIGKILL the coord and delete its state, down {hold}"));
+                } else {
+                    self.note(format!("kill-coord: SIGKILL the coord, down {hold}"));
+                }
                 Ok(Undo::Restart(Node::Coord))
             }
             Fault::SlowDisk { who, delay } => {

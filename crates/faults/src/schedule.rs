@@ -103,7 +103,12 @@ pub enum Fault {
         who: Who,
         delay: Duration,
     },
-    KillCoord,
+    /// SIGKILL the coord; with `wipe`, its data directory is deleted
+    /// before it restarts, as if its disk were lost: the servers must join
+    /// again by themselves.
+    KillCoord {
+        wipe: bool,
+    },
     Partition(Partition),
 }
 
@@ -113,7 +118,7 @@ impl Fault {
             Fault::KillServer(_) => Kind::KillServer,
             Fault::PauseServer(_) => Kind::PauseServer,
             Fault::SlowDisk { .. } => Kind::SlowDisk,
-            Fault::KillCoord => Kind::KillCoord,
+            Fault::KillCoord { .. } => Kind::KillCoord,
             Fault::Partition(_) => Kind::Partition,
         }
     }
@@ -193,7 +198,7 @@ fn draw(rng: &mut ChaCha8Rng, kind: Kind, servers: u64, clients: u64) -> Fault {
         Kind::KillServer => Fault::KillServer(who(rng, servers)),
         Kind::PauseServer => Fault::PauseServer(who(rng, servers)),
         Kind::SlowDisk => Fault::SlowDisk { who: who(rng, servers), delay: ms(rng, 20, 200) },
-        Kind::KillCoord => Fault::KillCoord,
+        Kind::KillCoord => Fault::KillCoord { wipe: rng.random_bool(0.3) },
         Kind::Partition => Fault::Partition(partition(rng, servers, clients)),
     }
 }
