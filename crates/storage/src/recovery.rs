@@ -11,8 +11,10 @@
 //! - Segments must chain: each starts where the previous ends, except that a
 //!   gap wholly inside the snapshot is harmless (an interrupted compaction).
 //! - Damage with nothing intact after it, in the last segment, is a write
-//!   torn by a crash: it was never acknowledged, so it is cut off. Anywhere
-//!   else it is corruption.
+//!   torn by a crash: it was never acknowledged, so it is cut off. So is
+//!   damage with a whole sector of zeros in it, even with intact records
+//!   after: a power loss can keep later sectors of one write and lose an
+//!   earlier one (see `segment::scan`). Anywhere else it is corruption.
 //! - If the log holds the snapshot's index with another term, the snapshot
 //!   came from a leader and replaced a conflicting log whose deletion a crash
 //!   interrupted: the whole log is dropped, as installation would have done.

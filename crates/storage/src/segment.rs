@@ -10,7 +10,7 @@ use kvraft_core::{Entry, Index};
 
 use crate::error::StorageError;
 use crate::fsio;
-use crate::record::{self, Damage, Parsed};
+use crate::record::{self, Parsed};
 
 #[derive(Debug)]
 pub struct Segment {
@@ -47,18 +47,29 @@ impl Segment {
 pub struct Scanned {
     pub segment: Segment,
     pub entries: Vec<Entry>,
-    /// Damage after the last intact record with nothing intact after it: a
-    /// torn tail if this is the last segment, corruption otherwise. The
-    /// segment's `len` stops before it.
-    pub torn: Option<(u64, Damage)>,
+    /// Where damage starts that a torn write explains, and what it is:
+    /// nothing intact after it, or a sector never written before what is
+    /// (see [`scan`]). A torn tail if this is the last segment, corruption
+    /// otherwise. The segment's `len` stops before it.
+    pub torn: Option<(u64, String)>,
     /// The file's length on disk.
     pub file_len: u64,
 }
 
+/// The unit a disk writes whole: a write torn by a power loss is torn at a
+/// multiple of it, and a sector never written reads as zeros (the log's
+/// room is zero-filled ahead of it).
+const SECTOR: usize = 512;
+
 /// Reads every record of the segment at `path`, up to the end of the file
 /// or the zero-filled room after the last record. Damage followed by an
-/// intact record, an invalid record, or an entry out of sequence is
-/// corruption.
+/// intact record is corruption, unless a whole sector of the damage is
+/// zeros: one write of several records, torn by a power loss before its
+/// fsync returned, can leave a sector unwritten with later sectors written
+/// (the disk orders neither), and nothing in it was acknowledged, since a
+/// fsync that returned would have made the earlier sector durable as well.
+/// That is etcd's rule too. An invalid record, or an entry out of sequence,
+/// is corruption.
 pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
     let bytes = fsio::read(path)?;
     let mut segment = Segment::empty(first, path.to_path_buf());
@@ -84,16 +95,30 @@ pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
                 break None;
             }
             Parsed::Damaged(damage) => {
-                if let Some(good) = record::intact_record_after(&bytes, at) {
+                let Some(good) = record::intact_record_after(&bytes, at) else {
+                    break Some((at as u64, damage.to_string()));
+                };
+                let Some(zeros) = zeroed_sector(&bytes, at, good) else {
                     let cause = format!("{damage}, yet an intact record follows at offset {good}");
                     return Err(StorageError::corrupt(path, at as u64, cause));
-                }
-                break Some((at as u64, damage));
+                };
+                let what = format!(
+                    "{damage}; the sector at offset {zeros} was never written and intact records follow from \
+                     offset {good}: a write torn by a power loss, none of it acknowledged"
+                );
+                break Some((at as u64, what));
             }
         }
     };
     segment.len = at as u64;
     Ok(Scanned { segment, entries, torn, file_len: bytes.len() as u64 })
+}
+
+/// The offset of the first whole sector of `bytes[from..to]` that is all
+/// zeros, if any.
+fn zeroed_sector(bytes: &[u8], from: usize, to: usize) -> Option<usize> {
+    let first = from.div_ceil(SECTOR) * SECTOR;
+    (first..to).step_by(SECTOR).find(|&s| s + SECTOR <= to && bytes[s..s + SECTOR].iter().all(|b| *b == 0))
 }
 
 /// Creates the empty segment file for `first` (it must not exist: every

@@ -53,6 +53,23 @@ fn damage_in_a_segment_that_is_not_the_last_is_corruption() {
     assert_corrupt(dir.path(), opts, &first);
 }
 
+/// The zeroed sector that is a torn write at the end of the log (see
+/// torn_tail.rs) is corruption in an older segment: that one was synced.
+#[test]
+fn a_zeroed_sector_in_a_segment_that_is_not_the_last_is_corruption() {
+    let opts = options(FsyncPolicy::Never, 4096);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=300, 1)).unwrap();
+    drop(s);
+    let first = segment_files(dir.path()).remove(0);
+    assert!(written_len(&first) >= 2048, "the first segment holds several sectors");
+    let mut bytes = fs::read(&first).unwrap();
+    bytes[1024..1536].fill(0);
+    fs::write(&first, &bytes).unwrap();
+    assert_corrupt(dir.path(), opts, &first);
+}
+
 #[test]
 fn a_missing_segment_is_corruption() {
     let opts = options(FsyncPolicy::Never, 300);

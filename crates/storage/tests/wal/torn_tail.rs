@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use kvraft_storage::{FsyncPolicy, StorageOptions};
+use kvraft_storage::{FsyncPolicy, Storage, StorageOptions};
 
 use crate::support::*;
 
@@ -91,4 +91,47 @@ fn a_damaged_last_record_is_a_torn_tail() {
     let (_, rec) = open(dir.path(), opts);
     assert_eq!(rec.entries, entries(1..=19, 1));
     assert!(rec.torn_tail.is_some());
+}
+
+/// A power loss during one write of many records: a sector in the middle
+/// never reached the disk (it reads as the zero-filled room it was), while
+/// later sectors did. Nothing of that write was acknowledged, so recovery
+/// cuts from the first damaged record, intact records after it included,
+/// and says so. The same zeros in a segment that is not the last, or a
+/// damaged byte that is not a whole zeroed sector, are still corruption.
+#[test]
+fn a_sector_never_written_before_written_ones_is_a_torn_write() {
+    let opts = options(FsyncPolicy::Never, 1 << 20);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    s.append(&entries(1..=200, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let wal = segment_files(dir.path()).pop().unwrap();
+    let good = fs::read(&wal).unwrap();
+    let end = written_len(&wal) as usize;
+    assert!(end > 4 * 512, "the test needs records over several sectors ({end} bytes)");
+    let sector = (end / 2).div_ceil(512) * 512;
+
+    // A stray byte in that sector: corruption, as ever.
+    flip(&wal, sector + 100);
+    assert!(Storage::open(dir.path(), opts).is_err(), "a flipped byte with intact records after it was accepted");
+
+    // The whole sector zeros: a torn write, cut at the first damaged record.
+    let mut bytes = good.clone();
+    bytes[sector..sector + 512].fill(0);
+    fs::write(&wal, &bytes).unwrap();
+    let (mut s, rec) = open(dir.path(), opts);
+    let kept = rec.entries.len() as u64;
+    assert!(kept > 0 && kept < 200, "kept {kept}");
+    assert_eq!(rec.entries, entries(1..=kept, 1));
+    let torn = rec.torn_tail.expect("the cut is reported");
+    assert!(torn.contains("never written") && !torn.contains('\n'), "{torn}");
+    // The entries kept end before the zeroed sector, and the log goes on.
+    s.append(&entries(kept + 1..=kept + 3, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries.len() as u64, kept + 3);
+    assert_eq!(rec.torn_tail, None);
 }
