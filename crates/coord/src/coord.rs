@@ -242,6 +242,7 @@ impl Coord {
             tracing::info!("AllServersJoined");
             self.trace.record("AllServersJoined", json!({}));
             self.configure(None);
+            self.publish(); // no longer "waiting for servers to join"
             if self.state.term > 0 {
                 // The servers ran before, under a coord that lost its
                 // state: one may still lead, and is kept if it leads the
@@ -266,6 +267,8 @@ impl Coord {
                 self.publish();
                 self.maybe_select();
             }
+        } else {
+            self.publish(); // "waiting for servers to join (k of N)", with k one more
         }
         pb::JoinReply { accepted: true, error: String::new(), num_servers: self.n, trace: Vec::new() }
     }
@@ -336,6 +339,12 @@ impl Coord {
     /// leader, and none is under way.
     fn maybe_select(&mut self) {
         if !self.state.join_complete || self.leader.is_some() || self.selecting {
+            return;
+        }
+        if self.state.term >= pb::MAX_TERM_OR_INDEX {
+            // Only a server reporting an absurd term gets here; a term above
+            // the bound would also keep the state file from loading again.
+            tracing::error!(term = self.state.term, "no term left to select a leader for");
             return;
         }
         // Persist the term before using it: a restarted coord never reuses one.

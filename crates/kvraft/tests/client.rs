@@ -203,6 +203,37 @@ fn a_client_whose_clock_went_back_is_not_locked_out() {
     });
 }
 
+/// The coord restarts without its state while a follower is down for good:
+/// it names no leader until every server has joined again, which never
+/// happens here. A client already talking to the leader goes on: a coord
+/// that names nobody is no reason to leave a leader that answers. (It used
+/// to drop the stream at once, and could not reconnect without a name.)
+#[test]
+fn a_coord_that_names_no_leader_does_not_stop_a_working_client() {
+    runtime().block_on(async {
+        let mut c = cluster(3).await;
+        let leader = c.coord_leader(Duration::from_secs(10)).await.leader_id;
+        let (kv, _r) = KvClient::start(config(&c, "steady", 1)).unwrap();
+        assert_eq!(kv.execute(Op::Put { key: "k".into(), value: "0".into() }).await, Ok(Value::Done));
+        let follower = if leader == 3 { 2 } else { 3 };
+        c.kill9(follower);
+        c.kill9_coord();
+        std::fs::remove_dir_all(c.dir.path().join("coord")).unwrap();
+        c.start_coord();
+        // The restarted coord has published that it knows no leader.
+        c.wait_until("the coord to answer", Duration::from_secs(10), || async {
+            tokio::time::timeout(Duration::from_secs(1), c.coord_leader(Duration::ZERO)).await.is_ok()
+        })
+        .await;
+        assert_eq!(c.coord_leader(Duration::ZERO).await.leader_id, 0);
+        for i in 1..=20 {
+            let r = kv.execute(Op::Put { key: "k".into(), value: i.to_string() }).await;
+            assert_eq!(r, Ok(Value::Done), "write {i} after the coord restarted");
+        }
+        kv.stop().await;
+    });
+}
+
 /// Many tasks sharing one client, each with one operation at a time: the
 /// operations reach the session in opId order, so none is refused as stale
 /// (a bug the benchmark found: ids were taken before the hand-over; the race

@@ -74,7 +74,8 @@ pub struct Driver {
     /// The registration: session 0 and a random opId, so that its reply is
     /// told from any other.
     registration: pb::Command,
-    registration_sent: bool,
+    /// When the registration went out on the current connection, if it did.
+    registration_sent_at: Option<Instant>,
     pub secret: String,
     pub window: usize,
     pub op_timeout: Duration,
@@ -121,7 +122,7 @@ impl Driver {
         let Settings { client_id, secret, window, op_timeout, trace } = s;
         Driver {
             registration: wire::registration(&client_id),
-            registration_sent: false,
+            registration_sent_at: None,
             client_id,
             session: None,
             secret,
@@ -221,7 +222,13 @@ impl Driver {
                         p.result = Some(Err(ClientError::QuorumImpossible(why.clone())));
                     }
                 }
-                if changed && self.conn.as_ref().is_some_and(|c| c.leader != self.leader.leader_id) {
+                // Only another leader, named, ends the stream to this one. A
+                // coord that names none (it restarted, or waits for servers
+                // to join again) knows no better than the stream, which
+                // goes on until the leader itself says or shows otherwise
+                // (NotLeader, the connection closed).
+                let moved = self.leader.leader_id != 0;
+                if changed && moved && self.conn.as_ref().is_some_and(|c| c.leader != self.leader.leader_id) {
                     self.drop_conn();
                 }
             }
@@ -282,11 +289,7 @@ impl Driver {
                     }
                     wire::Outcome::NotLeader { leader_id, leader_addr } => {
                         p.sent = false;
-                        if leader_id != 0 && !leader_addr.is_empty() {
-                            self.leader.leader_id = leader_id;
-                            self.leader.client_addr = leader_addr;
-                        }
-                        self.drop_conn();
+                        self.redirect(leader_id, leader_addr);
                     }
                     wire::Outcome::Retry => {
                         p.sent = false;
@@ -307,15 +310,9 @@ impl Driver {
             self.session = Some(r.session);
             return;
         }
-        self.registration_sent = false;
+        self.registration_sent_at = None;
         match wire::outcome(reply) {
-            wire::Outcome::NotLeader { leader_id, leader_addr } => {
-                if leader_id != 0 && !leader_addr.is_empty() {
-                    self.leader.leader_id = leader_id;
-                    self.leader.client_addr = leader_addr;
-                }
-                self.drop_conn();
-            }
+            wire::Outcome::NotLeader { leader_id, leader_addr } => self.redirect(leader_id, leader_addr),
             wire::Outcome::Retry => self.hold_until = Some(Instant::now() + Duration::from_millis(50)),
             wire::Outcome::Done(r) => {
                 // A server that cannot register (say, one that predates
@@ -333,8 +330,28 @@ impl Driver {
         }
     }
 
+    /// A server said it does not lead: off to the one it names, or, if it
+    /// names none, a pause before asking again (the coord may still name
+    /// the server that just said no, and it would say so at once).
+    fn redirect(&mut self, leader_id: u64, leader_addr: String) {
+        if leader_id != 0 && !leader_addr.is_empty() {
+            self.leader.leader_id = leader_id;
+            self.leader.client_addr = leader_addr;
+        } else {
+            self.hold_until = Some(Instant::now() + Duration::from_millis(50));
+        }
+        self.drop_conn();
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
+        // A registration unanswered for a whole operation timeout (a leader
+        // cut off from its followers holds it) is sent again, elsewhere if
+        // the coord now names another leader.
+        if self.session.is_none() && self.registration_sent_at.is_some_and(|t| now.duration_since(t) >= self.op_timeout)
+        {
+            self.drop_conn();
+        }
         for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
             if now.duration_since(p.since) >= self.op_timeout {
                 p.result = Some(Err(ClientError::Timeout(self.op_timeout)));
@@ -346,7 +363,7 @@ impl Driver {
     /// to the next leader with the same opId.
     fn drop_conn(&mut self) {
         self.conn = None;
-        self.registration_sent = false;
+        self.registration_sent_at = None;
         for p in self.queue.iter_mut() {
             p.sent = false;
         }
@@ -371,7 +388,7 @@ impl Driver {
         }
         self.hold_until = None;
         // Registering starts at once, before the first operation is issued.
-        let register = self.session.is_none() && !self.registration_sent;
+        let register = self.session.is_none() && self.registration_sent_at.is_none();
         if !register && !self.queue.iter().any(|p| !p.sent && p.result.is_none()) {
             return;
         }
@@ -382,7 +399,7 @@ impl Driver {
         let Some(session) = self.session else {
             if register {
                 if conn.tx.send(self.registration.clone()).is_ok() {
-                    self.registration_sent = true;
+                    self.registration_sent_at = Some(Instant::now());
                 } else {
                     self.drop_conn();
                 }

@@ -209,6 +209,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
     let joiner = join::Joiner::new(cfg.clone(), trace.clone(), h.0.clone());
+    let mut join_stop = stop_rx.clone();
     tokio::spawn(async move {
         let joined = match joiner {
             Ok(j) => j.join().await.map(|()| j),
@@ -218,7 +219,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             // Only a refusal of the first join stops the server.
             Ok(j) => {
                 drop(refused_tx);
-                j.stay_joined().await;
+                // Until the server stops: a server run in-process must not
+                // leave a task behind that would join in its name.
+                tokio::select! {
+                    _ = j.stay_joined() => {}
+                    _ = join_stop.wait_for(|s| *s) => {}
+                }
             }
             Err(reason) => {
                 let _ = refused_tx.send(reason);
