@@ -46,6 +46,9 @@ pub struct SimConfig {
     /// write lands (it is lost) or right after it (nothing of that Ready is
     /// sent): etcd's RaftBeforeSave and RaftAfterSave failpoints.
     pub crash_at_write_rate: f64,
+    /// Chance, per nemesis action, that the coord's process crashes instead
+    /// (restarting a little later, usually with its state file lost).
+    pub coord_crash_rate: f64,
 }
 
 impl SimConfig {
@@ -69,6 +72,7 @@ impl SimConfig {
             max_inflight_msgs: rng.random_range(1..=8),
             takeover_crash_rate: [0.0, 0.2, 0.5][rng.random_range(0..3)],
             crash_at_write_rate: [0.0, 0.01, 0.03][rng.random_range(0..3)],
+            coord_crash_rate: 0.0,
         };
         if rng.random_bool(0.25) {
             // The takeover profile: leaders die during their first round
@@ -78,6 +82,8 @@ impl SimConfig {
             cfg.max_inflight_msgs = 1;
             cfg.takeover_crash_rate = 0.6;
         }
+        // Drawn last, so that the draws above stay what they were.
+        cfg.coord_crash_rate = [0.0, 0.03, 0.08][rng.random_range(0..3)];
         cfg
     }
 }

@@ -1,106 +1,258 @@
-//! A model of the coord's protocol: failure detection by ping, and leader
-//! selection exactly as the brief fixes it (term + 1, log states from a
-//! majority of the whole cluster, the most up-to-date wins, ties to the
+//! A model of the coord's protocol: joins, failure detection by ping, and
+//! leader selection exactly as the brief fixes it (term + 1, log states from
+//! a majority of the whole cluster, the most up-to-date wins, ties to the
 //! lowest id). The real coord (crates/coord) implements the same steps.
+//!
+//! The coord's process can crash and restart, with its state file or
+//! without it (docs/protocol.md, "Leader selection"). What the real coord
+//! persists before it acts ([`Persisted`]: the term, the members with the
+//! incarnation each joined in, whether the join is complete) survives a
+//! restart that keeps the file; everything else is volatile. A restarted
+//! coord asks every server who leads (rediscovery) before it selects; one
+//! that lost its file waits for all N servers to join again (the servers
+//! find out by polling `Known`, see `server.rs`), learns the terms they
+//! hold from their joins, and then rediscovers if any was above 0.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvraft_core::{LogState, Message, NodeId, Term};
 
+use crate::invariants::Invariants;
 use crate::net::{Event, Msg, Net, Proc};
 
 pub const COORD_TICK_MS: u64 = 10;
-/// The leader is failed after this long without a pong.
+/// A server is failed after this long without a pong.
 const FAIL_AFTER_MS: u64 = 80;
 /// A selection with no leader by then starts over with a new term.
 const SELECTION_TIMEOUT_MS: u64 = 150;
+/// How long a restarted coord waits for the servers' status answers (the
+/// real one asks them one by one, each call with a timeout).
+const REDISCOVERY_TIMEOUT_MS: u64 = 100;
+
+/// What the real coord's state file holds; the model changes it only where
+/// the real coord saves it before acting (or answering).
+#[derive(Clone, Debug, Default)]
+struct Persisted {
+    /// The highest term used or seen.
+    term: Term,
+    /// The members, each with the incarnation it last joined in.
+    members: BTreeMap<NodeId, u64>,
+    join_complete: bool,
+}
 
 enum Phase {
-    /// Waiting for every server's first answer (the join), then server 1 leads term 1.
+    /// The coord's process is down.
+    Down,
+    /// Waiting for every server to join.
     Joining,
+    /// Join complete, no leader, no selection under way (only for an
+    /// instant: [`CoordModel::maybe_select`] starts one).
+    Idle,
+    /// After a restart: asking every member its role and term. `saw`: those
+    /// that joined in a new incarnation or failed meanwhile.
+    Rediscovering {
+        started: u64,
+        answers: BTreeMap<NodeId, (bool, Term)>,
+        saw: BTreeSet<NodeId>,
+    },
     Stable,
-    /// Collecting log states for `term`.
+    /// Collecting log states for `term`. The first selection (term 1) waits
+    /// for every server's answer, until its timeout, so that with equal
+    /// empty logs server 1 leads term 1.
     Selecting {
         term: Term,
         started: u64,
         answers: BTreeMap<NodeId, LogState>,
         chosen: Option<NodeId>,
+        wait_all: bool,
     },
 }
 
 pub struct CoordModel {
     n: u64,
-    /// The highest term used or seen; a real coord persists it before use.
-    term: Term,
+    state: Persisted,
+    /// The coord process's number, bumped at each restart: servers tag their
+    /// answers with the process that asked, and another process's are
+    /// dropped (the real answers travel on the asking process's connection).
+    epoch: u64,
     leader: Option<NodeId>,
     phase: Phase,
     last_pong: BTreeMap<NodeId, u64>,
-    joined: BTreeSet<NodeId>,
     ping_seq: u64,
     pub selections: u64,
     pub failed_selections: u64,
+    /// Restarts of the coord's process, and of those how many lost the state file.
+    pub restarts: u64,
+    pub state_losses: u64,
+    pub rediscoveries: u64,
+    /// Rediscoveries that kept a live leader (no failover).
+    pub kept_leaders: u64,
 }
 
 impl CoordModel {
     pub fn new(n: u64) -> Self {
         CoordModel {
             n,
-            term: 0,
+            state: Persisted::default(),
+            epoch: 1,
             leader: None,
             phase: Phase::Joining,
             last_pong: BTreeMap::new(),
-            joined: BTreeSet::new(),
             ping_seq: 0,
             selections: 0,
             failed_selections: 0,
+            restarts: 0,
+            state_losses: 0,
+            rediscoveries: 0,
+            kept_leaders: 0,
         }
     }
 
     fn members(&self) -> Vec<NodeId> {
-        (1..=self.n).collect()
+        self.state.members.keys().copied().collect()
     }
 
-    pub fn on_tick(&mut self, net: &mut Net) {
+    pub fn is_up(&self) -> bool {
+        !matches!(self.phase, Phase::Down)
+    }
+
+    /// The coord's process dies: everything volatile is gone.
+    pub fn crash(&mut self) {
+        self.phase = Phase::Down;
+        self.leader = None;
+        self.last_pong.clear();
+    }
+
+    /// The coord's process starts again, from its state file or, with
+    /// `lose_state`, from nothing.
+    pub fn restart(&mut self, lose_state: bool, net: &mut Net) {
+        debug_assert!(!self.is_up());
+        self.epoch += 1;
+        self.restarts += 1;
+        if lose_state {
+            self.state = Persisted::default();
+            self.state_losses += 1;
+        }
+        self.leader = None;
+        // The failure detector watches every member again, alive at first.
+        for id in self.members() {
+            self.last_pong.insert(id, net.now);
+        }
+        self.phase = Phase::Joining;
+        if self.state.join_complete {
+            self.rediscover(net);
+        }
+    }
+
+    pub fn on_tick(&mut self, net: &mut Net, inv: &mut Invariants) {
         let now = net.now;
+        net.schedule(now + COORD_TICK_MS, Event::CoordTick);
+        if !self.is_up() {
+            return;
+        }
         self.ping_seq += 1;
         for id in self.members() {
             net.send(Proc::Coord, Proc::Server(id), Msg::Ping { seq: self.ping_seq });
         }
+        let quorum = (self.n / 2 + 1) as usize;
+        let failed: Vec<NodeId> =
+            self.last_pong.iter().filter(|&(_, &t)| now.saturating_sub(t) > FAIL_AFTER_MS).map(|(&id, _)| id).collect();
         match &mut self.phase {
-            Phase::Joining => {
-                for id in self.members() {
-                    net.send(Proc::Coord, Proc::Server(id), Msg::LogStateRequest { term: 1 });
+            Phase::Down | Phase::Joining | Phase::Idle => {}
+            Phase::Rediscovering { started, saw, .. } => {
+                saw.extend(failed);
+                if now - *started > REDISCOVERY_TIMEOUT_MS {
+                    self.finish_rediscovery(net);
                 }
             }
             Phase::Stable => {
                 let leader = self.leader.expect("a stable phase has a leader");
-                let heard = self.last_pong.get(&leader).copied().unwrap_or(0);
-                if now.saturating_sub(heard) > FAIL_AFTER_MS {
-                    self.start_selection(net);
+                if failed.contains(&leader) {
+                    self.leader = None;
+                    self.phase = Phase::Idle;
+                    self.maybe_select(net);
                 }
             }
-            Phase::Selecting { started, .. } => {
+            Phase::Selecting { term, started, answers, chosen, wait_all } => {
                 if now - *started > SELECTION_TIMEOUT_MS {
-                    self.failed_selections += 1;
-                    self.start_selection(net);
+                    if *wait_all && chosen.is_none() && answers.len() >= quorum {
+                        // Not everyone answered the first selection: a
+                        // majority did, which is enough.
+                        let term = *term;
+                        *started = now;
+                        self.designate(term, net, inv);
+                    } else {
+                        self.failed_selections += 1;
+                        self.phase = Phase::Idle;
+                        self.maybe_select(net);
+                    }
                 }
             }
         }
-        net.schedule(now + COORD_TICK_MS, Event::CoordTick);
     }
 
-    fn start_selection(&mut self, net: &mut Net) {
-        self.term += 1;
+    /// Starts a selection if one is due: the join is complete, there is no
+    /// leader, and none (nor a rediscovery) is under way.
+    fn maybe_select(&mut self, net: &mut Net) {
+        if !self.state.join_complete || self.leader.is_some() || !matches!(self.phase, Phase::Idle) {
+            return;
+        }
+        self.state.term += 1;
         self.selections += 1;
-        self.leader = None;
-        let term = self.term;
-        self.phase = Phase::Selecting { term, started: net.now, answers: BTreeMap::new(), chosen: None };
+        let term = self.state.term;
+        self.phase =
+            Phase::Selecting { term, started: net.now, answers: BTreeMap::new(), chosen: None, wait_all: term == 1 };
         for id in self.members() {
-            net.send(Proc::Coord, Proc::Server(id), Msg::LogStateRequest { term });
+            net.send(Proc::Coord, Proc::Server(id), Msg::LogStateRequest { term, epoch: self.epoch });
         }
     }
 
-    pub fn on_message(&mut self, from: Proc, msg: Msg, net: &mut Net) {
+    /// Selecting again, above every term heard of.
+    fn superseded(&mut self, net: &mut Net) {
+        self.phase = Phase::Idle;
+        self.maybe_select(net);
+    }
+
+    fn rediscover(&mut self, net: &mut Net) {
+        self.rediscoveries += 1;
+        self.phase = Phase::Rediscovering { started: net.now, answers: BTreeMap::new(), saw: BTreeSet::new() };
+        for id in self.members() {
+            net.send(Proc::Coord, Proc::Server(id), Msg::StatusRequest { epoch: self.epoch });
+        }
+    }
+
+    /// As the real coord's `rediscover` and `on_rediscovered`: the leader of
+    /// the highest term any answer reports is kept, unless it rejoined in a
+    /// new incarnation or failed meanwhile, or leads a term below the
+    /// coord's; otherwise a selection.
+    fn finish_rediscovery(&mut self, net: &mut Net) {
+        let Phase::Rediscovering { answers, saw, .. } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
+        let highest = answers.values().map(|&(_, t)| t).max().unwrap_or(0);
+        let mut found: Option<(NodeId, Term)> = None;
+        for (&id, &(leads, term)) in &answers {
+            if leads && found.is_none_or(|(_, t)| term > t) {
+                found = Some((id, term));
+            }
+        }
+        match found.filter(|&(_, t)| t >= highest) {
+            Some((id, _)) if saw.contains(&id) => self.maybe_select(net),
+            Some((id, term)) if term >= self.state.term => {
+                self.state.term = term;
+                self.leader = Some(id);
+                self.last_pong.insert(id, net.now);
+                self.phase = Phase::Stable;
+                self.kept_leaders += 1;
+            }
+            _ => self.maybe_select(net),
+        }
+    }
+
+    pub fn on_message(&mut self, from: Proc, msg: Msg, net: &mut Net, inv: &mut Invariants) {
+        if !self.is_up() {
+            return;
+        }
         let Proc::Server(id) = from else {
             if let (Proc::Client(_), Msg::LeaderQuery) = (from, &msg) {
                 net.send(Proc::Coord, from, Msg::LeaderAnswer { leader: self.leader });
@@ -108,69 +260,121 @@ impl CoordModel {
             return;
         };
         match msg {
-            Msg::Pong { .. } => {
+            // The failure detector watches members only.
+            Msg::Pong { .. } if self.state.members.contains_key(&id) => {
                 self.last_pong.insert(id, net.now);
             }
-            Msg::Raft(Message::LogState(ls)) => self.on_log_state(ls, net),
-            Msg::Raft(Message::BecomeLeaderResponse { term, from, accepted, current_term }) => {
-                self.term = self.term.max(current_term);
-                match &self.phase {
-                    Phase::Selecting { term: t, chosen: Some(c), .. } if *t == term && *c == from => {
-                        if accepted {
-                            self.leader = Some(from);
-                            self.last_pong.insert(from, net.now);
-                            self.phase = Phase::Stable;
-                        } else {
-                            self.start_selection(net);
-                        }
+            Msg::Join { incarnation, current_term } => self.on_join(id, incarnation, current_term, net),
+            Msg::Known { incarnation } => {
+                let known = self.state.members.get(&id) == Some(&incarnation);
+                net.send(Proc::Coord, from, Msg::KnownReply { incarnation, known });
+            }
+            Msg::Status { epoch, leader, term } if epoch == self.epoch => {
+                if let Phase::Rediscovering { answers, .. } = &mut self.phase {
+                    answers.insert(id, (leader, term));
+                    if answers.len() as u64 == self.n {
+                        self.finish_rediscovery(net);
                     }
-                    _ => {}
                 }
             }
+            Msg::CoordReply { epoch, msg } if epoch == self.epoch => match msg {
+                Message::LogState(ls) => self.on_log_state(ls, net, inv),
+                Message::BecomeLeaderResponse { term, from, accepted, current_term } => {
+                    self.state.term = self.state.term.max(current_term);
+                    match &self.phase {
+                        Phase::Selecting { term: t, chosen: Some(c), .. } if *t == term && *c == from => {
+                            if accepted {
+                                self.leader = Some(from);
+                                self.last_pong.insert(from, net.now);
+                                self.phase = Phase::Stable;
+                            } else {
+                                self.superseded(net);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            },
             _ => {}
         }
     }
 
-    fn on_log_state(&mut self, ls: LogState, net: &mut Net) {
-        self.term = self.term.max(ls.current_term);
+    /// As the real coord's `join`: persist the member, its incarnation and
+    /// the term it reports (raising the coord's), then answer.
+    fn on_join(&mut self, id: NodeId, incarnation: u64, current_term: Term, net: &mut Net) {
+        if id == 0 || id > self.n {
+            return;
+        }
+        let previous = self.state.members.insert(id, incarnation);
+        self.state.term = self.state.term.max(current_term);
+        let completes = !self.state.join_complete && self.state.members.len() as u64 == self.n;
+        self.state.join_complete |= completes;
+        net.send(Proc::Coord, Proc::Server(id), Msg::JoinReply { incarnation, accepted: true });
+        self.last_pong.insert(id, net.now);
+        // A join in a new incarnation is a restart of the server; a join
+        // again in the same one (after the coord lost its state) is not.
+        let restarted = previous != Some(incarnation);
+        if restarted && let Phase::Rediscovering { saw, .. } = &mut self.phase {
+            saw.insert(id);
+        }
+        let restarted_leader = self.state.join_complete && !completes && self.leader == Some(id) && restarted;
+        if restarted_leader {
+            // It comes back as a follower: nobody leads.
+            self.leader = None;
+            self.phase = Phase::Idle;
+        }
+        if completes {
+            self.phase = Phase::Idle;
+            if self.state.term > 0 {
+                // The servers ran before, under a coord that lost its state.
+                self.rediscover(net);
+            } else {
+                self.maybe_select(net);
+            }
+        } else if restarted_leader {
+            self.maybe_select(net);
+        }
+    }
+
+    fn on_log_state(&mut self, ls: LogState, net: &mut Net, inv: &mut Invariants) {
+        self.state.term = self.state.term.max(ls.current_term);
         let quorum = (self.n / 2 + 1) as usize;
         let n = self.n as usize;
-        let members = self.members();
-        match &mut self.phase {
-            // Joined: it holds term 1 (granted now, or earlier, before a
-            // restart: a term is granted once).
-            Phase::Joining if ls.term == 1 && (ls.granted || ls.current_term == 1) => {
-                self.joined.insert(ls.from);
-                if self.joined.len() == n {
-                    self.term = self.term.max(1);
-                    self.phase =
-                        Phase::Selecting { term: 1, started: net.now, answers: BTreeMap::new(), chosen: Some(1) };
-                    net.send(Proc::Coord, Proc::Server(1), Msg::BecomeLeader { term: 1, members });
-                }
-            }
-            Phase::Selecting { term, answers, chosen, .. } if *term == ls.term && chosen.is_none() => {
-                if !ls.granted {
-                    // The server holds this term or a later one (the real
-                    // coord's rule, selection.rs): designating anyone in it
-                    // could make a second leader of a term that has one.
-                    // Start above what it holds.
-                    self.start_selection(net);
-                    return;
-                }
-                answers.insert(ls.from, ls);
-                if answers.len() >= quorum {
-                    // Most up-to-date log; ties go to the lowest id.
-                    let best = answers
-                        .values()
-                        .max_by(|a, b| a.up_to_date_key().cmp(&b.up_to_date_key()).then(b.from.cmp(&a.from)))
-                        .expect("a quorum is not empty")
-                        .from;
-                    *chosen = Some(best);
-                    let term = *term;
-                    net.send(Proc::Coord, Proc::Server(best), Msg::BecomeLeader { term, members });
-                }
-            }
-            _ => {}
+        let Phase::Selecting { term, answers, chosen, wait_all, .. } = &mut self.phase else {
+            return;
+        };
+        if *term != ls.term || chosen.is_some() {
+            return;
         }
+        if !ls.granted {
+            // The server holds this term or a later one (the real coord's
+            // rule, selection.rs): designating anyone in it could make a
+            // second leader of a term that has one. Start above what it holds.
+            self.superseded(net);
+            return;
+        }
+        answers.insert(ls.from, ls);
+        if answers.len() == n || (!*wait_all && answers.len() >= quorum) {
+            let term = *term;
+            self.designate(term, net, inv);
+        }
+    }
+
+    /// Designates the most up-to-date answer of the selection for `term`;
+    /// ties go to the lowest id.
+    fn designate(&mut self, term: Term, net: &mut Net, inv: &mut Invariants) {
+        let members = self.members();
+        let Phase::Selecting { answers, chosen, .. } = &mut self.phase else {
+            return;
+        };
+        let best = answers
+            .values()
+            .max_by(|a, b| a.up_to_date_key().cmp(&b.up_to_date_key()).then(b.from.cmp(&a.from)))
+            .expect("a quorum is not empty")
+            .from;
+        *chosen = Some(best);
+        inv.on_designation(net.now, term, best);
+        net.send(Proc::Coord, Proc::Server(best), Msg::BecomeLeader { term, members, epoch: self.epoch });
     }
 }

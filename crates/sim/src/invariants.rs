@@ -9,6 +9,8 @@ use kvraft_core::{Entry, Index, NodeId, Payload, RaftNode, Role, Term};
 pub struct Invariants {
     /// Who led each term.
     leaders: BTreeMap<Term, NodeId>,
+    /// Whom the coord designated for each term, across its restarts.
+    designated: BTreeMap<Term, NodeId>,
     /// `(index, term)` → (payload, term of the previous entry) as first seen
     /// in any log. Unique payload and previous term per `(index, term)`
     /// gives the Log Matching property by induction on the index.
@@ -157,6 +159,22 @@ impl Invariants {
                 self.fail(now, what);
             }
             Some(_) => {}
+        }
+    }
+
+    /// The coord designated `id` for `term`. A term is granted once by each
+    /// server and a designation needs a majority of grants, so even a coord
+    /// that lost its state and reuses a term number designates at most one
+    /// server per term.
+    pub fn on_designation(&mut self, now: u64, term: Term, id: NodeId) {
+        match self.designated.get(&term) {
+            Some(&other) if other != id => {
+                self.fail(now, format!("the coord designated two servers for term {term}: {other} and {id}"));
+            }
+            Some(_) => {}
+            None => {
+                self.designated.insert(term, id);
+            }
         }
     }
 

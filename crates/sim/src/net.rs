@@ -28,14 +28,52 @@ pub enum ClientError {
 /// Everything that travels between simulated processes.
 #[derive(Clone, Debug)]
 pub enum Msg {
-    /// Server to server, and server to coord.
+    /// Server to server.
     Raft(Message),
+    /// Server to coord: a core's answer to a request that the coord's
+    /// process `epoch` sent. The real coord gets it on that request's
+    /// connection, so a restarted coord never sees an answer meant for the
+    /// process before it.
+    CoordReply {
+        epoch: u64,
+        msg: Message,
+    },
     LogStateRequest {
         term: Term,
+        epoch: u64,
     },
     BecomeLeader {
         term: Term,
         members: Vec<NodeId>,
+        epoch: u64,
+    },
+    /// Server to coord: join (or, once joined, join again) in this
+    /// incarnation of the server's process, reporting its current term.
+    Join {
+        incarnation: u64,
+        current_term: Term,
+    },
+    /// To the server process `incarnation` that joined.
+    JoinReply {
+        incarnation: u64,
+        accepted: bool,
+    },
+    /// Server to coord: does the coord know this server in this incarnation?
+    Known {
+        incarnation: u64,
+    },
+    KnownReply {
+        incarnation: u64,
+        known: bool,
+    },
+    /// Coord to server, after a restart: who are you (role and term)?
+    StatusRequest {
+        epoch: u64,
+    },
+    Status {
+        epoch: u64,
+        leader: bool,
+        term: Term,
     },
     Ping {
         seq: u64,
@@ -75,6 +113,11 @@ pub enum Event {
         incarnation: u64,
     },
     CoordTick,
+    /// The coord's process, down since a crash, starts again; with
+    /// `lose_state` its state file is gone.
+    CoordRestart {
+        lose_state: bool,
+    },
     /// A fail-stop crash aimed at one incarnation of a server.
     Crash {
         id: NodeId,

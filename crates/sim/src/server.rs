@@ -16,6 +16,11 @@ use crate::net::{ClientError, Event, Msg, Net, Proc};
 
 /// Milliseconds between ticks of a server's core.
 pub const TICK_MS: u64 = 10;
+/// Until its first join is accepted, a server sends it again this often.
+const JOIN_RETRY_MS: u64 = 50;
+/// About how often a joined server asks the coord whether it still knows
+/// it (the real server's second, scaled as the coord's other timings are).
+const KNOWN_EVERY_MS: u64 = 200;
 
 /// What survives a crash.
 #[derive(Clone, Debug, Default)]
@@ -32,6 +37,8 @@ struct PendingWrite {
     entries: Vec<Entry>,
     marker: Option<(u64, Term)>,
     then_send: Vec<Outbound>,
+    /// The coord process whose request the messages to the coord answer.
+    coord_epoch: u64,
 }
 
 pub struct SimServer {
@@ -56,6 +63,15 @@ pub struct SimServer {
     pub became_leader: bool,
     /// A failpoint armed by the world: crash once the next write lands.
     pub crash_after_next_write: bool,
+    /// This incarnation's first join was accepted: from then on the server
+    /// polls `Known` instead of joining.
+    joined: bool,
+    /// When the server next joins (not yet joined) or asks `Known`.
+    next_poll_at: u64,
+    /// The coord process whose request the core is answering.
+    coord_epoch: u64,
+    /// Joins again after the coord said it did not know this server.
+    pub rejoins: u64,
 }
 
 fn core_config(id: NodeId, sim: &SimConfig) -> Config {
@@ -70,7 +86,7 @@ impl SimServer {
             node: RaftNode::new(config.clone()),
             kv: KvStore::new(),
             alive: true,
-            incarnation: 0,
+            incarnation: 1,
             disk: Disk::default(),
             writes: VecDeque::new(),
             write_done_at: 0,
@@ -81,6 +97,10 @@ impl SimServer {
             config,
             became_leader: false,
             crash_after_next_write: false,
+            joined: false,
+            next_poll_at: 0,
+            coord_epoch: 0,
+            rejoins: 0,
         }
     }
 
@@ -108,6 +128,9 @@ impl SimServer {
         };
         self.node = RaftNode::restore(self.config.clone(), restored);
         self.write_done_at = net.now;
+        // A new process: it joins the coord again, as a restart.
+        self.joined = false;
+        self.next_poll_at = net.now;
         inv.on_restart(self.id);
         inv.after_step(net.now, &self.node);
         self.schedule_tick(net);
@@ -121,16 +144,66 @@ impl SimServer {
     pub fn on_tick(&mut self, net: &mut Net, inv: &mut Invariants) {
         self.node.tick();
         self.drive(net, inv);
+        if net.now >= self.next_poll_at {
+            self.poll_coord(net);
+        }
         self.schedule_tick(net);
+    }
+
+    /// As the real server's `Joiner`: join until the coord accepts, then
+    /// ask about once a `KNOWN_EVERY_MS` whether it still knows this
+    /// server in this incarnation.
+    fn poll_coord(&mut self, net: &mut Net) {
+        let me = Proc::Server(self.id);
+        if self.joined {
+            net.send(me, Proc::Coord, Msg::Known { incarnation: self.incarnation });
+            let fifth = KNOWN_EVERY_MS / 5;
+            self.next_poll_at = net.now + KNOWN_EVERY_MS - fifth + net.rng.random_range(0..2 * fifth);
+        } else {
+            self.send_join(net);
+            self.next_poll_at = net.now + JOIN_RETRY_MS + net.rng.random_range(0..JOIN_RETRY_MS);
+        }
+    }
+
+    fn send_join(&self, net: &mut Net) {
+        let msg = Msg::Join { incarnation: self.incarnation, current_term: self.node.term() };
+        net.send(Proc::Server(self.id), Proc::Coord, msg);
     }
 
     pub fn on_message(&mut self, from: Proc, msg: Msg, net: &mut Net, inv: &mut Invariants) {
         match msg {
             Msg::Raft(m) => self.node.step(m),
-            Msg::LogStateRequest { term } => self.node.log_state_request(term),
-            Msg::BecomeLeader { term, members } => self.node.become_leader(term, &members),
+            Msg::LogStateRequest { term, epoch } => {
+                self.coord_epoch = epoch;
+                self.node.log_state_request(term);
+            }
+            Msg::BecomeLeader { term, members, epoch } => {
+                self.coord_epoch = epoch;
+                self.node.become_leader(term, &members);
+            }
             Msg::Ping { seq } => {
                 net.send(Proc::Server(self.id), from, Msg::Pong { seq });
+                return;
+            }
+            Msg::StatusRequest { epoch } => {
+                let leader = self.node.role() == kvraft_core::Role::Leader;
+                net.send(Proc::Server(self.id), from, Msg::Status { epoch, leader, term: self.node.term() });
+                return;
+            }
+            Msg::JoinReply { incarnation, accepted } => {
+                // The reply to another process's join never reaches this one.
+                if incarnation == self.incarnation && accepted {
+                    self.joined = true;
+                }
+                return;
+            }
+            Msg::KnownReply { incarnation, known } => {
+                if incarnation == self.incarnation && self.joined && !known {
+                    // The coord lost its state: join again, in this
+                    // incarnation and with the current term.
+                    self.rejoins += 1;
+                    self.send_join(net);
+                }
                 return;
             }
             Msg::Request { cmd, read_index } => self.on_request(from, cmd, read_index, net),
@@ -174,7 +247,7 @@ impl SimServer {
         let me = Proc::Server(self.id);
         let must_write = rd.must_persist() || !rd.persisted_messages.is_empty();
         for out in rd.messages {
-            self.send_out(net, me, out);
+            self.send_out(net, me, out, self.coord_epoch);
         }
         if must_write {
             self.writes.push_back(PendingWrite {
@@ -183,6 +256,7 @@ impl SimServer {
                 entries: rd.entries,
                 marker: rd.persisted_marker,
                 then_send: rd.persisted_messages,
+                coord_epoch: self.coord_epoch,
             });
             self.write_done_at = self.write_done_at.max(net.now) + net.rng.random_range(0..=3);
             let ev = Event::PersistDone { id: self.id, incarnation: self.incarnation };
@@ -282,7 +356,7 @@ impl SimServer {
         }
         let me = Proc::Server(self.id);
         for out in w.then_send {
-            self.send_out(net, me, out);
+            self.send_out(net, me, out, w.coord_epoch);
         }
         self.drive(net, inv);
     }
@@ -295,11 +369,15 @@ impl SimServer {
     /// Sends `out`, reading a stored snapshot's bytes back from the disk as
     /// the real server does; one the disk no longer holds (a later one
     /// replaced it) is not sent, and the core sends again when its
-    /// patience runs out.
-    fn send_out(&self, net: &mut Net, me: Proc, out: Outbound) {
+    /// patience runs out. An answer to the coord goes to the coord process
+    /// `coord_epoch` that asked.
+    fn send_out(&self, net: &mut Net, me: Proc, out: Outbound, coord_epoch: u64) {
         let to = match out.to {
             Dest::Node(id) => Proc::Server(id),
-            Dest::Coord => Proc::Coord,
+            Dest::Coord => {
+                net.send(me, Proc::Coord, Msg::CoordReply { epoch: coord_epoch, msg: out.msg });
+                return;
+            }
         };
         let msg = match out.msg {
             Message::InstallSnapshot { term, leader, snapshot, read_ctx } if snapshot.data.bytes().is_none() => {

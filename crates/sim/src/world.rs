@@ -24,6 +24,15 @@ pub struct SeedReport {
     pub messages: u64,
     pub selections: u64,
     pub crashes: u64,
+    /// Crashes of the coord's process; of those, how many lost its state file.
+    pub coord_crashes: u64,
+    pub coord_state_losses: u64,
+    /// Restarted coords that asked the servers who leads, and of those how
+    /// many kept a live leader.
+    pub rediscoveries: u64,
+    pub rediscovery_kept_leader: u64,
+    /// Servers' joins again after the coord said it did not know them.
+    pub rejoins: u64,
     /// Simulated milliseconds the run lasted.
     pub sim_ms: u64,
 }
@@ -37,6 +46,7 @@ struct World {
     history: Vec<lin::Operation>,
     inv: Invariants,
     crashes: u64,
+    coord_crashes: u64,
 }
 
 /// Runs one seed; `nodes` overrides the cluster size the seed would pick.
@@ -57,6 +67,7 @@ pub fn run_seed(seed: u64, nodes: Option<u64>) -> SeedReport {
         history: Vec::new(),
         inv: Invariants::default(),
         crashes: 0,
+        coord_crashes: 0,
     };
     w.run();
     w.report()
@@ -128,7 +139,7 @@ impl World {
                         }
                     }
                 }
-                Proc::Coord => self.coord.on_message(from, msg, net),
+                Proc::Coord => self.coord.on_message(from, msg, net, &mut self.inv),
                 Proc::Client(id) => self.clients[id as usize - 1].on_message(msg, net, &mut self.history),
             },
             Event::ServerTick { id, incarnation } => {
@@ -154,7 +165,8 @@ impl World {
                     }
                 }
             }
-            Event::CoordTick => self.coord.on_tick(net),
+            Event::CoordTick => self.coord.on_tick(net, &mut self.inv),
+            Event::CoordRestart { lose_state } => self.coord.restart(lose_state, net),
             Event::Crash { id, incarnation } => {
                 let s = &mut self.servers[id as usize - 1];
                 if s.alive && s.incarnation == incarnation {
@@ -195,6 +207,19 @@ impl World {
         let n = self.cfg.nodes;
         let leader = self.some_leader();
         let rng = &mut self.net.rng;
+        if self.cfg.coord_crash_rate > 0.0 && rng.random_bool(self.cfg.coord_crash_rate) {
+            // The coord's process dies and starts again a little later; two
+            // times in three its data directory is lost meanwhile. Messages
+            // it sent before dying may still arrive.
+            if self.coord.is_up() {
+                let lose_state = rng.random_bool(2.0 / 3.0);
+                let at = self.net.now + rng.random_range(5..300);
+                self.coord.crash();
+                self.coord_crashes += 1;
+                self.net.schedule(at, Event::CoordRestart { lose_state });
+            }
+            return;
+        }
         match rng.random_range(0..100) {
             0..15 => self.net.heal(),
             15..27 => {
@@ -310,6 +335,11 @@ impl World {
             messages: self.net.messages_sent,
             selections: self.coord.selections,
             crashes: self.crashes,
+            coord_crashes: self.coord_crashes,
+            coord_state_losses: self.coord.state_losses,
+            rediscoveries: self.coord.rediscoveries,
+            rediscovery_kept_leader: self.coord.kept_leaders,
+            rejoins: self.servers.iter().map(|s| s.rejoins).sum(),
             sim_ms: self.net.now,
             config: self.cfg,
         }

@@ -49,6 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let end = args.seed.saturating_add(args.seeds);
     let done = AtomicU64::new(0);
     let ops = AtomicU64::new(0);
+    // Coord crashes, of those with the state file lost, and the seeds that lost it.
+    let coord_crashes = AtomicU64::new(0);
+    let coord_losses = AtomicU64::new(0);
+    let seeds_with_loss = AtomicU64::new(0);
     let failed: Mutex<Vec<SeedReport>> = Mutex::new(Vec::new());
     let last_progress = Mutex::new(Instant::now());
 
@@ -62,6 +66,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                     let report = run_seed(seed, args.nodes);
                     ops.fetch_add(report.ops as u64, Ordering::Relaxed);
+                    coord_crashes.fetch_add(report.coord_crashes, Ordering::Relaxed);
+                    coord_losses.fetch_add(report.coord_state_losses, Ordering::Relaxed);
+                    if report.coord_state_losses > 0 {
+                        seeds_with_loss.fetch_add(1, Ordering::Relaxed);
+                    }
                     let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if args.verbose {
                         println!("{}", describe(&report));
@@ -83,14 +92,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let failed = failed.into_inner().expect("no panics hold this lock");
     let violations: usize = failed.iter().map(|r| r.violations.len()).sum();
     eprintln!("[sim] {} seeds in {:.1}s", args.seeds, start.elapsed().as_secs_f64());
-    println!("seeds={} ops={} violations={violations}", args.seeds, ops.load(Ordering::Relaxed));
+    println!(
+        "seeds={} ops={} violations={violations} coord_crashes={} coord_state_losses={} seeds_with_state_loss={}",
+        args.seeds,
+        ops.load(Ordering::Relaxed),
+        coord_crashes.load(Ordering::Relaxed),
+        coord_losses.load(Ordering::Relaxed),
+        seeds_with_loss.load(Ordering::Relaxed)
+    );
     Ok(if violations == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn describe(r: &SeedReport) -> String {
     let c = &r.config;
     format!(
-        "seed={} nodes={} clients={} reads={:?} drop={:.2} ops={} completed={} crashes={} selections={} msgs={} sim_ms={} violations={}",
+        "seed={} nodes={} clients={} reads={:?} drop={:.2} ops={} completed={} crashes={} selections={} coord_crashes={} coord_state_losses={} rediscoveries={} kept_leader={} rejoins={} msgs={} sim_ms={} violations={}",
         c.seed,
         c.nodes,
         c.clients,
@@ -100,6 +116,11 @@ fn describe(r: &SeedReport) -> String {
         r.ops_completed,
         r.crashes,
         r.selections,
+        r.coord_crashes,
+        r.coord_state_losses,
+        r.rediscoveries,
+        r.rediscovery_kept_leader,
+        r.rejoins,
         r.messages,
         r.sim_ms,
         r.violations.len()
