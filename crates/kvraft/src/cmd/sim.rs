@@ -93,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let violations: usize = failed.iter().map(|r| r.violations.len()).sum();
     eprintln!("[sim] {} seeds in {:.1}s", args.seeds, start.elapsed().as_secs_f64());
     println!(
-        "seeds={} ops={} violations={violations} coord_crashes={} coord_state_losses={} seeds_with_state_loss={}",
+        "seeds={} ops={} coord_crashes={} coord_state_losses={} seeds_with_state_loss={} violations={violations}",
         args.seeds,
         ops.load(Ordering::Relaxed),
         coord_crashes.load(Ordering::Relaxed),
