@@ -415,6 +415,18 @@ impl Coord {
                         let _ = c.notify(req).await;
                     });
                 }
+                if self.alive.get(&id) == Some(&false) {
+                    // The failure detector gave it up while its answer was
+                    // on the way: that verdict came first and will not come
+                    // again, so without this the coord would wait on a dead
+                    // leader until it came back.
+                    tracing::info!(server = id, "LeaderFailOver: the new leader failed during its selection");
+                    self.trace
+                        .record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "failed while selected"}));
+                    self.leader = None;
+                    self.publish();
+                    self.maybe_select();
+                }
             }
             Outcome::QuorumImpossible { term, answered, needed } => {
                 self.quorum_impossible = true;
