@@ -114,10 +114,9 @@ impl Joiner {
     pub async fn stay_joined(&self) {
         let id = self.cfg.server_id;
         let channel = self.endpoint.clone().timeout(CALL_TIMEOUT).connect_lazy();
-        let mut jitter = Jitter::new(incarnation() ^ id.rotate_left(32));
         let mut refused_backoff = KNOWN_EVERY;
         loop {
-            tokio::time::sleep(jitter.around(KNOWN_EVERY)).await;
+            tokio::time::sleep(around(KNOWN_EVERY)).await;
             let req = pb::KnownRequest { server_id: id, incarnation: incarnation() };
             let mut c = CoordServerClient::new(channel.clone());
             match c.known(with_secret(req, &self.cfg.secret)).await {
@@ -153,10 +152,10 @@ impl Joiner {
     /// The event loop's current term (0 if the loop is gone).
     async fn current_term(&self) -> u64 {
         let (tx, rx) = oneshot::channel();
-        if self.inputs.send(Input::CurrentTerm(tx)).is_err() {
+        if self.inputs.send(Input::Status(tx)).is_err() {
             return 0;
         }
-        rx.await.unwrap_or(0)
+        rx.await.map_or(0, |s| s.term)
     }
 
     /// One join, in the trace of the caller's `ServerJoining`; an accepted
@@ -195,23 +194,11 @@ impl Joiner {
     }
 }
 
-/// A small xorshift: servers' polls spread out, not in lockstep.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new(seed: u64) -> Self {
-        Jitter(seed | 1)
-    }
-
-    /// `d` give or take a fifth.
-    fn around(&mut self, d: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let fifth = d / 5;
-        let spread = u64::try_from(fifth.as_micros() * 2).unwrap_or(1).max(1);
-        d - fifth + Duration::from_micros(self.0 % spread)
-    }
+/// `d` give or take a fifth, at random: servers' polls spread out, not in
+/// lockstep.
+fn around(d: Duration) -> Duration {
+    let fifth = u64::try_from((d / 5).as_micros()).unwrap_or(u64::MAX / 4);
+    d - Duration::from_micros(fifth) + Duration::from_micros(rand::random_range(0..(2 * fifth).max(1)))
 }
 
 #[cfg(test)]
@@ -220,9 +207,8 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_a_fifth() {
-        let mut j = Jitter::new(42);
         let d = Duration::from_secs(1);
-        let all: Vec<Duration> = (0..1000).map(|_| j.around(d)).collect();
+        let all: Vec<Duration> = (0..1000).map(|_| around(d)).collect();
         assert!(all.iter().all(|x| *x >= d * 4 / 5 && *x < d * 6 / 5));
         assert!(all.iter().any(|x| *x < d) && all.iter().any(|x| *x > d), "spread both ways");
     }

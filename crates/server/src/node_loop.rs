@@ -105,9 +105,6 @@ pub enum Input {
     /// A local snapshot, encoded and written off the loop (see snapshot.rs).
     SnapshotSaved(Snapshot),
     Status(oneshot::Sender<pb::StatusReply>),
-    /// The current term, for a join (a coord that lost its state learns
-    /// from the joins how far the terms went).
-    CurrentTerm(oneshot::Sender<Term>),
     /// A clone of the state machine (next to free: persistent maps).
     State(oneshot::Sender<KvStore>),
     /// Up to `limit` entries from `from` on, and the snapshot's last index.
@@ -326,9 +323,6 @@ impl NodeLoop {
             }
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
-            }
-            Input::CurrentTerm(reply) => {
-                let _ = reply.send(self.node.term());
             }
             Input::State(reply) => {
                 let _ = reply.send(self.kv.clone());
