@@ -254,6 +254,14 @@ impl TracingServer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // Listening before any tracer dials it: a tracer refused at first
+        // backs off (up to 2 s), and a process killed meanwhile would take
+        // its whole trace with it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "the tracing server does not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         TracingServer { addr, dir, child: Some(child) }
     }
 
