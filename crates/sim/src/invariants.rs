@@ -24,14 +24,36 @@ pub struct Invariants {
     terms: BTreeMap<NodeId, (Term, Term)>,
     /// Per server: how far its commit index has been checked.
     commit_seen: BTreeMap<NodeId, Index>,
+    /// Per server: what its disk holds, the snapshot's index and each
+    /// entry's term by index.
+    durable: BTreeMap<NodeId, (Index, BTreeMap<Index, Term>)>,
+    /// Servers in the cluster: a leader may count an entry committed only
+    /// once a majority of all of them hold it durably, whoever the coord
+    /// knows of.
+    cluster_size: usize,
     pub violations: Vec<String>,
 }
 
 impl Invariants {
+    pub fn new(cluster_size: usize) -> Self {
+        Invariants { cluster_size, ..Invariants::default() }
+    }
+
     fn fail(&mut self, now: u64, what: String) {
         if self.violations.len() < 20 {
             self.violations.push(format!("t={now}ms: {what}"));
         }
+    }
+
+    /// Server `id`'s disk now holds a snapshot up to `snapshot_index` and
+    /// these `(index, term)` entries.
+    pub fn on_durable_log(&mut self, id: NodeId, snapshot_index: Index, entries: impl Iterator<Item = (Index, Term)>) {
+        self.durable.insert(id, (snapshot_index, entries.collect()));
+    }
+
+    /// How many servers hold entry `(index, term)` on their disks.
+    fn durable_copies(&self, index: Index, term: Term) -> usize {
+        self.durable.values().filter(|(snap, es)| *snap >= index || es.get(&index) == Some(&term)).count()
     }
 
     /// Checks new log entries as a Ready hands them out (`node` already holds them).
@@ -115,6 +137,14 @@ impl Invariants {
             match self.committed.get(&i) {
                 None => {
                     self.committed.insert(i, (e.clone(), node.term()));
+                    let copies = self.durable_copies(i, e.term);
+                    if node.role() == Role::Leader && copies < self.cluster_size / 2 + 1 {
+                        let what = format!(
+                            "leader {id} committed index {i} (term {}) held durably by {copies} of {} servers",
+                            e.term, self.cluster_size
+                        );
+                        self.fail(now, what);
+                    }
                 }
                 Some((c, _)) if c != e => {
                     let what = format!("servers committed different entries at index {i}: {c:?} vs {e:?} on {id}");

@@ -308,12 +308,12 @@ impl SimServer {
                 reply(net, self.id, client, &cmd, Err(ClientError::NotLeader(leader)));
             }
         }
-        self.maybe_snapshot();
+        self.maybe_snapshot(inv);
     }
 
     /// Snapshots the state machine every `snapshot_every` entries. It waits
     /// for queued writes, so the disk's log and snapshot never interleave.
-    fn maybe_snapshot(&mut self) {
+    fn maybe_snapshot(&mut self, inv: &mut Invariants) {
         let applied = self.kv.applied_index();
         if self.writes.is_empty() && applied >= self.node.snapshot_meta().index + self.snapshot_every {
             let meta = SnapshotMeta { index: applied, term: self.kv.applied_term() };
@@ -322,7 +322,14 @@ impl SimServer {
             // A real shell writes the snapshot file, then trims the log.
             self.disk.entries.retain(|e| e.index > meta.index);
             self.disk.snapshot = Some(snap);
+            self.report_disk(inv);
         }
+    }
+
+    /// Tells the checker what the disk holds now.
+    fn report_disk(&self, inv: &mut Invariants) {
+        let snap = self.disk.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        inv.on_durable_log(self.id, snap, self.disk.entries.iter().map(|e| (e.index, e.term)));
     }
 
     /// The oldest queued write reached the disk. With `then_crash`, the
@@ -347,6 +354,7 @@ impl SimServer {
             self.disk.entries.retain(|e| e.index < first);
             self.disk.entries.extend(w.entries);
         }
+        self.report_disk(inv);
         if then_crash {
             self.crash();
             return;

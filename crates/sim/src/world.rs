@@ -58,6 +58,7 @@ pub fn run_seed(seed: u64, nodes: Option<u64>) -> SeedReport {
     let read_index = cfg.read_mode == ReadMode::ReadIndex;
     let clients =
         (1..=cfg.clients).map(|id| SimClient::new(id, cfg.ops_per_client, cfg.keys, cfg.nodes, read_index)).collect();
+    let inv = Invariants::new(cfg.nodes as usize);
     let mut w = World {
         coord: CoordModel::new(cfg.nodes),
         cfg,
@@ -65,7 +66,7 @@ pub fn run_seed(seed: u64, nodes: Option<u64>) -> SeedReport {
         servers,
         clients,
         history: Vec::new(),
-        inv: Invariants::default(),
+        inv,
         crashes: 0,
         coord_crashes: 0,
     };
