@@ -24,9 +24,19 @@ pub enum Input {
     Selected(Outcome),
     /// What the servers said about themselves after a coord restart.
     Rediscovered(Option<(u64, u64)>),
+    /// [`REJOIN_GRACE`] has passed since a majority of a cluster that ran
+    /// before joined this coord, which had lost its state.
+    RejoinGraceOver,
     Retry,
     View(oneshot::Sender<pb::ClusterView>),
 }
+
+/// A coord that lost its state waits this long, once a majority of the
+/// servers have joined it again, for the rest (every running server
+/// notices within about a second, see the server's `join.rs`) before it
+/// goes on without them: a server down for good must not keep a cluster
+/// that still has its majority from ever having a leader again.
+pub const REJOIN_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Coord {
     n: u64,
@@ -39,6 +49,8 @@ pub struct Coord {
     /// failed meanwhile, whose answer may be out of date by the time it
     /// arrives.
     rediscovery_saw: Option<BTreeSet<u64>>,
+    /// The [`REJOIN_GRACE`] timer is running.
+    rejoin_grace_armed: bool,
     leader: Option<u64>,
     selecting: bool,
     quorum_impossible: bool,
@@ -78,6 +90,7 @@ impl Coord {
             state: p.state,
             alive: BTreeMap::new(),
             rediscovery_saw: None,
+            rejoin_grace_armed: false,
             leader: None,
             selecting: false,
             quorum_impossible: false,
@@ -110,11 +123,16 @@ impl Coord {
                     let _ = reply.send(r);
                 }
                 Input::Known(req, reply) => {
-                    let _ = reply.send(pb::KnownReply { known: self.knows(req.server_id, req.incarnation) });
+                    let known = self.knows(req.server_id, req.incarnation);
+                    if known {
+                        self.heard_term(req.server_id, req.current_term);
+                    }
+                    let _ = reply.send(pb::KnownReply { known });
                 }
                 Input::Fcheck(ev) => self.on_fcheck(ev),
                 Input::Selected(outcome) => self.on_selected(outcome),
                 Input::Rediscovered(found) => self.on_rediscovered(found),
+                Input::RejoinGraceOver => self.on_rejoin_grace_over(),
                 Input::Retry => self.maybe_select(),
                 Input::View(reply) => {
                     let _ = reply.send(self.view());
@@ -206,8 +224,10 @@ impl Coord {
         }
         self.state.members.sort_by_key(|m| m.id);
         let previous = self.state.incarnations.insert(id, req.incarnation);
+        let new_member = !before.members.iter().any(|x| x.id == id);
         // A coord that lost its state learns from the joins how far the
         // terms went: it never hands out a term a server already holds.
+        let fenced = req.current_term > self.state.term && self.leader.is_some();
         self.state.term = self.state.term.max(req.current_term);
         // The last join of the cluster completes it, in the same write.
         let completes = !self.state.join_complete && self.state.members.len() as u64 == self.n;
@@ -236,6 +256,13 @@ impl Coord {
             // It comes back as a follower, so nobody leads.
             self.leader = None;
         }
+        // The joining server holds a term above the leader's: a selection
+        // this coord lost (with its state) granted it, so the leader is
+        // fenced and will step down at that server's first answer.
+        let fenced_leader = fenced && !restarted_leader && self.leader.is_some();
+        if fenced_leader {
+            self.leader = None;
+        }
         tracing::info!(server = id, "ServerJoinedRecvd");
         trace.record("ServerJoinedRecvd", json!({"ServerId": id}));
         if completes {
@@ -258,19 +285,118 @@ impl Coord {
             }
         } else if self.state.join_complete {
             // A rejoin: it learns the membership and the leader, and follows.
-            // Back at new addresses, everyone learns them: the leader
-            // would otherwise go on dialling the old ones.
-            self.configure(if moved { None } else { Some(id) });
+            // Back at new addresses, or never seen by this coord (one that
+            // was down when a coord that lost its state went on without
+            // it), everyone learns them: the leader would otherwise go on
+            // dialling the old ones, or none.
+            self.configure(if moved || new_member { None } else { Some(id) });
             if restarted_leader {
                 tracing::info!(server = id, "the leader restarted; selecting a new one");
                 self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "restarted"}));
                 self.publish();
                 self.maybe_select();
+            } else if fenced_leader {
+                self.fail_over_fenced(id, req.current_term);
             }
         } else {
+            self.maybe_arm_rejoin_grace();
             self.publish(); // "waiting for servers to join (k of N)", with k one more
         }
         pb::JoinReply { accepted: true, error: String::new(), num_servers: self.n, trace: Vec::new() }
+    }
+
+    /// A coord that lost its state and has heard again from a majority of
+    /// a cluster that ran before (a join reported a term above 0) gives
+    /// the rest [`REJOIN_GRACE`] to join too.
+    fn maybe_arm_rejoin_grace(&mut self) {
+        let quorum = self.n / 2 + 1;
+        if self.rejoin_grace_armed || self.state.term == 0 || (self.state.members.len() as u64) < quorum {
+            return;
+        }
+        self.rejoin_grace_armed = true;
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REJOIN_GRACE).await;
+            let _ = me.send(Input::RejoinGraceOver);
+        });
+    }
+
+    /// The grace is over and some servers have not joined again: the join
+    /// completes with those that did (a majority), and the coord asks them
+    /// who leads. Safe without the others: every term a leader was ever
+    /// designated for was granted by a majority first, so one of these
+    /// holds the highest, and the coord never hands out a term at or below
+    /// it; and a leader counts its quorum over all `NumServers`
+    /// ([`Coord::all_members`]), not over those that joined. The others
+    /// join later as servers coming back.
+    fn on_rejoin_grace_over(&mut self) {
+        self.rejoin_grace_armed = false;
+        if self.state.join_complete {
+            return; // everyone joined meanwhile
+        }
+        let before = self.state.clone();
+        self.state.join_complete = true;
+        if !self.save() {
+            self.state = before;
+            self.rejoin_grace_armed = true;
+            let me = self.me.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = me.send(Input::RejoinGraceOver);
+            });
+            return;
+        }
+        let joined: Vec<u64> = self.state.members.iter().map(|m| m.id).collect();
+        let missing: Vec<u64> = (1..=self.n).filter(|id| !joined.contains(id)).collect();
+        tracing::warn!(
+            "{} of {} servers joined again within {:?}; going on without {missing:?} (they join when they are back); asking who leads",
+            joined.len(),
+            self.n,
+            REJOIN_GRACE
+        );
+        self.trace.record("RejoinCompleted", json!({"Joined": joined, "Missing": missing}));
+        self.configure(None);
+        self.publish();
+        self.rediscover();
+    }
+
+    /// A member reports `term`: one above the coord's means a selection
+    /// the coord lost (with its state) granted it, and the leader the
+    /// coord knows, of an older term, is fenced.
+    fn heard_term(&mut self, from: u64, term: u64) {
+        if term <= self.state.term || term > pb::MAX_TERM_OR_INDEX {
+            return;
+        }
+        let before = self.state.term;
+        self.state.term = term;
+        if !self.save() {
+            self.state.term = before;
+            return;
+        }
+        if self.leader.is_some() {
+            self.leader = None;
+            self.fail_over_fenced(from, term);
+        }
+    }
+
+    /// The leader was fenced by `term`, which server `from` holds: select
+    /// above it.
+    fn fail_over_fenced(&mut self, from: u64, term: u64) {
+        tracing::warn!(server = from, term, "LeaderFailOver: server {from} holds term {term}, above the leader's");
+        self.trace.record("LeaderFailOver", json!({"Reason": "fenced", "ServerId": from, "Term": term}));
+        self.publish();
+        self.maybe_select();
+    }
+
+    /// Every server of the cluster, as a new leader must count them: those
+    /// that have not joined this coord (yet) have no addresses.
+    fn all_members(&self) -> Vec<pb::Member> {
+        (1..=self.n)
+            .map(|id| match self.state.members.iter().find(|m| m.id == id) {
+                Some(m) => member_pb(m),
+                None => pb::Member { id, peer_addr: String::new(), client_addr: String::new() },
+            })
+            .collect()
     }
 
     /// Sends the membership (and the leader) to one server or all.
@@ -358,7 +484,7 @@ impl Coord {
         let term = self.state.term;
         tracing::info!(term, "ServerLogStateRequest");
         self.trace.record("ServerLogStateRequest", json!({"Term": term}));
-        let members: Vec<pb::Member> = self.state.members.iter().map(member_pb).collect();
+        let members = self.all_members();
         // Only servers the failure detector believes alive are asked: one it
         // has failed is unreachable as far as the coord knows (and may be a
         // leader cut off from it).
@@ -395,7 +521,7 @@ impl Coord {
                 // selection began; one that rejoined at new addresses since
                 // would be dialled at its old ones. It gets them as they
                 // are now, before its notice.
-                let members: Vec<pb::Member> = self.state.members.iter().map(member_pb).collect();
+                let members = self.all_members();
                 for m in &self.state.members {
                     let Some(mut c) = self.controls.control(m.id) else {
                         continue;
@@ -424,6 +550,19 @@ impl Coord {
                     self.trace
                         .record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "failed while selected"}));
                     self.leader = None;
+                    self.publish();
+                    self.maybe_select();
+                } else if term < self.state.term {
+                    // A server reported a later term while this selection
+                    // ran (see `heard_term`): the new leader is fenced
+                    // already, and nothing would report it again.
+                    self.leader = None;
+                    let t = self.state.term;
+                    tracing::info!(
+                        server = id,
+                        "LeaderFailOver: term {term} was overtaken by {t} during its selection"
+                    );
+                    self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "fenced", "Term": t}));
                     self.publish();
                     self.maybe_select();
                 }

@@ -465,3 +465,73 @@ fn coord_restart_with_its_state_lost_recovers_without_a_server_restart() {
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{report}");
 }
+
+/// The coord loses its state while the leader is down for good: the two
+/// servers left join it again, and once the rejoin grace is over it goes
+/// on with them (a majority) instead of waiting forever for the third, so
+/// the cluster has a leader and new clients find it. The dead server,
+/// back later, joins as any returning server and counts again: with
+/// another server killed, writes still commit on it and the leader.
+#[test]
+fn a_coord_that_lost_its_state_goes_on_without_a_server_down_for_good() {
+    runtime().block_on(async {
+        let mut c = started(3, "").await;
+        let before = leader(&c).await;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        let dead = before.leader_id;
+        c.kill9(dead);
+        c.kill9_coord();
+        std::fs::remove_dir_all(c.dir.path().join("coord")).unwrap();
+        c.start_coord();
+        let restarted = Instant::now();
+        c.wait_until("the coord, its state lost, names a leader", Duration::from_secs(30), || async {
+            c.coord_leader(Duration::from_millis(200)).await.leader_id != 0
+        })
+        .await;
+        eprintln!("a leader named again {:?} after the coord's restart", restarted.elapsed());
+        let after = c.coord_leader(Duration::ZERO).await;
+        assert_ne!(after.leader_id, dead, "the dead server was named");
+        assert!(after.term > before.term, "term {} after {}", after.term, before.term);
+        let view = c.coord_client().await.cluster(pb::Empty {}).await.unwrap().into_inner();
+        assert!(view.join_complete, "{view:?}");
+        assert_eq!(view.servers.len(), 2, "{view:?}");
+        put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+
+        c.start(dead);
+        c.wait_until("the dead server joins again", Duration::from_secs(20), || async {
+            let view = c.coord_client().await.cluster(pb::Empty {}).await.unwrap().into_inner();
+            view.servers.iter().filter(|s| s.alive).count() == 3
+        })
+        .await;
+        let now = leader(&c).await;
+        let other = (1..=3).find(|&id| id != dead && id != now.leader_id).unwrap();
+        c.kill9(other);
+        // A majority is now the leader and the server that came back: the
+        // write commits only if the leader replicates to it.
+        put_via_coord(&c, "t", 3, "c", Duration::from_secs(15)).await;
+    });
+}
+
+/// A follower holds a term above the leader's that the coord never
+/// handed out (as after a selection the coord lost with its state): the
+/// leader steps down at the follower's first answer, and the coord hears
+/// of that term from the follower's next `Known` poll and selects above
+/// it, instead of naming a leader that no longer leads.
+#[test]
+fn a_leader_fenced_by_a_term_the_coord_does_not_know_is_replaced() {
+    runtime().block_on(async {
+        let c = started(3, "").await;
+        let before = leader(&c).await;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        let follower = (1..=3).find(|&id| id != before.leader_id).unwrap();
+        let lost = before.term + 5;
+        let r = c.control(follower).await.log_state(pb::LogStateRequest { term: lost, trace: vec![] }).await;
+        assert!(r.unwrap().into_inner().granted);
+        c.wait_until("the coord selects above the lost term", Duration::from_secs(20), || async {
+            let info = c.coord_leader(Duration::from_millis(200)).await;
+            info.leader_id != 0 && info.term > lost
+        })
+        .await;
+        put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+    });
+}

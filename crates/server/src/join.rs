@@ -117,7 +117,10 @@ impl Joiner {
         let mut refused_backoff = KNOWN_EVERY;
         loop {
             tokio::time::sleep(around(KNOWN_EVERY)).await;
-            let req = pb::KnownRequest { server_id: id, incarnation: incarnation() };
+            // The term lets a coord that lost its state see a leader it
+            // knows fenced by a term it lost (docs/protocol.md).
+            let req =
+                pb::KnownRequest { server_id: id, incarnation: incarnation(), current_term: self.current_term().await };
             let mut c = CoordServerClient::new(channel.clone());
             match c.known(with_secret(req, &self.cfg.secret)).await {
                 Ok(r) if r.get_ref().known => continue,

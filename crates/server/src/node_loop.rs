@@ -338,7 +338,9 @@ impl NodeLoop {
     fn set_members(&mut self, members: Vec<pb::Member>) {
         let me = self.node.id();
         for m in &members {
-            if m.id != me {
+            // A server that has not joined the coord since it lost its
+            // state comes without addresses: counted, not dialled.
+            if m.id != me && !m.peer_addr.is_empty() {
                 self.transport.set_peer(m.id, m.peer_addr.clone());
             }
         }

@@ -9,9 +9,12 @@
 //! incarnation each joined in, whether the join is complete) survives a
 //! restart that keeps the file; everything else is volatile. A restarted
 //! coord asks every server who leads (rediscovery) before it selects; one
-//! that lost its file waits for all N servers to join again (the servers
-//! find out by polling `Known`, see `server.rs`), learns the terms they
-//! hold from their joins, and then rediscovers if any was above 0.
+//! that lost its file waits for the servers to join again (they find out
+//! by polling `Known`, see `server.rs`), learns the terms they hold from
+//! their joins, and then rediscovers if any was above 0: once all N have
+//! joined, or a majority has and [`REJOIN_GRACE_MS`] has passed. A server
+//! reporting a term above the coord's (in a join or a `Known`) fences the
+//! leader the coord knows: it selects again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +31,9 @@ const SELECTION_TIMEOUT_MS: u64 = 150;
 /// How long a restarted coord waits for the servers' status answers (the
 /// real one asks them one by one, each call with a timeout).
 const REDISCOVERY_TIMEOUT_MS: u64 = 100;
+/// As the real coord's `REJOIN_GRACE` (3 s against a 1-s `Known` poll),
+/// scaled to the model's 200-ms poll.
+const REJOIN_GRACE_MS: u64 = 600;
 
 /// What the real coord's state file holds; the model changes it only where
 /// the real coord saves it before acting (or answering).
@@ -77,6 +83,9 @@ pub struct CoordModel {
     epoch: u64,
     leader: Option<NodeId>,
     phase: Phase,
+    /// When a coord that lost its state goes on with the servers that
+    /// joined again (a majority), if the rest have not joined by then.
+    rejoin_grace_until: Option<u64>,
     last_pong: BTreeMap<NodeId, u64>,
     ping_seq: u64,
     pub selections: u64,
@@ -87,6 +96,10 @@ pub struct CoordModel {
     pub rediscoveries: u64,
     /// Rediscoveries that kept a live leader (no failover).
     pub kept_leaders: u64,
+    /// Joins completed without every server (after the rejoin grace).
+    pub partial_rejoins: u64,
+    /// Leaders given up because a server reported a later term.
+    pub fenced_failovers: u64,
 }
 
 impl CoordModel {
@@ -97,6 +110,7 @@ impl CoordModel {
             epoch: 1,
             leader: None,
             phase: Phase::Joining,
+            rejoin_grace_until: None,
             last_pong: BTreeMap::new(),
             ping_seq: 0,
             selections: 0,
@@ -105,6 +119,8 @@ impl CoordModel {
             state_losses: 0,
             rediscoveries: 0,
             kept_leaders: 0,
+            partial_rejoins: 0,
+            fenced_failovers: 0,
         }
     }
 
@@ -120,6 +136,7 @@ impl CoordModel {
     pub fn crash(&mut self) {
         self.phase = Phase::Down;
         self.leader = None;
+        self.rejoin_grace_until = None;
         self.last_pong.clear();
     }
 
@@ -158,7 +175,12 @@ impl CoordModel {
         let failed: Vec<NodeId> =
             self.last_pong.iter().filter(|&(_, &t)| now.saturating_sub(t) > FAIL_AFTER_MS).map(|(&id, _)| id).collect();
         match &mut self.phase {
-            Phase::Down | Phase::Joining | Phase::Idle => {}
+            Phase::Joining => {
+                if self.rejoin_grace_until.is_some_and(|t| now >= t) {
+                    self.rejoin_grace_over(net);
+                }
+            }
+            Phase::Down | Phase::Idle => {}
             Phase::Rediscovering { started, saw, .. } => {
                 saw.extend(failed);
                 if now - *started > REDISCOVERY_TIMEOUT_MS {
@@ -265,8 +287,12 @@ impl CoordModel {
                 self.last_pong.insert(id, net.now);
             }
             Msg::Join { incarnation, current_term } => self.on_join(id, incarnation, current_term, net),
-            Msg::Known { incarnation } => {
+            Msg::Known { incarnation, current_term } => {
                 let known = self.state.members.get(&id) == Some(&incarnation);
+                if known && current_term > self.state.term {
+                    self.state.term = current_term;
+                    self.fenced(net);
+                }
                 net.send(Proc::Coord, from, Msg::KnownReply { incarnation, known });
             }
             Msg::Status { epoch, leader, term } if epoch == self.epoch => {
@@ -283,7 +309,10 @@ impl CoordModel {
                     self.state.term = self.state.term.max(current_term);
                     match &self.phase {
                         Phase::Selecting { term: t, chosen: Some(c), .. } if *t == term && *c == from => {
-                            if accepted {
+                            // A term overtaken during its selection (a
+                            // server reported a later one): its leader is
+                            // fenced already.
+                            if accepted && term >= self.state.term {
                                 self.leader = Some(from);
                                 self.last_pong.insert(from, net.now);
                                 self.phase = Phase::Stable;
@@ -307,6 +336,7 @@ impl CoordModel {
             return;
         }
         let previous = self.state.members.insert(id, incarnation);
+        let fenced = current_term > self.state.term && self.leader.is_some();
         self.state.term = self.state.term.max(current_term);
         let completes = !self.state.join_complete && self.state.members.len() as u64 == self.n;
         self.state.join_complete |= completes;
@@ -324,7 +354,19 @@ impl CoordModel {
             self.leader = None;
             self.phase = Phase::Idle;
         }
+        if fenced && !restarted_leader && self.state.join_complete && !completes {
+            self.fenced(net);
+        }
+        let quorum = self.n / 2 + 1;
+        if !self.state.join_complete
+            && self.state.term > 0
+            && self.state.members.len() as u64 >= quorum
+            && self.rejoin_grace_until.is_none()
+        {
+            self.rejoin_grace_until = Some(net.now + REJOIN_GRACE_MS);
+        }
         if completes {
+            self.rejoin_grace_until = None;
             self.phase = Phase::Idle;
             if self.state.term > 0 {
                 // The servers ran before, under a coord that lost its state.
@@ -333,6 +375,28 @@ impl CoordModel {
                 self.maybe_select(net);
             }
         } else if restarted_leader {
+            self.maybe_select(net);
+        }
+    }
+
+    /// The grace is over: the join completes with the majority that joined
+    /// again, and the coord asks them who leads (the real coord's
+    /// `on_rejoin_grace_over`).
+    fn rejoin_grace_over(&mut self, net: &mut Net) {
+        self.rejoin_grace_until = None;
+        if self.state.join_complete {
+            return;
+        }
+        self.state.join_complete = true;
+        self.partial_rejoins += 1;
+        self.rediscover(net);
+    }
+
+    /// A server holds a term above the leader's: the leader is fenced.
+    fn fenced(&mut self, net: &mut Net) {
+        if self.leader.take().is_some() {
+            self.fenced_failovers += 1;
+            self.phase = Phase::Idle;
             self.maybe_select(net);
         }
     }
@@ -364,7 +428,9 @@ impl CoordModel {
     /// Designates the most up-to-date answer of the selection for `term`;
     /// ties go to the lowest id.
     fn designate(&mut self, term: Term, net: &mut Net, inv: &mut Invariants) {
-        let members = self.members();
+        // Every server of the cluster, joined or not: the leader counts
+        // its quorum over all of them (the real coord's `all_members`).
+        let members: Vec<NodeId> = (1..=self.n).collect();
         let Phase::Selecting { answers, chosen, .. } = &mut self.phase else {
             return;
         };

@@ -59,8 +59,10 @@ pub enum Msg {
         accepted: bool,
     },
     /// Server to coord: does the coord know this server in this incarnation?
+    /// With its current term: one above the coord's fences the leader it knows.
     Known {
         incarnation: u64,
+        current_term: Term,
     },
     KnownReply {
         incarnation: u64,

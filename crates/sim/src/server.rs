@@ -156,7 +156,7 @@ impl SimServer {
     fn poll_coord(&mut self, net: &mut Net) {
         let me = Proc::Server(self.id);
         if self.joined {
-            net.send(me, Proc::Coord, Msg::Known { incarnation: self.incarnation });
+            net.send(me, Proc::Coord, Msg::Known { incarnation: self.incarnation, current_term: self.node.term() });
             let fifth = KNOWN_EVERY_MS / 5;
             self.next_poll_at = net.now + KNOWN_EVERY_MS - fifth + net.rng.random_range(0..2 * fifth);
         } else {

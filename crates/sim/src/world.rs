@@ -31,6 +31,11 @@ pub struct SeedReport {
     /// many kept a live leader.
     pub rediscoveries: u64,
     pub rediscovery_kept_leader: u64,
+    /// Coords that lost their state and went on with a majority of the
+    /// servers after the rejoin grace; leaders given up because a server
+    /// reported a later term.
+    pub partial_rejoins: u64,
+    pub fenced_failovers: u64,
     /// Servers' joins again after the coord said it did not know them.
     pub rejoins: u64,
     /// Simulated milliseconds the run lasted.
@@ -340,6 +345,8 @@ impl World {
             coord_state_losses: self.coord.state_losses,
             rediscoveries: self.coord.rediscoveries,
             rediscovery_kept_leader: self.coord.kept_leaders,
+            partial_rejoins: self.coord.partial_rejoins,
+            fenced_failovers: self.coord.fenced_failovers,
             rejoins: self.servers.iter().map(|s| s.rejoins).sum(),
             sim_ms: self.net.now,
             config: self.cfg,
