@@ -53,6 +53,9 @@ pub struct Coord {
     rejoin_grace_armed: bool,
     leader: Option<u64>,
     selecting: bool,
+    /// Servers that joined in a new incarnation (restarted) while the
+    /// current selection ran: one of them designated leads no more.
+    restarted_while_selecting: BTreeSet<u64>,
     quorum_impossible: bool,
     monitor: Monitor,
     controls: Controls,
@@ -93,6 +96,7 @@ impl Coord {
             rejoin_grace_armed: false,
             leader: None,
             selecting: false,
+            restarted_while_selecting: BTreeSet::new(),
             quorum_impossible: false,
             monitor: p.monitor,
             controls: p.controls,
@@ -245,6 +249,9 @@ impl Coord {
         let restarted = previous != Some(req.incarnation) || req.incarnation == 0;
         if restarted && let Some(saw) = &mut self.rediscovery_saw {
             saw.insert(id);
+        }
+        if restarted && self.selecting {
+            self.restarted_while_selecting.insert(id);
         }
         // A join from the leader in a new incarnation means the leader
         // restarted faster than the failure detector noticed: the join is
@@ -481,6 +488,7 @@ impl Coord {
             return;
         }
         self.selecting = true;
+        self.restarted_while_selecting.clear();
         let term = self.state.term;
         tracing::info!(term, "ServerLogStateRequest");
         self.trace.record("ServerLogStateRequest", json!({"Term": term}));
@@ -541,7 +549,18 @@ impl Coord {
                         let _ = c.notify(req).await;
                     });
                 }
-                if self.alive.get(&id) == Some(&false) {
+                if self.restarted_while_selecting.contains(&id) {
+                    // It accepted, then restarted (as a follower) and
+                    // joined again before this outcome was handled: the
+                    // join could not fail a leader not yet recorded, and
+                    // the failure detector may never have missed it.
+                    tracing::info!(server = id, "LeaderFailOver: the new leader restarted during its selection");
+                    self.trace
+                        .record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "restarted while selected"}));
+                    self.leader = None;
+                    self.publish();
+                    self.maybe_select();
+                } else if self.alive.get(&id) == Some(&false) {
                     // The failure detector gave it up while its answer was
                     // on the way: that verdict came first and will not come
                     // again, so without this the coord would wait on a dead

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvraft_core::{LogState, Message, NodeId, Term};
+use rand::Rng;
 
 use crate::invariants::Invariants;
 use crate::net::{Event, Msg, Net, Proc};
@@ -83,6 +84,9 @@ pub struct CoordModel {
     epoch: u64,
     leader: Option<NodeId>,
     phase: Phase,
+    /// Servers that joined in a new incarnation while the current selection
+    /// ran (the real coord's `restarted_while_selecting`).
+    restarted_while_selecting: BTreeSet<NodeId>,
     /// When a coord that lost its state goes on with the servers that
     /// joined again (a majority), if the rest have not joined by then.
     rejoin_grace_until: Option<u64>,
@@ -111,6 +115,7 @@ impl CoordModel {
             leader: None,
             phase: Phase::Joining,
             rejoin_grace_until: None,
+            restarted_while_selecting: BTreeSet::new(),
             last_pong: BTreeMap::new(),
             ping_seq: 0,
             selections: 0,
@@ -128,6 +133,26 @@ impl CoordModel {
         self.state.members.keys().copied().collect()
     }
 
+    /// What the coord is doing, for a failure report.
+    pub fn phase_name(&self) -> String {
+        let phase = match &self.phase {
+            Phase::Down => "down".to_owned(),
+            Phase::Joining => format!("joining ({} of {})", self.state.members.len(), self.n),
+            Phase::Idle => "idle".to_owned(),
+            Phase::Rediscovering { .. } => "rediscovering".to_owned(),
+            Phase::Stable => "stable".to_owned(),
+            Phase::Selecting { term, answers, chosen, .. } => {
+                format!("selecting term {term} ({} answers, chosen {chosen:?})", answers.len())
+            }
+        };
+        format!("{phase}, term {}, join complete {}", self.state.term, self.state.join_complete)
+    }
+
+    /// The leader the coord names to clients.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
     pub fn is_up(&self) -> bool {
         !matches!(self.phase, Phase::Down)
     }
@@ -138,6 +163,15 @@ impl CoordModel {
         self.leader = None;
         self.rejoin_grace_until = None;
         self.last_pong.clear();
+    }
+
+    /// Just before a crash that loses the state file: a selection the
+    /// dying process ran for a term above its own that reached only a
+    /// minority (refused or cut short, so it designated nobody). The
+    /// servers it reached hold a term the restarted coord cannot know of
+    /// until they tell it. Returns that term and the process's epoch.
+    pub fn lost_selection(&self, net: &mut Net) -> (Term, u64) {
+        (self.state.term + net.rng.random_range(2..=4), self.epoch)
     }
 
     /// The coord's process starts again, from its state file or, with
@@ -221,6 +255,7 @@ impl CoordModel {
         }
         self.state.term += 1;
         self.selections += 1;
+        self.restarted_while_selecting.clear();
         let term = self.state.term;
         self.phase =
             Phase::Selecting { term, started: net.now, answers: BTreeMap::new(), chosen: None, wait_all: term == 1 };
@@ -312,7 +347,10 @@ impl CoordModel {
                             // A term overtaken during its selection (a
                             // server reported a later one): its leader is
                             // fenced already.
-                            if accepted && term >= self.state.term {
+                            // Nor does one that restarted since (it joined
+                            // again as a follower before this answer).
+                            let restarted = self.restarted_while_selecting.contains(&from);
+                            if accepted && term >= self.state.term && !restarted {
                                 self.leader = Some(from);
                                 self.last_pong.insert(from, net.now);
                                 self.phase = Phase::Stable;
@@ -347,6 +385,9 @@ impl CoordModel {
         let restarted = previous != Some(incarnation);
         if restarted && let Phase::Rediscovering { saw, .. } = &mut self.phase {
             saw.insert(id);
+        }
+        if restarted && matches!(self.phase, Phase::Selecting { .. }) {
+            self.restarted_while_selecting.insert(id);
         }
         let restarted_leader = self.state.join_complete && !completes && self.leader == Some(id) && restarted;
         if restarted_leader {

@@ -1,7 +1,7 @@
 //! One simulated run: the processes, the nemesis, and the final checks.
 
 use kvraft_lincheck as lin;
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -9,7 +9,7 @@ use crate::client::SimClient;
 use crate::config::{ReadMode, SimConfig};
 use crate::coord::CoordModel;
 use crate::invariants::Invariants;
-use crate::net::{Event, Net, Proc};
+use crate::net::{Event, Msg, Net, Proc};
 use crate::server::SimServer;
 
 /// What one seed's run found.
@@ -41,6 +41,11 @@ pub struct SeedReport {
     /// Simulated milliseconds the run lasted.
     pub sim_ms: u64,
 }
+
+/// After the clients are done (faults healed), the coord must name the
+/// real leader within this much simulated time: a rejoin grace, a
+/// rediscovery and a few selections, with room to spare.
+const LEADER_NAMED_WITHIN_MS: u64 = 5_000;
 
 struct World {
     cfg: SimConfig,
@@ -98,6 +103,9 @@ impl World {
                 self.heal_all();
             }
             if self.net.now > deadline || (healed && self.clients.iter().all(SimClient::done)) {
+                // Not dropped: a tick lost here would stop its process's
+                // clock for the rest of the run.
+                self.handle(ev);
                 break;
             }
             self.handle(ev);
@@ -109,17 +117,44 @@ impl World {
                 self.cfg.settle_ms
             ));
         }
-        // Let replication settle, then every live server must agree.
+        // Let replication settle, then every live server must agree; and
+        // the coord, once up, must name a server that does lead the
+        // highest term (not one fenced since, say), so a new client would
+        // find the leader.
         let settle_until = self.net.now + 500;
+        let named_by = self.net.now + LEADER_NAMED_WITHIN_MS;
         while let Some(ev) = self.net.pop() {
-            if self.net.now > settle_until {
+            if self.net.now > settle_until && (self.names_the_leader() || self.net.now > named_by) {
                 break;
             }
             if !matches!(ev, Event::ClientWake { .. }) {
                 self.handle(ev);
             }
         }
+        if !self.names_the_leader() {
+            let terms: Vec<(u64, u64, bool)> = self
+                .servers
+                .iter()
+                .map(|s| (s.id, s.node.term(), s.node.role() == kvraft_core::Role::Leader))
+                .collect();
+            self.inv.violations.push(format!(
+                "liveness: {LEADER_NAMED_WITHIN_MS} ms after the clients finished, the coord ({}) names {:?} as leader; servers (id, term, leads): {terms:?}",
+                self.coord.phase_name(),
+                self.coord.leader()
+            ));
+        }
         self.check_convergence();
+    }
+
+    /// The coord is up and names a live server that leads, at the highest
+    /// term any server holds.
+    fn names_the_leader(&self) -> bool {
+        let highest = self.servers.iter().map(|s| s.node.term()).max().unwrap_or(0);
+        self.coord.is_up()
+            && self.coord.leader().is_some_and(|l| {
+                let s = &self.servers[l as usize - 1];
+                s.alive && s.node.role() == kvraft_core::Role::Leader && s.node.term() == highest
+            })
     }
 
     fn handle(&mut self, ev: Event) {
@@ -220,6 +255,9 @@ impl World {
             if self.coord.is_up() {
                 let lose_state = rng.random_bool(2.0 / 3.0);
                 let at = self.net.now + rng.random_range(5..300);
+                if lose_state && rng.random_bool(0.5) {
+                    self.lose_a_selection(&all);
+                }
                 self.coord.crash();
                 self.coord_crashes += 1;
                 self.net.schedule(at, Event::CoordRestart { lose_state });
@@ -284,6 +322,25 @@ impl World {
                 self.clients[id as usize - 1].restart(&mut self.net);
             }
         }
+    }
+
+    /// The coord, about to crash and lose its state, had a selection for
+    /// a later term reach a minority of the servers, which are then cut off
+    /// from everyone (until the next heal): the others rejoin the restarted coord
+    /// without them, get a leader below their term, and that leader is
+    /// fenced once the minority is back (the coord must hear of it).
+    fn lose_a_selection(&mut self, all: &[Proc]) {
+        let (term, epoch) = self.coord.lost_selection(&mut self.net);
+        let minority = ((self.cfg.nodes - 1) / 2) as usize;
+        let mut ids: Vec<u64> = self.servers.iter().filter(|s| s.alive).map(|s| s.id).collect();
+        ids.shuffle(&mut self.net.rng);
+        ids.truncate(self.net.rng.random_range(1..=minority));
+        for &id in &ids {
+            let msg = Msg::LogStateRequest { term, epoch };
+            self.servers[id as usize - 1].on_message(Proc::Coord, msg, &mut self.net, &mut self.inv);
+        }
+        let side: Vec<Proc> = ids.iter().map(|&id| Proc::Server(id)).collect();
+        self.net.partition(&side, all, true);
     }
 
     /// Faults stop: the network heals, loses nothing more, and every server restarts.
