@@ -124,11 +124,11 @@ impl<'a> Nemesis<'a> {
             if !self.sleep_until(real_end + gap, deadline) {
                 return Ok(());
             }
-            let undo = self.apply(step)?;
+            let undo = self.apply(step, deadline)?;
             let held = self.sleep_until(Instant::now() + step.hold, deadline);
             self.undo(undo)?;
             real_end = Instant::now();
-            ideal_end = step.at + step.hold;
+            ideal_end = step.at + step.lasts();
             if !held {
                 return Ok(());
             }
@@ -163,7 +163,7 @@ impl<'a> Nemesis<'a> {
         *self.counts.entry(kind).or_default() += 1;
     }
 
-    fn apply(&mut self, step: &Step) -> anyhow::Result<Undo> {
+    fn apply(&mut self, step: &Step, deadline: Instant) -> anyhow::Result<Undo> {
         self.watch_processes();
         let hold = format!("for {:.1}s", step.hold.as_secs_f64());
         match &step.fault {
@@ -188,13 +188,33 @@ impl<'a> Nemesis<'a> {
                 self.note(format!("pause-server: SIGSTOP server {id}{why} {hold}"));
                 Ok(Undo::Resume(node))
             }
-            Fault::KillCoord { wipe } => {
+            Fault::KillCoord { wipe: true, with_server: Some((who, coord_down)) } => {
+                let (id, why) = self.resolve(*who, step.fallback);
+                let server = Node::Server(id);
+                self.cluster.kill(server);
+                self.cluster.kill(Node::Coord);
+                self.count(Kind::KillServer);
+                self.count(Kind::KillCoord);
+                self.wipe_coord()?;
+                self.note(format!(
+                    "kill-coord: SIGKILL server {id}{why}, then the coord, and delete its state; \
+                     the coord down {:.1}s, the server {:.1}s more",
+                    coord_down.as_secs_f64(),
+                    step.hold.as_secs_f64()
+                ));
+                // The coord comes back while the server stays down: it has
+                // to go on with the servers that join it again.
+                if self.sleep_until(Instant::now() + *coord_down, deadline) {
+                    self.cluster.launch(Node::Coord)?;
+                    self.note("restart the coord (the server stays down)");
+                }
+                Ok(Undo::Restart(server))
+            }
+            Fault::KillCoord { wipe, .. } => {
                 self.cluster.kill(Node::Coord);
                 self.count(Kind::KillCoord);
                 if *wipe {
-                    let dir = self.paths.data(Node::Coord);
-                    std::fs::remove_dir_all(&dir)
-                        .map_err(|e| anyhow::anyhow!("deleting the coord's data {}: {e}", dir.display()))?;
+                    self.wipe_coord()?;
                     self.note(format!("kill-coord: SIGKILL the coord and delete its state, down {hold}"));
                 } else {
                     self.note(format!("kill-coord: SIGKILL the coord, down {hold}"));
@@ -229,6 +249,12 @@ impl<'a> Nemesis<'a> {
                 Ok(Undo::Heal)
             }
         }
+    }
+
+    /// Deletes the coord's data directory, as if its disk were lost.
+    fn wipe_coord(&self) -> anyhow::Result<()> {
+        let dir = self.paths.data(Node::Coord);
+        std::fs::remove_dir_all(&dir).map_err(|e| anyhow::anyhow!("deleting the coord's data {}: {e}", dir.display()))
     }
 
     /// The two groups of a partition, with the leader resolved.

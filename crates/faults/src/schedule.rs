@@ -108,6 +108,11 @@ pub enum Fault {
     /// again by themselves.
     KillCoord {
         wipe: bool,
+        /// A wipe while a server is down too: the server is killed first,
+        /// the coord restarts after the `Duration`, and the server only
+        /// after the step's hold, well past the coord's rejoin grace, so
+        /// the coord must go on with the majority that joined it again.
+        with_server: Option<(Who, Duration)>,
     },
     Partition(Partition),
 }
@@ -135,8 +140,26 @@ pub struct Step {
     pub fallback: u64,
 }
 
+impl Step {
+    /// From the fault's start to its undoing: a coord wiped with a server
+    /// down holds the coord's downtime, then the step's hold.
+    pub fn lasts(&self) -> Duration {
+        match &self.fault {
+            Fault::KillCoord { with_server: Some((_, coord_down)), .. } => *coord_down + self.hold,
+            _ => self.hold,
+        }
+    }
+}
+
 /// The seed's stream for the nemesis; clients use streams 1, 2, ...
 pub const NEMESIS_STREAM: u64 = 0;
+/// The stream that decides which coord wipes also keep a server down: a
+/// stream of its own, so that adding this left every other draw of every
+/// seed as it was.
+pub const WIPE_WITH_SERVER_STREAM: u64 = u64::MAX;
+/// The coord's rejoin grace (crates/coord) plus time to select and serve:
+/// how long, at least, a server stays down after a wiped coord is back.
+const SERVER_DOWN_AFTER_WIPE_MS: (u64, u64) = (4500, 6000);
 
 /// A generator on `stream` of `seed`: independent sequences for the
 /// nemesis and each client, all fixed by the one seed.
@@ -155,6 +178,7 @@ fn ms(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> Duration {
 /// root) are left out of the deck, so the whole budget goes to the others.
 pub fn generate(seed: u64, servers: u64, clients: u64, duration: Duration, skip: &[Kind]) -> Vec<Step> {
     let mut rng = rng(seed, NEMESIS_STREAM);
+    let mut extra = self::rng(seed, WIPE_WITH_SERVER_STREAM);
     let mut deck: Vec<Kind> = Vec::new();
     let mut steps = Vec::new();
     let mut at = ms(&mut rng, 500, 1000);
@@ -164,8 +188,8 @@ pub fn generate(seed: u64, servers: u64, clients: u64, duration: Duration, skip:
             deck.shuffle(&mut rng);
         }
         let kind = deck.pop().expect("refilled above");
-        let fault = draw(&mut rng, kind, servers, clients);
-        let hold = match kind {
+        let mut fault = draw(&mut rng, kind, servers, clients);
+        let mut hold = match kind {
             // One kill in five restarts at once, before the coord's failure
             // detector (80-100 ms with the defaults) can notice the crash.
             Kind::KillServer if rng.random_bool(0.2) => ms(&mut rng, 0, 50),
@@ -174,12 +198,21 @@ pub fn generate(seed: u64, servers: u64, clients: u64, duration: Duration, skip:
             Kind::KillCoord => ms(&mut rng, 300, 2000),
             Kind::SlowDisk => ms(&mut rng, 1000, 2500),
         };
-        if at + hold > duration {
+        // Before the hold, the coord's downtime of a wipe with a server down.
+        let mut before = Duration::ZERO;
+        if let Fault::KillCoord { wipe: true, with_server } = &mut fault
+            && extra.random_bool(0.5)
+        {
+            *with_server = Some((who(&mut extra, servers), hold));
+            before = hold;
+            hold = ms(&mut extra, SERVER_DOWN_AFTER_WIPE_MS.0, SERVER_DOWN_AFTER_WIPE_MS.1);
+        }
+        if at + before + hold > duration {
             return steps;
         }
         let fallback = rng.random_range(1..=servers);
         steps.push(Step { at, hold, fault, fallback });
-        at += hold + ms(&mut rng, 300, 1200);
+        at += before + hold + ms(&mut rng, 300, 1200);
     }
 }
 
@@ -198,7 +231,7 @@ fn draw(rng: &mut ChaCha8Rng, kind: Kind, servers: u64, clients: u64) -> Fault {
         Kind::KillServer => Fault::KillServer(who(rng, servers)),
         Kind::PauseServer => Fault::PauseServer(who(rng, servers)),
         Kind::SlowDisk => Fault::SlowDisk { who: who(rng, servers), delay: ms(rng, 20, 200) },
-        Kind::KillCoord => Fault::KillCoord { wipe: rng.random_bool(0.3) },
+        Kind::KillCoord => Fault::KillCoord { wipe: rng.random_bool(0.3), with_server: None },
         Kind::Partition => Fault::Partition(partition(rng, servers, clients)),
     }
 }
@@ -293,6 +326,23 @@ mod tests {
         for kind in Kind::ALL.into_iter().filter(|k| !skip.contains(k)) {
             assert!(steps.iter().any(|s| s.fault.kind() == kind), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn some_coord_wipes_keep_a_server_down_past_the_rejoin_grace() {
+        let mut compound = 0;
+        for seed in 0..200 {
+            for s in generate(seed, 5, 4, Duration::from_secs(60), &[]) {
+                if let Fault::KillCoord { wipe, with_server: Some((_, coord_down)) } = s.fault {
+                    compound += 1;
+                    assert!(wipe, "seed {seed}: a server kept down without a wipe");
+                    assert!((300..=2000).contains(&(coord_down.as_millis() as u64)), "seed {seed}: {coord_down:?}");
+                    assert!(s.hold >= Duration::from_millis(SERVER_DOWN_AFTER_WIPE_MS.0), "seed {seed}: {:?}", s.hold);
+                    assert_eq!(s.lasts(), coord_down + s.hold);
+                }
+            }
+        }
+        assert!(compound > 20, "only {compound} in 200 seeds");
     }
 
     #[test]

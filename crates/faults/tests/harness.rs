@@ -11,9 +11,12 @@ mod support;
 use support::kvraft_bin;
 
 /// A seed whose 20 s schedule deals a whole deck early (every kind of
-/// fault by 9 s) and kills the coord with its state deleted, so that the
-/// servers must join it again by themselves while the clients go on.
-const SEED: u64 = 40;
+/// fault by 9 s) and, at 8.7 s, kills the leader and the coord and deletes
+/// the coord's state, restarting the coord 0.9 s later and the leader 5 s
+/// after that: the servers must join the coord again by themselves, and it
+/// must go on with the four that do (past its rejoin grace) while the
+/// clients go on.
+const SEED: u64 = 720;
 const SERVERS: u64 = 5;
 const CLIENTS: u64 = 4;
 const DURATION: Duration = Duration::from_secs(20);
@@ -110,10 +113,16 @@ fn twenty_seconds_of_faults_stay_linearizable_and_clean_up() {
     }
     // The coord lost its state once, and the cluster went on (the checks
     // above cover the rest of the run).
-    assert!(planned.iter().any(|s| matches!(s.fault, schedule::Fault::KillCoord { wipe: true })));
+    assert!(planned.iter().any(|s| matches!(s.fault, schedule::Fault::KillCoord { wipe: true, .. })));
     assert!(
         report.nemesis_actions.iter().any(|a| a.contains("delete its state")),
         "the coord's state was never deleted; actions:\n{}",
+        report.nemesis_actions.join("\n")
+    );
+    assert!(planned.iter().any(|s| matches!(s.fault, schedule::Fault::KillCoord { with_server: Some(_), .. })));
+    assert!(
+        report.nemesis_actions.iter().any(|a| a.contains("the server stays down")),
+        "the coord never came back without a server; actions:\n{}",
         report.nemesis_actions.join("\n")
     );
     assert!(took < DURATION + Duration::from_secs(40), "the run took {took:?}");
