@@ -549,39 +549,31 @@ impl Coord {
                         let _ = c.notify(req).await;
                     });
                 }
-                if self.restarted_while_selecting.contains(&id) {
+                // A new leader that leads no more by the time its
+                // acceptance is handled: nothing would report it again.
+                let lost = if self.restarted_while_selecting.contains(&id) {
                     // It accepted, then restarted (as a follower) and
-                    // joined again before this outcome was handled: the
-                    // join could not fail a leader not yet recorded, and
-                    // the failure detector may never have missed it.
-                    tracing::info!(server = id, "LeaderFailOver: the new leader restarted during its selection");
-                    self.trace
-                        .record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "restarted while selected"}));
-                    self.leader = None;
-                    self.publish();
-                    self.maybe_select();
+                    // joined again: that join could not fail a leader not
+                    // yet recorded, and the failure detector may never have
+                    // missed it.
+                    Some("restarted while selected")
                 } else if self.alive.get(&id) == Some(&false) {
                     // The failure detector gave it up while its answer was
                     // on the way: that verdict came first and will not come
-                    // again, so without this the coord would wait on a dead
-                    // leader until it came back.
-                    tracing::info!(server = id, "LeaderFailOver: the new leader failed during its selection");
-                    self.trace
-                        .record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "failed while selected"}));
-                    self.leader = None;
-                    self.publish();
-                    self.maybe_select();
+                    // again.
+                    Some("failed while selected")
                 } else if term < self.state.term {
                     // A server reported a later term while this selection
-                    // ran (see `heard_term`): the new leader is fenced
-                    // already, and nothing would report it again.
+                    // ran (see `heard_term`): the new leader is fenced.
+                    Some("fenced")
+                } else {
+                    None
+                };
+                if let Some(reason) = lost {
+                    let now = self.state.term;
+                    tracing::info!(server = id, term, now, "LeaderFailOver: the new leader of term {term}: {reason}");
+                    self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": reason, "Term": now}));
                     self.leader = None;
-                    let t = self.state.term;
-                    tracing::info!(
-                        server = id,
-                        "LeaderFailOver: term {term} was overtaken by {t} during its selection"
-                    );
-                    self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "fenced", "Term": t}));
                     self.publish();
                     self.maybe_select();
                 }
