@@ -241,12 +241,12 @@ impl Coord {
             return self.refuse("the coord cannot persist its state".into());
         }
         self.track(&m);
-        // A join in a new incarnation (or one the coord has not seen, as
-        // after a restart that lost its state or with a file written before
-        // incarnations were kept) is a restart of the server. A retried
-        // join of the same process (its reply lost, or a server rejoining a
-        // coord that lost its state) is not.
-        let restarted = previous != Some(req.incarnation) || req.incarnation == 0;
+        // A join in a new incarnation (or one the coord has not seen) is a
+        // restart of the server. A retried join of the same process (its
+        // reply lost) is not, nor is a rejoin: a server joined all along
+        // asking again because this coord does not know it (it lost its
+        // state, or its file predates incarnations).
+        let restarted = !req.rejoin && (previous != Some(req.incarnation) || req.incarnation == 0);
         if restarted && let Some(saw) = &mut self.rediscovery_saw {
             saw.insert(id);
         }

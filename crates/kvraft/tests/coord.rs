@@ -535,3 +535,44 @@ fn a_leader_fenced_by_a_term_the_coord_does_not_know_is_replaced() {
         put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
     });
 }
+
+/// A coord restarted from a state file written before incarnations were
+/// kept knows no server's incarnation, so every server joins it again; as
+/// a rejoin (`JoinRequest.rejoin`: joined all along), not as a restart, so
+/// the leader is kept and nobody fails over.
+#[test]
+fn a_state_file_from_before_incarnations_costs_no_failover() {
+    let mut tracing = TracingServer::start();
+    let at = format!(r#", "TracingServerAddr": "{}""#, tracing.addr);
+    runtime().block_on(async {
+        let mut c = TestCluster::with_coord(3, &at, &at);
+        c.start_coord();
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let before = leader(&c).await;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        c.kill9_coord();
+        let path = c.dir.path().join("coord").join("coord_state.json");
+        let incarnations = || -> usize {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v.get("incarnations").and_then(|i| i.as_object()).map_or(0, |o| o.len())
+        };
+        assert_eq!(incarnations(), 3);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v.as_object_mut().unwrap().remove("incarnations");
+        std::fs::write(&path, v.to_string()).unwrap();
+        assert_eq!(incarnations(), 0);
+        c.start_coord();
+        c.wait_until("every server joined the coord again", Duration::from_secs(20), || async { incarnations() == 3 })
+            .await;
+        put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+        let after = c.coord_leader(Duration::ZERO).await;
+        assert_eq!((after.leader_id, after.term), (before.leader_id, before.term), "the leader was not kept");
+    });
+    let trace = tracing.stop();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(text.matches(r#""Tag":"LeaderFailOver""#).count(), 0, "{text}");
+}

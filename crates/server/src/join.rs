@@ -87,7 +87,7 @@ impl Joiner {
             // A fresh connection each time: the coord may not be up yet.
             let channel = self.endpoint.connect().await.map_err(|e| e.to_string());
             let attempt = match channel {
-                Ok(ch) => self.attempt(ch, None).await,
+                Ok(ch) => self.attempt(ch, None, false).await,
                 Err(e) => Attempt::Unreachable(e),
             };
             match attempt {
@@ -134,7 +134,7 @@ impl Joiner {
             }
             eprintln!("kvraft server {id}: the coord does not know this server (it lost its state?); joining again");
             self.trace.record("ServerJoining", serde_json::json!({"ServerId": id}));
-            match self.attempt(channel.clone(), Some(CALL_TIMEOUT)).await {
+            match self.attempt(channel.clone(), Some(CALL_TIMEOUT), true).await {
                 Attempt::Joined => {
                     eprintln!("kvraft server {id}: joined the coord again");
                     refused_backoff = KNOWN_EVERY;
@@ -162,8 +162,9 @@ impl Joiner {
     }
 
     /// One join, in the trace of the caller's `ServerJoining`; an accepted
-    /// one is the prototype's `ServerJoined`.
-    async fn attempt(&self, channel: Channel, timeout: Option<Duration>) -> Attempt {
+    /// one is the prototype's `ServerJoined`. `rejoin`: this process has
+    /// been joined all along (see `JoinRequest.rejoin`).
+    async fn attempt(&self, channel: Channel, timeout: Option<Duration>, rejoin: bool) -> Attempt {
         let id = self.cfg.server_id;
         let trace = &self.trace;
         let req = pb::JoinRequest {
@@ -174,6 +175,7 @@ impl Joiner {
             fcheck_addr: self.cfg.server_addr.to_string(),
             incarnation: incarnation(),
             current_term: self.current_term().await,
+            rejoin,
             trace: if trace.enabled() { trace.generate_token() } else { Vec::new() },
         };
         let mut req = with_secret(req, &self.cfg.secret);

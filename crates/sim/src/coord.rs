@@ -321,7 +321,7 @@ impl CoordModel {
             Msg::Pong { .. } if self.state.members.contains_key(&id) => {
                 self.last_pong.insert(id, net.now);
             }
-            Msg::Join { incarnation, current_term } => self.on_join(id, incarnation, current_term, net),
+            Msg::Join { incarnation, current_term, rejoin } => self.on_join(id, incarnation, current_term, rejoin, net),
             Msg::Known { incarnation, current_term } => {
                 let known = self.state.members.get(&id) == Some(&incarnation);
                 if known && current_term > self.state.term {
@@ -369,7 +369,7 @@ impl CoordModel {
 
     /// As the real coord's `join`: persist the member, its incarnation and
     /// the term it reports (raising the coord's), then answer.
-    fn on_join(&mut self, id: NodeId, incarnation: u64, current_term: Term, net: &mut Net) {
+    fn on_join(&mut self, id: NodeId, incarnation: u64, current_term: Term, rejoin: bool, net: &mut Net) {
         if id == 0 || id > self.n {
             return;
         }
@@ -381,8 +381,9 @@ impl CoordModel {
         net.send(Proc::Coord, Proc::Server(id), Msg::JoinReply { incarnation, accepted: true });
         self.last_pong.insert(id, net.now);
         // A join in a new incarnation is a restart of the server; a join
-        // again in the same one (after the coord lost its state) is not.
-        let restarted = previous != Some(incarnation);
+        // again in the same one, or a rejoin (the coord lost its state),
+        // is not.
+        let restarted = !rejoin && previous != Some(incarnation);
         if restarted && let Phase::Rediscovering { saw, .. } = &mut self.phase {
             saw.insert(id);
         }

@@ -48,10 +48,12 @@ pub enum Msg {
         epoch: u64,
     },
     /// Server to coord: join (or, once joined, join again) in this
-    /// incarnation of the server's process, reporting its current term.
+    /// incarnation of the server's process, reporting its current term;
+    /// `rejoin` when joined all along (the coord did not know it).
     Join {
         incarnation: u64,
         current_term: Term,
+        rejoin: bool,
     },
     /// To the server process `incarnation` that joined.
     JoinReply {

@@ -160,13 +160,13 @@ impl SimServer {
             let fifth = KNOWN_EVERY_MS / 5;
             self.next_poll_at = net.now + KNOWN_EVERY_MS - fifth + net.rng.random_range(0..2 * fifth);
         } else {
-            self.send_join(net);
+            self.send_join(net, false);
             self.next_poll_at = net.now + JOIN_RETRY_MS + net.rng.random_range(0..JOIN_RETRY_MS);
         }
     }
 
-    fn send_join(&self, net: &mut Net) {
-        let msg = Msg::Join { incarnation: self.incarnation, current_term: self.node.term() };
+    fn send_join(&self, net: &mut Net, rejoin: bool) {
+        let msg = Msg::Join { incarnation: self.incarnation, current_term: self.node.term(), rejoin };
         net.send(Proc::Server(self.id), Proc::Coord, msg);
     }
 
@@ -202,7 +202,7 @@ impl SimServer {
                     // The coord lost its state: join again, in this
                     // incarnation and with the current term.
                     self.rejoins += 1;
-                    self.send_join(net);
+                    self.send_join(net, true);
                 }
                 return;
             }
