@@ -351,8 +351,12 @@ impl CoordModel {
                             // again as a follower before this answer).
                             let restarted = self.restarted_while_selecting.contains(&from);
                             if accepted && term >= self.state.term && !restarted {
+                                // The failure detector goes on as it was,
+                                // as the real coord's does: a designee it
+                                // has given up meanwhile is failed over at
+                                // the next tick (the real coord does so at
+                                // once, `on_selected`).
                                 self.leader = Some(from);
-                                self.last_pong.insert(from, net.now);
                                 self.phase = Phase::Stable;
                             } else {
                                 self.superseded(net);
