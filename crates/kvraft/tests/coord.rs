@@ -228,6 +228,35 @@ fn a_leader_restarted_before_detection_is_replaced_and_the_trace_checks() {
     assert!(check.status.success(), "{report}");
 }
 
+/// Kills the coord, deletes its state and starts it again; the leader it
+/// names once it names one again.
+async fn wipe_and_restart_coord(c: &mut TestCluster) -> pb::LeaderInfo {
+    c.kill9_coord();
+    std::fs::remove_dir_all(c.dir.path().join("coord")).unwrap();
+    c.start_coord();
+    let restarted = Instant::now();
+    c.wait_until("the coord, its state lost, names a leader", Duration::from_secs(30), || async {
+        c.coord_leader(Duration::from_millis(200)).await.leader_id != 0
+    })
+    .await;
+    eprintln!("a leader named again {:?} after the coord's restart without its state", restarted.elapsed());
+    c.coord_leader(Duration::ZERO).await
+}
+
+/// Three servers and a coord, all tracing to `tracing`, once a first
+/// write has committed; and the leader that took it.
+async fn traced_with_a_write(tracing: &TracingServer) -> (TestCluster, pb::LeaderInfo) {
+    let at = format!(r#", "TracingServerAddr": "{}""#, tracing.addr);
+    let mut c = TestCluster::with_coord(3, &at, &at);
+    c.start_coord();
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let before = leader(&c).await;
+    put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+    (c, before)
+}
+
 /// A tracing server process, killed on drop.
 struct TracingServer {
     addr: String,
@@ -421,25 +450,9 @@ fn coord_restart_does_not_interrupt_service() {
 #[test]
 fn coord_restart_with_its_state_lost_recovers_without_a_server_restart() {
     let mut tracing = TracingServer::start();
-    let at = format!(r#", "TracingServerAddr": "{}""#, tracing.addr);
     runtime().block_on(async {
-        let mut c = TestCluster::with_coord(3, &at, &at);
-        c.start_coord();
-        for id in 1..=3 {
-            c.start(id);
-        }
-        let before = leader(&c).await;
-        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
-        c.kill9_coord();
-        std::fs::remove_dir_all(c.dir.path().join("coord")).unwrap();
-        c.start_coord();
-        let restarted = Instant::now();
-        c.wait_until("the coord, its state lost, reports a leader", Duration::from_secs(20), || async {
-            c.coord_leader(Duration::from_millis(200)).await.leader_id != 0
-        })
-        .await;
-        eprintln!("coord restarted without its state: a leader known again after {:?}", restarted.elapsed());
-        let after = c.coord_leader(Duration::ZERO).await;
+        let (mut c, before) = traced_with_a_write(&tracing).await;
+        let after = wipe_and_restart_coord(&mut c).await;
         assert!(after.term >= before.term, "term went back from {} to {}", before.term, after.term);
         assert_eq!((after.leader_id, after.term), (before.leader_id, before.term), "the live leader was kept");
         for s in &mut c.servers {
@@ -480,16 +493,7 @@ fn a_coord_that_lost_its_state_goes_on_without_a_server_down_for_good() {
         put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
         let dead = before.leader_id;
         c.kill9(dead);
-        c.kill9_coord();
-        std::fs::remove_dir_all(c.dir.path().join("coord")).unwrap();
-        c.start_coord();
-        let restarted = Instant::now();
-        c.wait_until("the coord, its state lost, names a leader", Duration::from_secs(30), || async {
-            c.coord_leader(Duration::from_millis(200)).await.leader_id != 0
-        })
-        .await;
-        eprintln!("a leader named again {:?} after the coord's restart", restarted.elapsed());
-        let after = c.coord_leader(Duration::ZERO).await;
+        let after = wipe_and_restart_coord(&mut c).await;
         assert_ne!(after.leader_id, dead, "the dead server was named");
         assert!(after.term > before.term, "term {} after {}", after.term, before.term);
         let view = c.coord_client().await.cluster(pb::Empty {}).await.unwrap().into_inner();
@@ -543,15 +547,8 @@ fn a_leader_fenced_by_a_term_the_coord_does_not_know_is_replaced() {
 #[test]
 fn a_state_file_from_before_incarnations_costs_no_failover() {
     let mut tracing = TracingServer::start();
-    let at = format!(r#", "TracingServerAddr": "{}""#, tracing.addr);
     runtime().block_on(async {
-        let mut c = TestCluster::with_coord(3, &at, &at);
-        c.start_coord();
-        for id in 1..=3 {
-            c.start(id);
-        }
-        let before = leader(&c).await;
-        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        let (mut c, before) = traced_with_a_write(&tracing).await;
         c.kill9_coord();
         let path = c.dir.path().join("coord").join("coord_state.json");
         let incarnations = || -> usize {
