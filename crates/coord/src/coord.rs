@@ -117,6 +117,12 @@ impl Coord {
             }
             if self.state.join_complete {
                 self.rediscover();
+            } else {
+                // Restarted while a cluster that ran before was joining
+                // it again (after an earlier loss of its state): the
+                // servers that had joined know it knows them and will not
+                // join again, so the grace starts now or never.
+                self.maybe_arm_rejoin_grace();
             }
         }
         self.publish();

@@ -573,3 +573,41 @@ fn a_state_file_from_before_incarnations_costs_no_failover() {
     let text = std::fs::read_to_string(&trace).unwrap();
     assert_eq!(text.matches(r#""Tag":"LeaderFailOver""#).count(), 0, "{text}");
 }
+
+/// The coord loses its state with a server down, the two others join it
+/// again, and it crashes again (its new state kept) before its rejoin
+/// grace is over. The servers that joined are known to it now and do not
+/// join again, so the grace must start over when it restarts, or it would
+/// wait for the dead server for ever.
+#[test]
+fn a_coord_restarted_during_its_rejoin_grace_still_goes_on() {
+    runtime().block_on(async {
+        let mut c = started(3, "").await;
+        let before = leader(&c).await;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        let dead = (1..=3).find(|&id| id != before.leader_id).unwrap();
+        c.kill9(dead);
+        c.kill9_coord();
+        let dir = c.dir.path().join("coord");
+        std::fs::remove_dir_all(&dir).unwrap();
+        c.start_coord();
+        let path = dir.join("coord_state.json");
+        let joined = || -> Option<(usize, bool)> {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+            Some((v["members"].as_array()?.len(), v["join_complete"].as_bool()?))
+        };
+        c.wait_until("the two live servers join the coord again", Duration::from_secs(20), || async {
+            joined() == Some((2, false))
+        })
+        .await;
+        c.kill9_coord();
+        assert_eq!(joined(), Some((2, false)), "the join completed before the coord was killed");
+        c.start_coord();
+        c.wait_until("the coord names a leader", Duration::from_secs(20), || async {
+            c.coord_leader(Duration::from_millis(200)).await.leader_id != 0
+        })
+        .await;
+        put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+        assert_eq!(joined().map(|j| j.1), Some(true));
+    });
+}

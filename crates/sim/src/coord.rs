@@ -192,6 +192,10 @@ impl CoordModel {
         self.phase = Phase::Joining;
         if self.state.join_complete {
             self.rediscover(net);
+        } else if self.state.term > 0 && self.state.members.len() as u64 > self.n / 2 {
+            // Restarted while a cluster that ran before was joining again:
+            // those that joined will not join again, so the grace starts now.
+            self.rejoin_grace_until = Some(net.now + REJOIN_GRACE_MS);
         }
     }
 
