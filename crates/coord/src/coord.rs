@@ -327,11 +327,7 @@ impl Coord {
             return;
         }
         self.rejoin_grace_armed = true;
-        let me = self.me.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(REJOIN_GRACE).await;
-            let _ = me.send(Input::RejoinGraceOver);
-        });
+        self.send_in(REJOIN_GRACE, Input::RejoinGraceOver);
     }
 
     /// The grace is over and some servers have not joined again: the join
@@ -352,11 +348,7 @@ impl Coord {
         if !self.save() {
             self.state = before;
             self.rejoin_grace_armed = true;
-            let me = self.me.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = me.send(Input::RejoinGraceOver);
-            });
+            self.send_in(Duration::from_millis(500), Input::RejoinGraceOver);
             return;
         }
         let joined: Vec<u64> = self.state.members.iter().map(|m| m.id).collect();
@@ -514,10 +506,15 @@ impl Coord {
     }
 
     fn retry_in(&self, d: Duration) {
+        self.send_in(d, Input::Retry);
+    }
+
+    /// Hands `input` to this actor after `d`.
+    fn send_in(&self, d: Duration, input: Input) {
         let me = self.me.clone();
         tokio::spawn(async move {
             tokio::time::sleep(d).await;
-            let _ = me.send(Input::Retry);
+            let _ = me.send(input);
         });
     }
 
