@@ -4,7 +4,7 @@
 //! about half a loopback round trip (tens of microseconds), and a leader
 //! waiting for its followers' acks sleeps through most of each write. So
 //! while a write waits to commit (or a read to be confirmed), the loop
-//! polls its input queue before it sleeps (docs/operations.md has the
+//! polls its input queue before it sleeps (docs/perf-log.md has the
 //! measurements).
 //!
 //! Bounds, so that the poll only runs where it pays:

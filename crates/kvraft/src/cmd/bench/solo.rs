@@ -8,7 +8,7 @@
 //! On this 2-vCPU VM, where waking a halted vCPU takes tens of
 //! microseconds, one client's put p50 was 4-6% lower on a `Solo` (two
 //! interleaved A/Bs on one running cluster, 8 and 12 rounds each; see
-//! docs/operations.md, "Where the time goes"): time that was the load
+//! docs/perf-log.md, the fifth session): time that was the load
 //! generator's, not the system's. Both systems get the same treatment.
 
 use std::future::Future;
