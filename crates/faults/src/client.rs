@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kvslib::{Config, KvClient};
+use kvslib::{Config, KvClient, Transport};
 
 use crate::history::{Outcome, Record};
 use crate::layout::{Layout, Node};
@@ -76,6 +76,9 @@ pub fn run(layout: &Layout, index: u64, seed: u64, shared: Arc<Shared>) -> anyho
         window: 1,
         op_timeout: OP_TIMEOUT,
         tracer: Default::default(),
+        // Both ways to the leader are checked under faults: the odd
+        // clients on the client wire's frames, the even ones on gRPC.
+        transport: if index % 2 == 1 { Transport::Frames } else { Transport::Grpc },
     };
     rt.block_on(async move {
         let (client, _results) = KvClient::start(cfg).map_err(|e| anyhow::anyhow!("client {index}: {e}"))?;

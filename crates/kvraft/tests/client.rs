@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kvslib::{ClientError, Config, KvClient, Op, OpResult, Value};
+use kvslib::{ClientError, Config, KvClient, Op, OpResult, Transport, Value};
 use support::TestCluster;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -77,25 +77,43 @@ fn check_in_order(results: &[OpResult]) -> HashMap<String, String> {
 fn results_arrive_in_order_with_64_in_flight() {
     runtime().block_on(async {
         let c = cluster(3).await;
-        let (client, mut results) = KvClient::start(config(&c, "w64", 64)).unwrap();
-        let ops = workload(2000, 5);
-        let sender = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for op in ops {
-                    client.submit(op).await.unwrap();
-                }
-            })
-        };
-        let mut got = Vec::new();
-        while got.len() < 2000 {
-            got.push(results.recv().await.expect("results channel open"));
+        // Both ways to the leader: the client wire's frames (kvslib's
+        // default) and the gRPC Session stream.
+        for transport in [Transport::Frames, Transport::Grpc] {
+            let mut cfg = config(&c, &format!("w64-{transport:?}"), 64);
+            cfg.transport = transport;
+            in_order_with_64_in_flight(cfg, &format!("{transport:?}-")).await;
         }
-        sender.await.unwrap();
-        check_in_order(&got);
-        client.stop().await;
-        assert!(results.recv().await.is_none(), "stop closes the channel");
     });
+}
+
+/// `prefix` keeps the keys of several runs on one cluster apart.
+async fn in_order_with_64_in_flight(cfg: Config, prefix: &str) {
+    let (client, mut results) = KvClient::start(cfg).unwrap();
+    let ops: Vec<Op> = workload(2000, 5)
+        .into_iter()
+        .map(|op| match op {
+            Op::Get { key } => Op::Get { key: format!("{prefix}{key}") },
+            Op::Append { key, value } => Op::Append { key: format!("{prefix}{key}"), value },
+            other => other,
+        })
+        .collect();
+    let sender = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for op in ops {
+                client.submit(op).await.unwrap();
+            }
+        })
+    };
+    let mut got = Vec::new();
+    while got.len() < 2000 {
+        got.push(results.recv().await.expect("results channel open"));
+    }
+    sender.await.unwrap();
+    check_in_order(&got);
+    client.stop().await;
+    assert!(results.recv().await.is_none(), "stop closes the channel");
 }
 
 /// The leader is killed in the middle of 1,000 operations: every operation
@@ -255,6 +273,124 @@ fn concurrent_callers_on_one_client_are_never_stale() {
         }
         for t in tasks {
             t.await.unwrap();
+        }
+    });
+}
+
+/// The client port under bad input on the client wire, and on neither
+/// wire: each bad connection is closed (or answered) on its own, and the
+/// server goes on serving both wires.
+#[test]
+fn the_client_port_refuses_bad_input_and_goes_on_serving() {
+    use kvraft_proto as pb;
+    use kvraft_proto::frame::{self, CLIENT_WIRE};
+    use kvraft_proto::secret::with_secret;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const MAX: usize = 1 << 20;
+    async fn welcomed(addr: &str, secret: &str) -> (TcpStream, pb::ClientWelcome) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&CLIENT_WIRE.hello(&pb::ClientHello { secret: secret.into() })).await.unwrap();
+        let mut scratch = Vec::new();
+        let w = frame::read::<pb::ClientWelcome, _>(&mut s, &mut scratch, MAX).await.unwrap().expect("a welcome");
+        (s, w)
+    }
+    /// The server closes `s` (anything it says first is read and dropped).
+    async fn closed(mut s: TcpStream, what: &str) {
+        let mut buf = [0u8; 1024];
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(until, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("{what}: the connection was not closed"),
+            }
+        }
+    }
+    fn framed(msg: &impl prost::Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame::push(&mut out, msg);
+        out
+    }
+    runtime().block_on(async {
+        let secret = r#", "Secret": "s3cret""#;
+        let mut c = TestCluster::with_coord(3, secret, secret);
+        c.start_coord();
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let req = pb::LeaderRequest { wait_ms: 15_000, ..Default::default() };
+        let leader = c.coord_client().await.get_leader(with_secret(req, "s3cret")).await.unwrap().into_inner();
+        assert_ne!(leader.leader_id, 0, "{}", leader.status);
+        let addr = leader.client_addr.clone();
+
+        // A wrong secret: refused with the reason, then closed.
+        let (s, w) = welcomed(&addr, "nope").await;
+        assert!(!w.accepted && w.error.contains("secret"), "{w:?}");
+        closed(s, "wrong secret").await;
+
+        // Another version of the wire.
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let mut hello = CLIENT_WIRE.hello(&pb::ClientHello { secret: "s3cret".into() });
+        hello[4] = 9;
+        s.write_all(&hello).await.unwrap();
+        closed(s, "version 9").await;
+
+        // A frame over the limit, and one that does not decode.
+        for (what, bytes) in [("too large", u32::MAX.to_be_bytes().to_vec()), ("garbage", vec![0, 0, 0, 2, 0xff, 0xff])]
+        {
+            let (mut s, w) = welcomed(&addr, "s3cret").await;
+            assert!(w.accepted, "{w:?}");
+            s.write_all(&bytes).await.unwrap();
+            closed(s, what).await;
+        }
+
+        // The hello a byte at a time (the port tells the wires apart by
+        // its first four bytes, which may come in pieces); then a command
+        // without an operation gets an error reply, and the same connection
+        // goes on to register a session.
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        for b in CLIENT_WIRE.hello(&pb::ClientHello { secret: "s3cret".into() }) {
+            s.write_all(&[b]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut scratch = Vec::new();
+        let w = frame::read::<pb::ClientWelcome, _>(&mut s, &mut scratch, MAX).await.unwrap().unwrap();
+        assert!(w.accepted, "{w:?}");
+        let empty = pb::Command { client_id: "raw".into(), session: 1, op_id: 1, ..Default::default() };
+        s.write_all(&framed(&empty)).await.unwrap();
+        let r = frame::read::<pb::Reply, _>(&mut s, &mut scratch, MAX).await.unwrap().unwrap();
+        assert!(
+            matches!(&r.result, Some(pb::reply::Result::Error(e)) if e.code == pb::ErrorCode::BadRequest as i32),
+            "{r:?}"
+        );
+        let register = pb::Command {
+            client_id: "raw".into(),
+            session: 0,
+            op_id: 77,
+            op: Some(pb::command::Op::Register(pb::RegisterOp {})),
+            ..Default::default()
+        };
+        s.write_all(&framed(&register)).await.unwrap();
+        let r = frame::read::<pb::Reply, _>(&mut s, &mut scratch, MAX).await.unwrap().unwrap();
+        assert!(matches!(r.result, Some(pb::reply::Result::Registered(_))), "{r:?}");
+
+        // Neither wire: HTTP/1 goes to gRPC's side, which says no.
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        closed(s, "HTTP/1").await;
+
+        // Both wires still serve.
+        for transport in [Transport::Frames, Transport::Grpc] {
+            let mut cfg = config(&c, &format!("after-{transport:?}"), 1);
+            cfg.secret = "s3cret".into();
+            cfg.transport = transport;
+            let (kv, _r) = KvClient::start(cfg).unwrap();
+            let key = format!("k-{transport:?}");
+            assert_eq!(kv.execute(Op::Put { key: key.clone(), value: "v".into() }).await, Ok(Value::Done));
+            assert_eq!(kv.execute(Op::Get { key }).await, Ok(Value::Value(Some("v".into()))));
+            kv.stop().await;
         }
     });
 }

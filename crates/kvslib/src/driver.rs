@@ -79,6 +79,7 @@ pub struct Driver {
     pub secret: String,
     pub window: usize,
     pub op_timeout: Duration,
+    transport: crate::Transport,
     pub results: Option<mpsc::Sender<OpResult>>,
     pub events_tx: mpsc::UnboundedSender<Event>,
     queue: VecDeque<Pending>,
@@ -115,11 +116,12 @@ pub struct Settings {
     pub window: usize,
     pub op_timeout: Duration,
     pub trace: kvraft_trace::Trace,
+    pub transport: crate::Transport,
 }
 
 impl Driver {
     pub fn new(s: Settings, results: mpsc::Sender<OpResult>, events_tx: mpsc::UnboundedSender<Event>) -> Self {
-        let Settings { client_id, secret, window, op_timeout, trace } = s;
+        let Settings { client_id, secret, window, op_timeout, trace, transport } = s;
         Driver {
             registration: wire::registration(&client_id),
             registration_sent_at: None,
@@ -128,6 +130,7 @@ impl Driver {
             secret,
             window: window.max(1),
             op_timeout,
+            transport,
             results: Some(results),
             events_tx,
             queue: VecDeque::new(),
@@ -377,7 +380,11 @@ impl Driver {
         let epoch = self.next_epoch;
         let (tx, rx) = mpsc::unbounded_channel();
         let addr = self.leader.client_addr.clone();
-        tokio::spawn(wire::session(addr, self.secret.clone(), epoch, rx, self.events_tx.clone()));
+        let (secret, events) = (self.secret.clone(), self.events_tx.clone());
+        match self.transport {
+            crate::Transport::Frames => tokio::spawn(wire::session_framed(addr, secret, epoch, rx, events)),
+            crate::Transport::Grpc => tokio::spawn(wire::session(addr, secret, epoch, rx, events)),
+        };
         self.conn = Some(Conn { epoch, leader: self.leader.leader_id, tx });
     }
 

@@ -8,7 +8,8 @@
 //! [`KvClient::execute`] is a plain async call.
 //!
 //! Beyond the prototype: up to `window` operations travel at once on one
-//! stream to the leader; the leader is found, and followed, through the
+//! connection to the leader (plain frames by default, or a gRPC stream:
+//! [`Transport`]); the leader is found, and followed, through the
 //! coord's watch; after a failover the same opIds are sent again, so nothing
 //! is applied twice; an operation that cannot finish ends with a typed error
 //! (quorum impossible, timeout) instead of hanging; a restarted client with
@@ -44,6 +45,21 @@ pub struct Config {
     /// Vector-clock tracing (disabled by default): KvslibStart, Put, Get,
     /// their results, leader changes, KvslibStop.
     pub tracer: kvraft_trace::Tracer,
+    /// How operations reach the leader.
+    pub transport: Transport,
+}
+
+/// How a client's session reaches the leader: the same commands and
+/// replies either way, on the same port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Length-prefixed frames (the server's client wire): what one write
+    /// costs is mostly the servers' work, not HTTP/2's.
+    #[default]
+    Frames,
+    /// The KvClient service's gRPC Session stream, as a client in another
+    /// language would use it.
+    Grpc,
 }
 
 /// The most operations in flight one client may ask for: far more than a
@@ -62,6 +78,7 @@ impl Config {
             window: 64,
             op_timeout: Duration::from_secs(10),
             tracer: kvraft_trace::Tracer::disabled(),
+            transport: Transport::default(),
         }
     }
 }
@@ -115,6 +132,7 @@ impl KvClient {
             window: cfg.window,
             op_timeout: cfg.op_timeout,
             trace,
+            transport: cfg.transport,
         };
         let d = driver::Driver::new(settings, results_tx, ev_tx);
         tokio::spawn(d.run(req_rx, ev_rx));

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kvraft_proto as pb;
 use kvraft_proto::coord_client_client::CoordClientClient;
+use kvraft_proto::frame::CLIENT_WIRE as WIRE;
 use kvraft_proto::kv_client_client::KvClientClient;
 use kvraft_proto::secret::with_secret;
 use tokio::sync::mpsc;
@@ -79,6 +80,71 @@ pub fn outcome(r: pb::Reply) -> Outcome {
 async fn channel(addr: &str) -> Option<tonic::transport::Channel> {
     let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
     e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true).connect().await.ok()
+}
+
+/// The largest reply taken: a value within the servers' limits, with room.
+const MAX_REPLY: usize = 16 << 20;
+
+/// One session to a leader over the client wire; reports every reply,
+/// then its end.
+pub async fn session_framed(
+    addr: String,
+    secret: String,
+    epoch: u64,
+    mut commands: mpsc::UnboundedReceiver<pb::Command>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    use kvraft_proto::frame;
+    use tokio::io::AsyncWriteExt;
+    let connected = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(&addr)).await;
+    if let Ok(Ok(stream)) = connected {
+        let _ = stream.set_nodelay(true);
+        let (r, mut w) = stream.into_split();
+        let mut r = tokio::io::BufReader::with_capacity(64 << 10, r);
+        let mut out = WIRE.hello(&pb::ClientHello { secret });
+        let mut scratch = Vec::new();
+        let welcome = async {
+            w.write_all(&out).await.ok()?;
+            frame::read::<pb::ClientWelcome, _>(&mut r, &mut scratch, MAX_REPLY).await.ok()?
+        };
+        match welcome.await {
+            Some(wl) if wl.accepted => {
+                // Replies are read by a task of their own: a read cut off
+                // halfway (by a command to send) would lose its bytes.
+                let replies = events.clone();
+                let mut reader = tokio::spawn(async move {
+                    while let Ok(Some(reply)) = frame::read::<pb::Reply, _>(&mut r, &mut scratch, MAX_REPLY).await {
+                        if replies.send(Event::Reply { epoch, reply }).is_err() {
+                            return;
+                        }
+                    }
+                });
+                loop {
+                    let c = tokio::select! {
+                        c = commands.recv() => c,
+                        _ = &mut reader => break,
+                    };
+                    let Some(c) = c else { break };
+                    out.clear();
+                    frame::push(&mut out, &c);
+                    while let Ok(c) = commands.try_recv() {
+                        frame::push(&mut out, &c);
+                    }
+                    if w.write_all(&out).await.is_err() {
+                        break;
+                    }
+                }
+                reader.abort();
+            }
+            Some(wl) => {
+                let _ = events.send(Event::Refused { epoch: Some(epoch), why: format!("server {addr}: {}", wl.error) });
+            }
+            None => {}
+        }
+    }
+    // Give a dead leader's address a moment before the driver tries again.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let _ = events.send(Event::Closed { epoch });
 }
 
 /// One session stream to a leader; reports every reply, then its end.

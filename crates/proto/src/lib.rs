@@ -11,6 +11,7 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod frame;
 pub mod secret;
 
 /// The largest term or log index any message may carry: beyond anything a

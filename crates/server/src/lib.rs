@@ -180,7 +180,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     // Bind everything first, so a port in use fails before anything runs.
     let peer_l = bind_tcp(cfg.server_server_addr, "ServerServerAddr").await?;
     let control_l = bind(cfg.server_listen_addr, "ServerListenAddr").await?;
-    let client_l = bind(cfg.client_listen_addr, "ClientListenAddr").await?;
+    let client_l = bind_tcp(cfg.client_listen_addr, "ClientListenAddr").await?;
     let (mute, stop_responder) = start_responder(cfg.server_addr).await?;
     mute_for_tests(mute);
 
@@ -280,7 +280,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             pb::admin_server::AdminServer::new(api::admin::AdminApi { inputs: h.clone() }),
             check,
         ))
-        .serve_with_incoming_shutdown(client_l, stopped(stop_rx));
+        .serve_with_incoming_shutdown(
+            api::client_wire::split(client_l, h.clone(), cfg.secret.clone(), stop_rx.clone()),
+            stopped(stop_rx),
+        );
     drop(h);
 
     // Long-lived streams would hold a graceful shutdown open forever:

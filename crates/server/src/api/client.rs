@@ -22,9 +22,9 @@ pub struct ClientApi {
 /// the client library's largest window. A client that sends without reading
 /// its replies is then held back by the transport's flow control instead of
 /// piling replies (and log entries) up in this server.
-const SESSION_IN_FLIGHT: usize = 4_096;
+pub(crate) const SESSION_IN_FLIGHT: usize = 4_096;
 
-fn bad_request(c: &pb::Command, message: String) -> pb::Reply {
+pub(crate) fn bad_request(c: &pb::Command, message: String) -> pb::Reply {
     pb::Reply {
         session: c.session,
         op_id: c.op_id,

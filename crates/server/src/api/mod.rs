@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod client_wire;
 pub mod control;
 
 use tokio::sync::mpsc::UnboundedSender;

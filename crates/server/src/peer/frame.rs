@@ -6,19 +6,21 @@
 //! frame      = len:u32be PeerMessage
 //! ```
 //!
-//! Plain length-prefixed protobuf rather than a gRPC stream: the event loop
+//! Plain length-prefixed protobuf rather than a gRPC stream
+//! (`kvraft_proto::frame`, shared with the client wire): the event loop
 //! writes a message to the socket itself, in the same turn that made it,
 //! with no task hand-offs or HTTP/2 framing in between (see
 //! docs/architecture.md for what that bought). Every length is checked
 //! against [`MAX_FRAME`] before anything is allocated.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use kvraft_proto as pb;
-use prost::Message as _;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use kvraft_proto::frame::{self as wire, Wire};
+use tokio::io::AsyncRead;
 
-pub const MAGIC: &[u8; 4] = b"KVRP";
-pub const VERSION: u8 = 1;
+pub use kvraft_proto::frame::FrameError;
+
+pub const WIRE: Wire = Wire { magic: b"KVRP", version: 1, name: "peer" };
 /// The largest frame accepted. An AppendEntries carries at most about
 /// 1 MiB of entries and a snapshot chunk 1 MiB; a single entry may be a
 /// little over that, so the limit leaves room.
@@ -31,55 +33,20 @@ pub const MAX_HELLO: usize = 4 << 10;
 pub const MAX_SECRET_BYTES: usize = kvraft_proto::secret::MAX_SECRET_BYTES;
 const _: () = assert!(MAX_SECRET_BYTES + 64 < MAX_HELLO);
 
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("not a KVRaft peer connection (bad magic)")]
-    BadMagic,
-    #[error("peer wire version {0}, this server speaks {VERSION}")]
-    BadVersion(u8),
-    #[error("frame of {len} bytes is over the limit of {max}")]
-    TooLarge { len: usize, max: usize },
-    #[error("frame does not decode: {0}")]
-    Decode(#[from] prost::DecodeError),
-    #[error("connection closed inside a frame")]
-    Truncated,
-}
-
 /// The first bytes on a connection: who is speaking, and the cluster secret.
 pub fn hello(from: u64, secret: &str) -> Vec<u8> {
-    let h = pb::PeerHello { from, secret: secret.to_owned() };
-    let mut out = Vec::with_capacity(9 + h.encoded_len());
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&(h.encoded_len() as u32).to_be_bytes());
-    h.encode(&mut out).expect("a Vec grows as needed");
-    out
+    WIRE.hello(&pb::PeerHello { from, secret: secret.to_owned() })
 }
 
 /// Appends one frame; `len` is `msg.encoded_len()`, computed by the caller.
 pub fn push(buf: &mut BytesMut, msg: &pb::PeerMessage, len: usize) {
     buf.reserve(4 + len);
-    buf.put_u32(len as u32);
-    msg.encode(buf).expect("reserved above");
+    wire::push_sized(buf, msg, len);
 }
 
 /// Reads the hello a connection starts with.
 pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<pb::PeerHello, FrameError> {
-    let mut head = [0u8; 5];
-    r.read_exact(&mut head).await.map_err(truncated)?;
-    if &head[..4] != MAGIC {
-        return Err(FrameError::BadMagic);
-    }
-    if head[4] != VERSION {
-        return Err(FrameError::BadVersion(head[4]));
-    }
-    let mut body = Vec::new();
-    match read_body(r, &mut body, MAX_HELLO).await? {
-        true => Ok(pb::PeerHello::decode(body.as_slice())?),
-        false => Err(FrameError::Truncated),
-    }
+    WIRE.read_hello(r, MAX_HELLO).await
 }
 
 /// Reads the next message; `Ok(None)` when the connection ends cleanly
@@ -88,37 +55,13 @@ pub async fn read<R: AsyncRead + Unpin>(
     r: &mut R,
     scratch: &mut Vec<u8>,
 ) -> Result<Option<pb::PeerMessage>, FrameError> {
-    if !read_body(r, scratch, MAX_FRAME).await? {
-        return Ok(None);
-    }
-    Ok(Some(pb::PeerMessage::decode(scratch.as_slice())?))
-}
-
-/// Reads a length (at most `max`) and that many bytes into `body`; false
-/// on EOF before the length.
-async fn read_body<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>, max: usize) -> Result<bool, FrameError> {
-    let mut len = [0u8; 4];
-    match r.read(&mut len[..1]).await? {
-        0 => return Ok(false),
-        _ => r.read_exact(&mut len[1..]).await.map_err(truncated)?,
-    };
-    let len = u32::from_be_bytes(len) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
-    body.clear();
-    body.resize(len, 0);
-    r.read_exact(body).await.map_err(truncated)?;
-    Ok(true)
-}
-
-fn truncated(e: std::io::Error) -> FrameError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Truncated } else { FrameError::Io(e) }
+    wire::read(r, scratch, MAX_FRAME).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
 
     fn response(from: u64) -> pb::PeerMessage {
         pb::PeerMessage {
@@ -157,10 +100,10 @@ mod tests {
     async fn a_wrong_start_is_refused() {
         let mut wire = hello(1, "");
         wire[0] = b'G';
-        assert!(matches!(read_hello(&mut wire.as_slice()).await, Err(FrameError::BadMagic)));
+        assert!(matches!(read_hello(&mut wire.as_slice()).await, Err(FrameError::BadMagic(_))));
         let mut wire = hello(1, "");
         wire[4] = 9;
-        assert!(matches!(read_hello(&mut wire.as_slice()).await, Err(FrameError::BadVersion(9))));
+        assert!(matches!(read_hello(&mut wire.as_slice()).await, Err(FrameError::BadVersion { got: 9, .. })));
         let wire = b"GET / HTTP/1.1\r\n".to_vec();
         assert!(read_hello(&mut wire.as_slice()).await.is_err());
     }

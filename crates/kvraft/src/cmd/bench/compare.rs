@@ -36,11 +36,19 @@ pub async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let started = Started::new(&args.dir.join("kvraft"), args.members, false).await?;
         eprintln!("kvraft bench: kvraft: {} servers, fsync on, leader elected", args.members);
         let coord = started.layout.coord_client.clone();
-        let conns = kvraft_target::clients(&coord, &started.layout.secret, args.clients, args.window, None, "")?;
+        let conns = kvraft_target::clients(
+            &coord,
+            &started.layout.secret,
+            args.clients,
+            args.window,
+            None,
+            "",
+            args.transport(),
+        )?;
         let solo = Solo::for_lanes(1)?;
         let one = {
             let _on = solo.as_ref().map(|s| s.handle().enter());
-            kvraft_target::clients(&coord, &started.layout.secret, 1, 1, None, "one")?
+            kvraft_target::clients(&coord, &started.layout.secret, 1, 1, None, "one", args.transport())?
         };
         sequence(args, "kvraft", conns, one, solo, started.pids()).await?
         // The KVRaft cluster stops here, before etcd starts.

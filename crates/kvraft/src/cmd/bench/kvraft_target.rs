@@ -80,12 +80,14 @@ pub fn clients(
     window: usize,
     tracing: Option<&str>,
     tag: &str,
+    transport: kvslib::Transport,
 ) -> anyhow::Result<Vec<KvraftConn>> {
     let mut v = Vec::new();
     for c in 0..n {
         let mut cfg = Config::new(format!("bench{tag}{c}-{}", std::process::id()), coord);
         cfg.window = window;
         cfg.secret = secret.to_owned();
+        cfg.transport = transport;
         if let Some(addr) = tracing {
             cfg.tracer = kvraft_trace::Tracer::new(kvraft_trace::TracerConfig {
                 identity: format!("client{c}"),

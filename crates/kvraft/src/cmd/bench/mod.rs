@@ -98,9 +98,19 @@ pub struct Args {
     /// Record vector-clock traces (a tracing server is started too).
     #[arg(long, conflicts_with = "etcd")]
     trace: bool,
+    /// KVRaft's clients use the gRPC Session stream, as a client in another
+    /// language would, instead of the client wire's frames.
+    #[arg(long, conflicts_with = "etcd")]
+    grpc: bool,
     /// Where the started clusters keep configs, data and logs (and where the floor's fsyncs go).
     #[arg(long, default_value = "bench-run")]
     dir: PathBuf,
+}
+
+impl Args {
+    fn transport(&self) -> kvslib::Transport {
+        if self.grpc { kvslib::Transport::Grpc } else { kvslib::Transport::Frames }
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -251,7 +261,7 @@ async fn kvraft(args: &Args) -> anyhow::Result<ExitCode> {
     let conns = {
         // A few lanes' connections live on the runtime their lanes run on.
         let _on = solo.as_ref().map(|s| s.handle().enter());
-        kvraft_target::clients(&coord, &secret, args.clients, args.window, tracing.as_deref(), "")?
+        kvraft_target::clients(&coord, &secret, args.clients, args.window, tracing.as_deref(), "", args.transport())?
     };
     prefill_for_gets(args, "kvraft", &conns).await?;
     let mut load = load_of(args, "kvraft", args.op, started.as_ref().map(Started::pids));
