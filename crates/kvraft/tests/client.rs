@@ -325,6 +325,11 @@ fn the_client_port_refuses_bad_input_and_goes_on_serving() {
         assert_ne!(leader.leader_id, 0, "{}", leader.status);
         let addr = leader.client_addr.clone();
 
+        // The magic and then nothing: closed once the hello is overdue.
+        let mut silent = TcpStream::connect(&addr).await.unwrap();
+        silent.write_all(CLIENT_WIRE.magic).await.unwrap();
+        let silent = tokio::spawn(closed(silent, "silent after the magic"));
+
         // A wrong secret: refused with the reason, then closed.
         let (s, w) = welcomed(&addr, "nope").await;
         assert!(!w.accepted && w.error.contains("secret"), "{w:?}");
@@ -380,6 +385,8 @@ fn the_client_port_refuses_bad_input_and_goes_on_serving() {
         let mut s = TcpStream::connect(&addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         closed(s, "HTTP/1").await;
+
+        silent.await.unwrap();
 
         // Both wires still serve.
         for transport in [Transport::Frames, Transport::Grpc] {

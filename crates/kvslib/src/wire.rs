@@ -84,6 +84,8 @@ async fn channel(addr: &str) -> Option<tonic::transport::Channel> {
 
 /// The largest reply taken: a value within the servers' limits, with room.
 const MAX_REPLY: usize = 16 << 20;
+/// How long a server may take to answer the client wire's hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One session to a leader over the client wire; reports every reply,
 /// then its end.
@@ -107,7 +109,10 @@ pub async fn session_framed(
             w.write_all(&out).await.ok()?;
             frame::read::<pb::ClientWelcome, _>(&mut r, &mut scratch, MAX_REPLY).await.ok()?
         };
-        match welcome.await {
+        // A leader that stopped (SIGSTOP, a partition) takes the hello into
+        // its socket buffer and never answers: give up and let the driver
+        // try again, as after any closed connection.
+        match tokio::time::timeout(WELCOME_TIMEOUT, welcome).await.ok().flatten() {
             Some(wl) if wl.accepted => {
                 // Replies are read by a task of their own: a read cut off
                 // halfway (by a command to send) would lose its bytes.

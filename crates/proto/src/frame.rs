@@ -61,13 +61,25 @@ impl Wire {
         M: Message + Default,
         R: AsyncRead + Unpin,
     {
-        let mut head = [0u8; 5];
-        r.read_exact(&mut head).await.map_err(truncated)?;
-        if &head[..4] != self.magic {
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic).await.map_err(truncated)?;
+        if &magic != self.magic {
             return Err(FrameError::BadMagic(self.name));
         }
-        if head[4] != self.version {
-            return Err(FrameError::BadVersion { name: self.name, got: head[4], speaks: self.version });
+        self.read_hello_rest(r, max).await
+    }
+
+    /// [`Wire::read_hello`] for a listener that has read the magic already
+    /// (to tell this wire from another on the same port).
+    pub async fn read_hello_rest<M, R>(&self, r: &mut R, max: usize) -> Result<M, FrameError>
+    where
+        M: Message + Default,
+        R: AsyncRead + Unpin,
+    {
+        let mut version = [0u8; 1];
+        r.read_exact(&mut version).await.map_err(truncated)?;
+        if version[0] != self.version {
+            return Err(FrameError::BadVersion { name: self.name, got: version[0], speaks: self.version });
         }
         let mut body = Vec::new();
         match read_body(r, &mut body, max).await? {
@@ -114,11 +126,22 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>, max: usi
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
+    if body.capacity() > KEEP_SCRATCH {
+        // One large frame does not pin its buffer for the connection's life.
+        *body = Vec::new();
+    }
     body.clear();
-    body.resize(len, 0);
-    r.read_exact(body).await.map_err(truncated)?;
+    // Memory grows as the bytes arrive, not as the length claims: a peer
+    // that names a large frame and sends nothing costs nothing.
+    r.take(len as u64).read_to_end(body).await?;
+    if body.len() < len {
+        return Err(FrameError::Truncated);
+    }
     Ok(true)
 }
+
+/// A read buffer above this is dropped before the next frame.
+const KEEP_SCRATCH: usize = 4 << 20;
 
 fn truncated(e: std::io::Error) -> FrameError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Truncated } else { FrameError::Io(e) }
@@ -143,6 +166,16 @@ mod tests {
             assert_eq!(read::<pb::Command, _>(&mut r, &mut scratch, 64).await.unwrap(), Some(cmd.clone()));
         }
         assert_eq!(read::<pb::Command, _>(&mut r, &mut scratch, 64).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_claimed_length_is_not_allocated_before_its_bytes_arrive() {
+        let mut wire = (16u32 << 20).to_be_bytes().to_vec();
+        wire.extend([0u8; 10]);
+        let mut scratch = Vec::new();
+        let r = read::<pb::Command, _>(&mut wire.as_slice(), &mut scratch, 32 << 20).await;
+        assert!(matches!(r, Err(FrameError::Truncated)), "{r:?}");
+        assert!(scratch.capacity() < 1 << 20, "{} bytes allocated for 10 received", scratch.capacity());
     }
 
     #[tokio::test]

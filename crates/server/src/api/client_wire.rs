@@ -3,28 +3,35 @@
 //! `ClientHello`).
 //!
 //! Why a second way in: one client's write crosses the client's hop twice,
-//! and gRPC's HTTP/2 costs each crossing about 8-10 us of CPU on both
-//! sides (docs/perf-log.md, thirteenth session); kvslib speaks this wire,
-//! clients in other languages keep the KvClient service. Both end in the
-//! same place: an `Input::Client` with a `ReplyTo::Stream`, so a command
-//! means the same whichever way it came.
+//! and HTTP/2 on both sides cost one client's put about 50 us of its 0.4
+//! ms here (docs/perf-log.md, thirteenth session); kvslib speaks this
+//! wire, clients in other languages keep the KvClient service. Both end in
+//! the same place: an `Input::Client` with a `ReplyTo::Stream`, so a
+//! command means the same whichever way it came.
 //!
-//! One listener serves both: each accepted connection's first bytes tell
-//! them apart (the client wire starts with its magic, HTTP/2 with its
-//! preface), and the gRPC ones go on to tonic untouched. A connection that
-//! says anything wrong (a bad hello, a frame too large or that does not
-//! decode) is closed; a command that decodes but is invalid gets an error
-//! reply, as on the gRPC session, and the connection goes on.
+//! One listener serves both: each accepted connection's first four bytes
+//! tell them apart (the client wire starts with its magic, HTTP/2 with its
+//! preface), and the gRPC ones go on to tonic with those bytes put back. A
+//! connection that says anything wrong (a bad hello, a frame too large or
+//! that does not decode) is closed, as is one that takes too long to say
+//! which wire it speaks or to finish its hello; a command that decodes but
+//! is invalid gets an error reply, as on the gRPC session, and the
+//! connection goes on. Memory follows what a connection sends, not what
+//! it claims: no read buffer before the secret is checked, frames grown as
+//! their bytes arrive, a reply batch bounded in bytes.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kvraft_proto as pb;
 use kvraft_proto::frame::{self, CLIENT_WIRE as WIRE, FrameError};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::LoopHandle;
 use super::client::{SESSION_IN_FLIGHT, bad_request};
@@ -33,31 +40,37 @@ use crate::node_loop::{Input, ReplyTo};
 
 /// The largest hello: the secret and little else.
 const MAX_HELLO: usize = 4 << 10;
-/// The largest command: a key and a value within the server's limits,
-/// with room to spare (a larger one could never be valid).
-const MAX_COMMAND: usize = 16 << 20;
-/// A connection must show what it speaks within this.
+/// The largest command, as gRPC's default limit: a compare-and-swap with
+/// two values at the server's limit and a key fits, with room to spare.
+const MAX_COMMAND: usize = 4 << 20;
+const _: () = assert!(2 * crate::convert::MAX_VALUE_BYTES + crate::convert::MAX_KEY_BYTES + (64 << 10) < MAX_COMMAND);
+/// A connection must show which wire it speaks within this...
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...and, on the client wire, finish its hello within this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read buffer per connection: many small frames per read under load.
 const READ_BUFFER: usize = 64 << 10;
+/// Replies gathered into one write, at most about this many bytes.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// Accepts on the client port until `stop`: client-wire connections are
 /// served here, every other one is handed to the returned stream (tonic's
-/// incoming connections).
+/// incoming connections) with the bytes read to tell them apart put back.
 pub fn split(
     listener: TcpListener,
     inputs: LoopHandle,
     secret: String,
-    mut stop: watch::Receiver<bool>,
-) -> UnboundedReceiverStream<std::io::Result<TcpStream>> {
+    stop: watch::Receiver<bool>,
+) -> UnboundedReceiverStream<std::io::Result<Rewound>> {
     let (grpc_tx, grpc_rx) = mpsc::unbounded_channel();
+    let mut stopped = stop.clone();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stopped.wait_for(|s| *s) => return,
             };
-            let stream = match accepted {
+            let mut stream = match accepted {
                 Ok((s, _)) => s,
                 Err(e) => {
                     // Out of file descriptors, say: wait rather than spin.
@@ -67,21 +80,26 @@ pub fn split(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (inputs, secret, grpc_tx) = (inputs.clone(), secret.clone(), grpc_tx.clone());
+            let (inputs, secret, grpc_tx, mut stop) = (inputs.clone(), secret.clone(), grpc_tx.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut first = [0u8; 4];
-                let peeked = tokio::time::timeout(SNIFF_TIMEOUT, peek_full(&stream, &mut first)).await;
-                match peeked {
-                    Ok(Ok(())) if &first == WIRE.magic => {
-                        if let Err(e) = serve(stream, inputs, &secret).await {
-                            tracing::debug!("client wire connection closed: {e}");
+                let sniffed = tokio::time::timeout(SNIFF_TIMEOUT, read_up_to(&mut stream, &mut first)).await;
+                match sniffed {
+                    Ok(Ok(4)) if &first == WIRE.magic => {
+                        tokio::select! {
+                            r = serve(stream, inputs, &secret) => {
+                                if let Err(e) = r {
+                                    tracing::debug!("client wire connection closed: {e}");
+                                }
+                            }
+                            _ = stop.wait_for(|s| *s) => {}
                         }
                     }
-                    // Not ours (or too short to tell): gRPC's to judge.
-                    Ok(_) => {
-                        let _ = grpc_tx.send(Ok(stream));
+                    // Not ours: gRPC's to judge, from its first byte.
+                    Ok(Ok(n)) if n > 0 => {
+                        let _ = grpc_tx.send(Ok(Rewound { first, len: n, taken: 0, inner: stream }));
                     }
-                    Err(_) => {} // said nothing: dropped
+                    _ => {} // closed, failed, or silent: dropped
                 }
             });
         }
@@ -89,25 +107,77 @@ pub fn split(
     UnboundedReceiverStream::new(grpc_rx)
 }
 
-/// Waits until `buf.len()` bytes have arrived (without taking them), or the
-/// connection ends first (then `Ok` too, with fewer: the caller tells).
-async fn peek_full(stream: &TcpStream, buf: &mut [u8; 4]) -> std::io::Result<()> {
-    loop {
-        let n = stream.peek(buf).await?;
-        if n == 0 || n >= buf.len() {
-            return Ok(());
+/// Reads until `buf` is full or the connection ends; how many bytes came.
+async fn read_up_to(stream: &mut TcpStream, buf: &mut [u8; 4]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match stream.read(&mut buf[n..]).await? {
+            0 => break,
+            k => n += k,
         }
-        // A first segment shorter than the magic: look again shortly
-        // (peek would return at once with the same bytes).
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(n)
+}
+
+/// A gRPC connection whose first bytes were read to tell the wires apart:
+/// they are read again first.
+pub struct Rewound {
+    first: [u8; 4],
+    len: usize,
+    taken: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.taken < self.len {
+            let rest = &self.first[self.taken..self.len];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.taken += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Rewound {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
     }
 }
 
 /// One client-wire connection: the hello, then commands in and replies out.
 async fn serve(stream: TcpStream, inputs: LoopHandle, secret: &str) -> Result<(), FrameError> {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::with_capacity(READ_BUFFER, r);
-    let hello: pb::ClientHello = WIRE.read_hello(&mut r, MAX_HELLO).await?;
+    let (mut r, mut w) = stream.into_split();
+    let hello: pb::ClientHello =
+        match tokio::time::timeout(HELLO_TIMEOUT, WIRE.read_hello_rest(&mut r, MAX_HELLO)).await {
+            Ok(hello) => hello?,
+            Err(_) => return Err(FrameError::Io(std::io::ErrorKind::TimedOut.into())),
+        };
     let accepted = secret.is_empty() || hello.secret == secret;
     let welcome = pb::ClientWelcome {
         accepted,
@@ -119,6 +189,8 @@ async fn serve(stream: TcpStream, inputs: LoopHandle, secret: &str) -> Result<()
     if !accepted {
         return Ok(());
     }
+    // Only now, past the secret, does the connection get a buffer.
+    let mut r = BufReader::with_capacity(READ_BUFFER, r);
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<pb::Reply, tonic::Status>>();
     // One permit per command taken, given back as its reply is written: a
     // client that sends without reading is held back by TCP, not by this
@@ -130,16 +202,23 @@ async fn serve(stream: TcpStream, inputs: LoopHandle, secret: &str) -> Result<()
         while let Some(first) = rx.recv().await {
             buf.clear();
             let mut n = 0;
-            for reply in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            let mut next = Some(first);
+            while let Some(reply) = next.take() {
                 n += 1;
                 if let Ok(reply) = reply {
                     frame::push(&mut buf, &reply);
+                }
+                if buf.len() < MAX_BATCH_BYTES {
+                    next = rx.try_recv().ok();
                 }
             }
             if w.write_all(&buf).await.is_err() {
                 break;
             }
             writer_permits.add_permits(n);
+            if buf.capacity() > 4 * MAX_BATCH_BYTES {
+                buf = Vec::new(); // a batch of large values does not stay
+            }
         }
         // The reader must not wait for permits that will never come back.
         writer_permits.close();
