@@ -11,7 +11,7 @@ use kvraft_proto as pb;
 
 /// Largest key and value accepted from a client.
 pub const MAX_KEY_BYTES: usize = 4 << 10;
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
+pub use kvraft_core::kv::MAX_VALUE_BYTES;
 /// Snapshots travel in chunks of this size.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -121,6 +121,12 @@ pub fn reply_result(r: &Reply) -> pb::reply::Result {
         Reply::Done => pb::reply::Result::Done(pb::Done {}),
         Reply::Cas { swapped } => pb::reply::Result::Cas(pb::CasResult { swapped: *swapped }),
         Reply::Registered { session } => pb::reply::Result::Registered(pb::Registered { session: *session }),
+        Reply::TooLarge { len } => pb::reply::Result::Error(pb::Error {
+            code: pb::ErrorCode::BadRequest as i32,
+            message: format!("the append would make the value {len} bytes, over the limit of {MAX_VALUE_BYTES}"),
+            leader_id: 0,
+            leader_addr: String::new(),
+        }),
     }
 }
 
@@ -367,6 +373,14 @@ impl SnapshotAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_append_over_the_value_limit_is_a_bad_request() {
+        let r = reply_result(&Reply::TooLarge { len: MAX_VALUE_BYTES + 5 });
+        let pb::reply::Result::Error(e) = r else { panic!("{r:?}") };
+        assert_eq!(e.code, pb::ErrorCode::BadRequest as i32);
+        assert!(e.message.contains(&format!("{} bytes", MAX_VALUE_BYTES + 5)), "{}", e.message);
+    }
 
     #[test]
     fn snapshot_chunks_cover_the_bytes_once_and_the_last_says_so() {

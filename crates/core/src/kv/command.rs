@@ -121,7 +121,16 @@ pub enum Reply {
     Cas { swapped: bool },
     /// The session a registration was given.
     Registered { session: u64 },
+    /// An Append that would have made the value `len` bytes, over
+    /// [`MAX_VALUE_BYTES`]: nothing changed. (Without the bound a key grown
+    /// by appends could outgrow what a reply may carry, and no Get of it
+    /// would ever be answered.)
+    TooLarge { len: usize },
 }
+
+/// The longest value a key may hold: what a Put may bring, and what
+/// Appends may grow a value to.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
 
 /// Why a command was not applied.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]

@@ -4,5 +4,5 @@ mod cautious;
 mod command;
 mod store;
 
-pub use command::{ApplyError, Command, Op, Outcome, REGISTERED_BASE, Reply};
+pub use command::{ApplyError, Command, MAX_VALUE_BYTES, Op, Outcome, REGISTERED_BASE, Reply};
 pub use store::{KvStore, SnapshotError};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
-use super::command::{ApplyError, Command, Op, Outcome, REGISTERED_BASE, Reply};
+use super::command::{ApplyError, Command, MAX_VALUE_BYTES, Op, Outcome, REGISTERED_BASE, Reply};
 use crate::types::{Entry, Index, Payload, Term};
 
 /// One client's exactly-once state.
@@ -157,6 +157,10 @@ fn execute(data: &mut OrdMap<Arc<str>, Arc<str>>, op: &Op) -> Reply {
             Reply::Done
         }
         Op::Append { key, value } => {
+            let len = data.get(key.as_str()).map_or(0, |v| v.len()) + value.len();
+            if len > MAX_VALUE_BYTES {
+                return Reply::TooLarge { len };
+            }
             match data.get_mut(key.as_str()) {
                 Some(v) => *v = [&**v, value.as_str()].concat().into(),
                 None => {
@@ -208,6 +212,24 @@ mod tests {
             kv.apply(&entry(i, "c", 1, i, 1, append(&i.to_string())));
         }
         assert_eq!(KvStore::restore(&kv.snapshot()).unwrap(), kv);
+    }
+
+    #[test]
+    fn appends_grow_a_value_up_to_the_limit_and_no_further() {
+        let mut kv = KvStore::new();
+        let almost = "x".repeat(MAX_VALUE_BYTES - 1);
+        assert_eq!(kv.apply(&entry(1, "c", 1, 1, 1, append(&almost))), Some(Ok(Reply::Done)));
+        assert_eq!(kv.apply(&entry(2, "c", 1, 2, 2, append("y"))), Some(Ok(Reply::Done)));
+        let over = Some(Ok(Reply::TooLarge { len: MAX_VALUE_BYTES + 1 }));
+        assert_eq!(kv.apply(&entry(3, "c", 1, 3, 3, append("z"))), over);
+        // Nothing changed, and a retry of the refused append gets the same answer.
+        assert_eq!(kv.get("k").map(str::len), Some(MAX_VALUE_BYTES));
+        assert!(kv.get("k").is_some_and(|v| v.ends_with('y')));
+        assert_eq!(kv.apply(&entry(4, "c", 1, 3, 3, append("z"))), over);
+        // A new key starts from nothing.
+        let other = Op::Append { key: "other".into(), value: "x".repeat(MAX_VALUE_BYTES + 1) };
+        assert_eq!(kv.apply(&entry(5, "c", 1, 4, 4, other)), Some(Ok(Reply::TooLarge { len: MAX_VALUE_BYTES + 1 })));
+        assert_eq!(kv.get("other"), None);
     }
 
     #[test]
