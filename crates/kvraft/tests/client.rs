@@ -87,6 +87,17 @@ fn results_arrive_in_order_with_64_in_flight() {
     });
 }
 
+/// Issues `ops` in order from a task of their own (results come on the
+/// client's channel).
+fn submit_all(client: &KvClient, ops: Vec<Op>) -> tokio::task::JoinHandle<()> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        for op in ops {
+            client.submit(op).await.unwrap();
+        }
+    })
+}
+
 /// `prefix` keeps the keys of several runs on one cluster apart.
 async fn in_order_with_64_in_flight(cfg: Config, prefix: &str) {
     let (client, mut results) = KvClient::start(cfg).unwrap();
@@ -98,14 +109,7 @@ async fn in_order_with_64_in_flight(cfg: Config, prefix: &str) {
             other => other,
         })
         .collect();
-    let sender = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for op in ops {
-                client.submit(op).await.unwrap();
-            }
-        })
-    };
+    let sender = submit_all(&client, ops);
     let mut got = Vec::new();
     while got.len() < 2000 {
         got.push(results.recv().await.expect("results channel open"));
@@ -124,14 +128,7 @@ fn failover_mid_workload_loses_and_duplicates_nothing() {
         let mut c = cluster(3).await;
         let (client, mut results) = KvClient::start(config(&c, "fo", 16)).unwrap();
         let ops = workload(1000, 5);
-        let sender = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for op in ops {
-                    client.submit(op).await.unwrap();
-                }
-            })
-        };
+        let sender = submit_all(&client, ops);
         let mut got = Vec::new();
         let mut stall = Duration::ZERO;
         let mut last = Instant::now();
