@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::LoopHandle;
 use crate::convert::command_from_pb;
 use crate::node_loop::{Input, ReplyTo};
+use kvraft_core::kv::Command;
 
 pub struct ClientApi {
     pub inputs: LoopHandle,
@@ -38,6 +39,18 @@ pub(crate) fn bad_request(c: &pb::Command, message: String) -> pb::Reply {
     }
 }
 
+/// A client's command ready for the loop, with its tracing token, or the
+/// error reply it gets instead. It takes the command whole: a value of up
+/// to 1 MiB is not copied on the way in.
+pub(crate) fn admit(mut c: pb::Command) -> Result<(Command, Vec<u8>), pb::Reply> {
+    let token = std::mem::take(&mut c.trace);
+    let (session, op_id) = (c.session, c.op_id);
+    command_from_pb(c).map(|cmd| (cmd, token)).map_err(|e| {
+        let c = pb::Command { session, op_id, ..Default::default() };
+        bad_request(&c, e.to_string())
+    })
+}
+
 impl ClientApi {
     async fn unary(
         &self,
@@ -48,12 +61,12 @@ impl ClientApi {
         if !c.op.as_ref().is_some_and(expect) {
             return Ok(Response::new(bad_request(&c, "the operation does not match the call".into())));
         }
-        let cmd = match command_from_pb(c.clone()) {
-            Ok(cmd) => cmd,
-            Err(e) => return Ok(Response::new(bad_request(&c, e.to_string()))),
+        let (cmd, token) = match admit(c) {
+            Ok(admitted) => admitted,
+            Err(reply) => return Ok(Response::new(reply)),
         };
         let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::Client { cmd, reply: ReplyTo::Once(tx), token: c.trace })?;
+        self.inputs.send(Input::Client { cmd, reply: ReplyTo::Once(tx), token })?;
         let reply = rx.await.map_err(|_| Status::unavailable("server is shutting down"))?;
         Ok(Response::new(reply))
     }
@@ -99,15 +112,15 @@ impl pb::kv_client_server::KvClient for ClientApi {
                 let Ok(permit) = permit else { return };
                 let Ok(Some(c)) = commands.message().await else { return };
                 permit.forget();
-                match command_from_pb(c.clone()) {
-                    Ok(cmd) => {
-                        let input = Input::Client { cmd, reply: ReplyTo::Stream(tx.clone()), token: c.trace };
+                match admit(c) {
+                    Ok((cmd, token)) => {
+                        let input = Input::Client { cmd, reply: ReplyTo::Stream(tx.clone()), token };
                         if inputs.send(input).is_err() {
                             return;
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Ok(bad_request(&c, e.to_string())));
+                    Err(reply) => {
+                        let _ = tx.send(Ok(reply));
                     }
                 }
             }

@@ -34,8 +34,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::LoopHandle;
-use super::client::{SESSION_IN_FLIGHT, bad_request};
-use crate::convert::command_from_pb;
+use super::client::{SESSION_IN_FLIGHT, admit};
 use crate::node_loop::{Input, ReplyTo};
 
 /// The largest hello: the secret and little else.
@@ -232,15 +231,14 @@ async fn serve(stream: TcpStream, inputs: LoopHandle, secret: &str) -> Result<()
             Err(e) => break Err(e),
         };
         permit.forget();
-        match command_from_pb(c.clone()) {
-            Ok(cmd) => {
-                let input = Input::Client { cmd, reply: ReplyTo::Stream(tx.clone()), token: c.trace };
-                if inputs.send(input).is_err() {
+        match admit(c) {
+            Ok((cmd, token)) => {
+                if inputs.send(Input::Client { cmd, reply: ReplyTo::Stream(tx.clone()), token }).is_err() {
                     break Ok(()); // shutting down
                 }
             }
-            Err(e) => {
-                let _ = tx.send(Ok(bad_request(&c, e.to_string())));
+            Err(reply) => {
+                let _ = tx.send(Ok(reply));
             }
         }
     };
