@@ -274,27 +274,28 @@ fn concurrent_callers_on_one_client_are_never_stale() {
     });
 }
 
-/// The client port under bad input on the client wire, and on neither
-/// wire: each bad connection is closed (or answered) on its own, and the
-/// server goes on serving both wires.
-#[test]
-fn the_client_port_refuses_bad_input_and_goes_on_serving() {
-    use kvraft_proto as pb;
-    use kvraft_proto::frame::{self, CLIENT_WIRE};
-    use kvraft_proto::secret::with_secret;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
+/// Raw client-wire connections, for the tests of the client port.
+mod raw {
+    pub use kvraft_proto as pb;
+    pub use kvraft_proto::frame::{self, CLIENT_WIRE};
+    pub use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    pub use tokio::net::TcpStream;
 
-    const MAX: usize = 1 << 20;
-    async fn welcomed(addr: &str, secret: &str) -> (TcpStream, pb::ClientWelcome) {
+    use std::time::Duration;
+
+    pub const MAX: usize = 1 << 20;
+
+    /// Connects and says hello with `secret`; the welcome that comes back.
+    pub async fn welcomed(addr: &str, secret: &str) -> (TcpStream, pb::ClientWelcome) {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&CLIENT_WIRE.hello(&pb::ClientHello { secret: secret.into() })).await.unwrap();
         let mut scratch = Vec::new();
         let w = frame::read::<pb::ClientWelcome, _>(&mut s, &mut scratch, MAX).await.unwrap().expect("a welcome");
         (s, w)
     }
+
     /// The server closes `s` (anything it says first is read and dropped).
-    async fn closed(mut s: TcpStream, what: &str) {
+    pub async fn closed(mut s: TcpStream, what: &str) {
         let mut buf = [0u8; 1024];
         let until = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -305,11 +306,22 @@ fn the_client_port_refuses_bad_input_and_goes_on_serving() {
             }
         }
     }
-    fn framed(msg: &impl prost::Message) -> Vec<u8> {
+
+    pub fn framed(msg: &impl prost::Message) -> Vec<u8> {
         let mut out = Vec::new();
         frame::push(&mut out, msg);
         out
     }
+}
+
+/// The client port under bad input on the client wire, and on neither
+/// wire: each bad connection is closed (or answered) on its own, and the
+/// server goes on serving both wires.
+#[test]
+fn the_client_port_refuses_bad_input_and_goes_on_serving() {
+    use kvraft_proto::secret::with_secret;
+    use raw::*;
+
     runtime().block_on(async {
         let secret = r#", "Secret": "s3cret""#;
         let mut c = TestCluster::with_coord(3, secret, secret);
@@ -396,5 +408,66 @@ fn the_client_port_refuses_bad_input_and_goes_on_serving() {
             assert_eq!(kv.execute(Op::Get { key }).await, Ok(Value::Value(Some("v".into()))));
             kv.stop().await;
         }
+    });
+}
+
+/// The client port holds at most `MaxClientConnections` connections, on
+/// both wires together: one more is closed as it comes, and a place is
+/// given back when a connection closes, whichever wire served it.
+#[test]
+fn the_client_port_holds_at_most_max_client_connections() {
+    use raw::*;
+
+    runtime().block_on(async {
+        let mut c = TestCluster::with_coord(3, r#", "MaxClientConnections": 3"#, "");
+        c.start_coord();
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let leader = c.coord_leader(Duration::from_secs(15)).await;
+        assert_ne!(leader.leader_id, 0, "{}", leader.status);
+        let addr = leader.client_addr.clone();
+
+        // Three places: two raw client-wire connections and a gRPC client.
+        let (a, w) = welcomed(&addr, "").await;
+        assert!(w.accepted, "{w:?}");
+        let (b, w) = welcomed(&addr, "").await;
+        assert!(w.accepted, "{w:?}");
+        let mut cfg = config(&c, "grpc-holder", 1);
+        cfg.transport = Transport::Grpc;
+        let (grpc, _r) = KvClient::start(cfg).unwrap();
+        let put = Op::Put { key: "k".into(), value: "v".into() };
+        assert_eq!(grpc.execute(put.clone()).await, Ok(Value::Done));
+
+        // A fourth, on either wire, is closed at once.
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(&CLIENT_WIRE.hello(&pb::ClientHello::default())).await;
+        closed(s, "a fourth client-wire connection").await;
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        closed(s, "a fourth gRPC connection").await;
+
+        // The gRPC client's place comes back once it is gone.
+        grpc.stop().await;
+        drop(_r);
+        let until = Instant::now() + Duration::from_secs(10);
+        let c_ = loop {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            s.write_all(&CLIENT_WIRE.hello(&pb::ClientHello::default())).await.unwrap();
+            let mut scratch = Vec::new();
+            if let Ok(Some(w)) = frame::read::<pb::ClientWelcome, _>(&mut s, &mut scratch, MAX).await {
+                assert!(w.accepted, "{w:?}");
+                break s;
+            }
+            assert!(Instant::now() < until, "the gRPC connection's place did not come back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+
+        // And a raw connection's place: kvslib's client wire serves again.
+        drop((a, b));
+        let (kv, _r) = KvClient::start(config(&c, "after", 1)).unwrap();
+        assert_eq!(kv.execute(put).await, Ok(Value::Done));
+        kv.stop().await;
+        drop(c_);
     });
 }

@@ -456,6 +456,43 @@ fn peer_port_wants_the_secret() {
     });
 }
 
+/// The peer port holds at most 64 connections (crates/server/src/limits.rs):
+/// one more is closed as it comes, even with a good hello, and its place
+/// comes back when one of them closes.
+#[test]
+fn the_peer_port_holds_at_most_64_connections() {
+    use tokio::io::AsyncWriteExt;
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, "");
+        c.start(1);
+        let before = c.status(1).await.term;
+        let addr = c.servers[0].peer_addr.clone();
+        let mut held = Vec::new();
+        for _ in 0..64 {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(&peer_wire::hello("")).await.unwrap();
+            held.push(s);
+        }
+        let mut wire = peer_wire::hello("");
+        wire.extend(peer_wire::frame(&peer_wire::append(before + 1000)));
+        assert!(peer_wire::closed_after(&addr, &wire).await, "a 65th connection was kept");
+        assert_eq!(c.status(1).await.term, before, "the 65th connection's message was stepped");
+
+        // The server sees the closed connection a moment later: until
+        // then a new one is still refused, so try again until one is kept.
+        held.pop();
+        let (mut kept, until) = (Vec::new(), std::time::Instant::now() + Duration::from_secs(10));
+        while c.status(1).await.term != before + 1000 {
+            assert!(std::time::Instant::now() < until, "a freed place did not serve again");
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let _ = s.write_all(&wire).await;
+            kept.push(s);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop((held, kept));
+    });
+}
+
 fn run_kvraft(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(support::kvraft_bin()).args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())

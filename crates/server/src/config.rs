@@ -71,6 +71,11 @@ pub struct ServerConfig {
     /// takes longer; 0 never polls. See `poll.rs`.
     #[serde(default = "default_commit_poll_micros")]
     pub commit_poll_micros: u64,
+    /// Connections the client port holds at once, on both wires; one more
+    /// is closed as it is accepted. Lowered at start to what the process's
+    /// file-descriptor limit leaves beside the log and the peers.
+    #[serde(default = "default_max_client_connections")]
+    pub max_client_connections: usize,
 }
 
 /// As etcd's `--snapshot-count`. Each snapshot encodes the whole map (off
@@ -101,6 +106,14 @@ const MAX_COMMIT_POLL_MICROS: u64 = 10_000;
 
 fn default_commit_poll_micros() -> u64 {
     DEFAULT_COMMIT_POLL_MICROS
+}
+
+/// Far more than a small cluster's clients (kvslib keeps one connection
+/// per client), far less than the memory it would take to fill.
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 1024;
+
+fn default_max_client_connections() -> usize {
+    DEFAULT_MAX_CLIENT_CONNECTIONS
 }
 
 /// A config that cannot be used, with the reason in one line.
@@ -142,6 +155,9 @@ impl ServerConfig {
                 self.commit_poll_micros
             ));
         }
+        if self.max_client_connections == 0 {
+            return Err("MaxClientConnections must be at least 1".into());
+        }
         // It travels in the peer hello, capped before it is checked, and
         // as a gRPC header.
         if let Some(problem) = kvraft_proto::secret::secret_problem(&self.secret) {
@@ -180,6 +196,7 @@ mod tests {
         assert_eq!(c.read_mode, ReadMode::ReadIndex);
         assert_eq!(c.data_dir(), PathBuf::from("data/server1"));
         assert_eq!(c.commit_poll_micros, DEFAULT_COMMIT_POLL_MICROS);
+        assert_eq!(c.max_client_connections, DEFAULT_MAX_CLIENT_CONNECTIONS);
     }
 
     #[test]
@@ -207,6 +224,12 @@ mod tests {
         );
         let e = ServerConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("CommitPollMicros must be at most 10000, not 10001"), "{e}");
+        let (_d, path) = write(
+            r#"{"ServerID": 1, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
+                "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4", "MaxClientConnections": 0}"#,
+        );
+        let e = ServerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("MaxClientConnections must be at least 1"), "{e}");
         let e = ServerConfig::load(Path::new("/nonexistent.json")).unwrap_err().to_string();
         assert!(e.starts_with("cannot read config"), "{e}");
     }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 mod disk;
 mod join;
+mod limits;
 mod node_loop;
 mod peer;
 mod poll;
@@ -202,6 +203,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     });
     let tick = Duration::from_millis(cfg.tick_ms);
     let poll = Duration::from_micros(cfg.commit_poll_micros);
+    let max_client_connections = limits::client_connections(cfg.max_client_connections);
     let loop_task = tokio::spawn(nl.run(rx, tick, poll));
 
     let h = LoopHandle(tx);
@@ -281,7 +283,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             check,
         ))
         .serve_with_incoming_shutdown(
-            api::client_wire::split(client_l, h.clone(), cfg.secret.clone(), stop_rx.clone()),
+            api::client_wire::split(client_l, h.clone(), cfg.secret.clone(), max_client_connections, stop_rx.clone()),
             stopped(stop_rx),
         );
     drop(h);

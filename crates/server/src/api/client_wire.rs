@@ -18,7 +18,10 @@
 //! is invalid gets an error reply, as on the gRPC session, and the
 //! connection goes on. Memory follows what a connection sends, not what
 //! it claims: no read buffer before the secret is checked, frames grown as
-//! their bytes arrive, a reply batch bounded in bytes.
+//! their bytes arrive, a reply batch bounded in bytes. And the port holds
+//! at most `MaxClientConnections` connections at once, on both wires,
+//! those still being sorted included: one more is closed as it is
+//! accepted, so clients cannot take the file descriptors the log needs.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,12 +32,13 @@ use kvraft_proto as pb;
 use kvraft_proto::frame::{self, CLIENT_WIRE as WIRE, FrameError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::LoopHandle;
 use super::client::{SESSION_IN_FLIGHT, admit};
+use crate::limits::Gate;
 use crate::node_loop::{Input, ReplyTo};
 
 /// The largest hello: the secret and little else.
@@ -55,14 +59,18 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Accepts on the client port until `stop`: client-wire connections are
 /// served here, every other one is handed to the returned stream (tonic's
 /// incoming connections) with the bytes read to tell them apart put back.
+/// At most `max_connections` are open at once; each holds a permit until
+/// it closes, whichever wire serves it.
 pub fn split(
     listener: TcpListener,
     inputs: LoopHandle,
     secret: String,
+    max_connections: usize,
     stop: watch::Receiver<bool>,
 ) -> UnboundedReceiverStream<std::io::Result<Rewound>> {
     let (grpc_tx, grpc_rx) = mpsc::unbounded_channel();
     let mut stopped = stop.clone();
+    let mut gate = Gate::new(max_connections, "client port (MaxClientConnections)");
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -78,6 +86,7 @@ pub fn split(
                     continue;
                 }
             };
+            let Some(permit) = gate.admit() else { continue };
             let _ = stream.set_nodelay(true);
             let (inputs, secret, grpc_tx, mut stop) = (inputs.clone(), secret.clone(), grpc_tx.clone(), stop.clone());
             tokio::spawn(async move {
@@ -85,6 +94,7 @@ pub fn split(
                 let sniffed = tokio::time::timeout(SNIFF_TIMEOUT, read_up_to(&mut stream, &mut first)).await;
                 match sniffed {
                     Ok(Ok(4)) if &first == WIRE.magic => {
+                        let _permit = permit;
                         tokio::select! {
                             r = serve(stream, inputs, &secret) => {
                                 if let Err(e) = r {
@@ -96,7 +106,7 @@ pub fn split(
                     }
                     // Not ours: gRPC's to judge, from its first byte.
                     Ok(Ok(n)) if n > 0 => {
-                        let _ = grpc_tx.send(Ok(Rewound { first, len: n, taken: 0, inner: stream }));
+                        let _ = grpc_tx.send(Ok(Rewound { first, len: n, taken: 0, inner: stream, _permit: permit }));
                     }
                     _ => {} // closed, failed, or silent: dropped
                 }
@@ -125,6 +135,9 @@ pub struct Rewound {
     len: usize,
     taken: usize,
     inner: TcpStream,
+    /// The connection's place under `MaxClientConnections`, given back
+    /// when tonic drops the connection.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl AsyncRead for Rewound {
