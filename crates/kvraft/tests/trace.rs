@@ -56,9 +56,13 @@ fn a_traced_demo_passes_the_strict_trace_check() {
 
 #[test]
 fn servers_keep_serving_without_a_tracing_server() {
-    let dead = support::free_port();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
+        // A port held but not listening: connecting is refused, and no
+        // other process (another test's tracing server) can take it.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let dead = held.local_addr().unwrap().port();
         let mut c = support::TestCluster::new(3, &format!(r#", "TracingServerAddr": "127.0.0.1:{dead}""#));
         for id in 1..=3 {
             c.start(id);
@@ -69,6 +73,7 @@ fn servers_keep_serving_without_a_tracing_server() {
             let r = kv.put(support::put("t", i, &format!("k{i}"), "v")).await.unwrap().into_inner();
             assert!(support::is_ok(&r), "{r:?}");
         }
+        drop(held);
     });
 }
 
