@@ -71,6 +71,12 @@ pub struct ServerConfig {
     /// takes longer; 0 never polls. See `poll.rs`.
     #[serde(default = "default_commit_poll_micros")]
     pub commit_poll_micros: u64,
+    /// After a commit or a read answered, a leader polls for up to this
+    /// many microseconds for its clients' next command before it sleeps,
+    /// as long as their commands have been coming that soon; 0 never
+    /// polls. See `poll.rs`.
+    #[serde(default = "default_client_poll_micros")]
+    pub client_poll_micros: u64,
     /// Connections the client port holds at once, on both wires; one more
     /// is closed as it is accepted. Lowered at start to what the process's
     /// file-descriptor limit leaves beside the log and the peers.
@@ -101,7 +107,16 @@ fn default_tick_ms() -> u64 {
 /// commit usually takes only burns CPU.
 pub const DEFAULT_COMMIT_POLL_MICROS: u64 = 1000;
 
-/// A poll is meant to bridge a commit's wait, not to replace sleeping.
+/// A client in a closed loop on loopback or a fast LAN sends its next
+/// command a round trip after its answer: 100 us caught only some of them
+/// here, 200-500 all (docs/perf-log.md).
+pub const DEFAULT_CLIENT_POLL_MICROS: u64 = 300;
+
+fn default_client_poll_micros() -> u64 {
+    DEFAULT_CLIENT_POLL_MICROS
+}
+
+/// A poll is meant to bridge a wait, not to replace sleeping.
 const MAX_COMMIT_POLL_MICROS: u64 = 10_000;
 
 fn default_commit_poll_micros() -> u64 {
@@ -155,6 +170,12 @@ impl ServerConfig {
                 self.commit_poll_micros
             ));
         }
+        if self.client_poll_micros > MAX_COMMIT_POLL_MICROS {
+            return Err(format!(
+                "ClientPollMicros must be at most {MAX_COMMIT_POLL_MICROS}, not {}",
+                self.client_poll_micros
+            ));
+        }
         if self.max_client_connections == 0 {
             return Err("MaxClientConnections must be at least 1".into());
         }
@@ -197,6 +218,7 @@ mod tests {
         assert_eq!(c.data_dir(), PathBuf::from("data/server1"));
         assert_eq!(c.commit_poll_micros, DEFAULT_COMMIT_POLL_MICROS);
         assert_eq!(c.max_client_connections, DEFAULT_MAX_CLIENT_CONNECTIONS);
+        assert_eq!(c.client_poll_micros, DEFAULT_CLIENT_POLL_MICROS);
     }
 
     #[test]
@@ -230,6 +252,12 @@ mod tests {
         );
         let e = ServerConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("MaxClientConnections must be at least 1"), "{e}");
+        let (_d, path) = write(
+            r#"{"ServerID": 1, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
+                "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4", "ClientPollMicros": 20000}"#,
+        );
+        let e = ServerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("ClientPollMicros must be at most 10000, not 20000"), "{e}");
         let e = ServerConfig::load(Path::new("/nonexistent.json")).unwrap_err().to_string();
         assert!(e.starts_with("cannot read config"), "{e}");
     }

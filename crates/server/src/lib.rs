@@ -6,7 +6,8 @@
 //! written inline when that thread is idle; `snapshot`, encoding off the loop)
 //! and the clock (the ticker of `node_loop`). The event loop (`node_loop`)
 //! is the one owner of the core and the state machine; a leader's loop
-//! polls briefly while it waits for a quorum (`poll`).
+//! polls briefly while it waits for a quorum, and for its clients' next
+//! command (`poll`).
 
 pub mod api;
 pub mod config;
@@ -202,9 +203,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         commit: commit.clone(),
     });
     let tick = Duration::from_millis(cfg.tick_ms);
-    let poll = Duration::from_micros(cfg.commit_poll_micros);
+    let polls = node_loop::Polls {
+        quorum: Duration::from_micros(cfg.commit_poll_micros),
+        client: Duration::from_micros(cfg.client_poll_micros),
+    };
     let max_client_connections = limits::client_connections(cfg.max_client_connections);
-    let loop_task = tokio::spawn(nl.run(rx, tick, poll));
+    let loop_task = tokio::spawn(nl.run(rx, tick, polls));
 
     let h = LoopHandle(tx);
     let check = SecretCheck::new(cfg.secret.clone());

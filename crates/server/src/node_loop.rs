@@ -23,7 +23,7 @@ use crate::config::ReadMode;
 use crate::convert::reply_result;
 use crate::disk::{Disk, DiskJob, Durable};
 use crate::peer::outbound::Transport;
-use crate::poll::{QuorumPoll, next_input};
+use crate::poll::{ClientPoll, QuorumPoll, next_input};
 use crate::snapshot;
 
 /// Where a client's result goes: a unary call's reply, or its session stream.
@@ -150,6 +150,14 @@ pub struct NodeLoop {
     inputs: mpsc::UnboundedSender<Input>,
 }
 
+/// How long a leader's loop may poll before it sleeps (see poll.rs).
+pub struct Polls {
+    /// While a quorum is awaited: `CommitPollMicros`.
+    pub quorum: Duration,
+    /// After progress, for the clients' next command: `ClientPollMicros`.
+    pub client: Duration,
+}
+
 pub struct LoopParts {
     pub node: RaftNode,
     pub kv: KvStore,
@@ -232,22 +240,37 @@ impl NodeLoop {
         }
     }
 
-    /// Runs until every input sender is gone. While a quorum is awaited the
-    /// loop may poll for up to `poll` before it sleeps (see [`QuorumPoll`]).
-    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>, tick: Duration, poll: Duration) {
+    /// Runs until every input sender is gone. A leader may poll before it
+    /// sleeps: for up to `polls.quorum` while a quorum is awaited (see
+    /// [`QuorumPoll`]), and for up to `polls.client` after progress, for
+    /// its clients' next command (see [`ClientPoll`]).
+    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>, tick: Duration, polls: Polls) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut poll = QuorumPoll::new(poll);
+        let mut quorum_poll = QuorumPoll::new(polls.quorum);
+        let mut client_poll = ClientPoll::new(polls.client);
         loop {
-            let until = poll.until(self.awaits_quorum(), self.quorum_progress(), Instant::now());
+            let (now, mark) = (Instant::now(), self.quorum_progress());
+            let awaiting = quorum_poll.until(self.awaits_quorum(), mark, now);
+            let next_command = client_poll.until(self.node.role() == Role::Leader, mark, now);
+            let until = awaiting.max(next_command);
             tokio::select! {
                 input = next_input(&mut inputs, until) => {
                     let Some(input) = input else { return };
+                    let mut command_came = |input: &Input| {
+                        if matches!(input, Input::Client { .. }) {
+                            client_poll.command_came(Instant::now());
+                        }
+                    };
+                    command_came(&input);
                     self.handle(input);
                     // Batch whatever else is already queued: one Ready for all.
                     for _ in 0..4096 {
                         match inputs.try_recv() {
-                            Ok(input) => self.handle(input),
+                            Ok(input) => {
+                                command_came(&input);
+                                self.handle(input)
+                            }
                             Err(_) => break,
                         }
                     }

@@ -1,11 +1,14 @@
-//! A leader's poll while it waits for a quorum.
+//! A leader's poll while it waits for a quorum, and for its clients' next
+//! command.
 //!
 //! Why: on a virtual machine, waking a thread whose CPU has halted costs
 //! about half a loopback round trip (tens of microseconds), and a leader
 //! waiting for its followers' acks sleeps through most of each write. So
 //! while a write waits to commit (or a read to be confirmed), the loop
-//! polls its input queue before it sleeps (docs/perf-log.md has the
-//! measurements).
+//! polls its input queue before it sleeps ([`QuorumPoll`]); and after a
+//! commit, while clients have been sending their next command within a
+//! short while of their last answer, it polls for that command too
+//! ([`ClientPoll`]). docs/perf-log.md has the measurements.
 //!
 //! Bounds, so that the poll only runs where it pays:
 //! - it polls at most `budget` after the last progress (a commit, a read
@@ -58,6 +61,50 @@ impl QuorumPoll {
         let since = *self.since.get_or_insert(now);
         let until = since + self.budget;
         (self.pays && until > now).then_some(until)
+    }
+}
+
+/// Whether, and until when, a leader with nothing awaited polls for its
+/// clients' next command: up to `budget` after the last progress (a
+/// commit, a read answered), as long as the last client command judged
+/// came within `budget` of the progress before it. A client in a closed
+/// loop sends its next command a round trip after its answer; one that
+/// sends now and then does not keep the leader busy: its commands come
+/// late, so the poll stops until one comes soon again.
+pub struct ClientPoll {
+    budget: Duration,
+    /// The last progress, and whether a client command has been judged
+    /// against it yet.
+    after: Option<(Instant, bool)>,
+    pays: bool,
+    mark: u64,
+}
+
+impl ClientPoll {
+    /// A zero `budget` never polls.
+    pub fn new(budget: Duration) -> Self {
+        ClientPoll { budget, after: None, pays: true, mark: 0 }
+    }
+
+    /// Until when the loop, about to wait at `now`, polls; `None` to sleep.
+    /// `mark` as for [`QuorumPoll::until`].
+    pub fn until(&mut self, leader: bool, mark: u64, now: Instant) -> Option<Instant> {
+        if mark != self.mark {
+            self.mark = mark;
+            self.after = Some((now, false));
+        }
+        let (at, _) = self.after?;
+        let until = at + self.budget;
+        (leader && self.pays && until > now).then_some(until)
+    }
+
+    /// A client's command came at `at`: the first one after a progress
+    /// says whether polling for it pays.
+    pub fn command_came(&mut self, at: Instant) {
+        if let Some((progress, judged @ false)) = &mut self.after {
+            self.pays = at.saturating_duration_since(*progress) <= self.budget;
+            *judged = true;
+        }
     }
 }
 
@@ -164,5 +211,33 @@ mod tests {
         // That write commits within the budget: polling pays again.
         assert_eq!(p.until(true, 2, t0 + us(10_700)), Some(t0 + us(11_700)));
         assert_eq!(QuorumPoll::new(Duration::ZERO).until(true, 0, t0), None, "0 never polls");
+    }
+
+    #[test]
+    fn polls_for_the_next_command_while_commands_come_soon_after_progress() {
+        let budget = Duration::from_micros(300);
+        let us = |n: u64| Duration::from_micros(n);
+        let t0 = Instant::now();
+        let mut p = ClientPoll::new(budget);
+        assert_eq!(p.until(true, 0, t0), None, "no progress yet: sleep");
+        // A commit: poll up to the budget after it, whatever else comes.
+        assert_eq!(p.until(true, 1, t0), Some(t0 + budget));
+        assert_eq!(p.until(true, 1, t0 + us(100)), Some(t0 + budget));
+        assert_eq!(p.until(true, 1, t0 + us(400)), None, "past the budget: sleep");
+        // A follower never polls for commands.
+        assert_eq!(p.until(false, 2, t0 + us(1000)), None);
+        // Progress, then a command 2 ms later: polling did not pay, so the
+        // next progress sleeps at once...
+        p.command_came(t0 + us(3000));
+        assert_eq!(p.until(true, 3, t0 + us(3500)), None);
+        // ...until a command comes soon after a progress again.
+        p.command_came(t0 + us(3600));
+        assert_eq!(p.until(true, 4, t0 + us(4000)), Some(t0 + us(4300)));
+        // Only the first command after a progress is judged.
+        p.command_came(t0 + us(4100));
+        p.command_came(t0 + us(9000));
+        assert_eq!(p.until(true, 5, t0 + us(9100)), Some(t0 + us(9400)));
+        let mut zero = ClientPoll::new(Duration::ZERO);
+        assert_eq!(zero.until(true, 1, t0), None, "0 never polls");
     }
 }
