@@ -493,6 +493,42 @@ fn the_peer_port_holds_at_most_64_connections() {
     });
 }
 
+/// The control port holds at most 16 connections (crates/server/src/limits.rs):
+/// one more is closed as it comes, and once one closes the coord's calls
+/// get through again.
+#[test]
+fn the_control_port_holds_at_most_16_connections() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, "");
+        c.start(1);
+        // One place, taken by a real client of the control port (the only
+        // one: no coord here), then fifteen silent ones.
+        let mut control = c.control(1).await;
+        let req = || kvraft_proto::LogStateRequest { term: 0, trace: vec![] };
+        control.log_state(req()).await.expect("a call within the bound");
+        let addr = c.servers[0].control_addr.clone();
+        let mut held = Vec::new();
+        for _ in 0..15 {
+            held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+        assert!(peer_wire::closed_after(&addr, b"").await, "a 17th connection was kept");
+        control.log_state(req()).await.expect("the first client goes on");
+
+        held.pop();
+        let (mut served, until) = (false, std::time::Instant::now() + Duration::from_secs(10));
+        while !served {
+            assert!(std::time::Instant::now() < until, "a freed place did not serve again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            served = tokio::time::timeout(Duration::from_secs(2), async {
+                c.control(1).await.log_state(req()).await.is_ok()
+            })
+            .await
+            .unwrap_or(false);
+        }
+        drop(held);
+    });
+}
+
 fn run_kvraft(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(support::kvraft_bin()).args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())

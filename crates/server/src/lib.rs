@@ -31,11 +31,11 @@ use kvraft_proto as pb;
 use kvraft_storage::{FsyncPolicy, Storage, StorageOptions};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
 pub use config::{ConfigError, ServerConfig};
 
 use crate::api::LoopHandle;
+use crate::limits::{Gate, MAX_CONTROL_CONNECTIONS};
 use crate::node_loop::{LoopParts, NodeLoop};
 use kvraft_proto::secret::SecretCheck;
 
@@ -62,15 +62,6 @@ pub enum ServerError {
 
 async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, what, source })
-}
-
-/// A gRPC listener whose accepted connections have Nagle's algorithm off
-/// (tonic's `Server::tcp_nodelay` applies only to listeners it binds itself;
-/// without it, a reply written in two pieces waited for the client's delayed
-/// ACK: the 40-ms stalls once seen as the max latency of nearly every bench
-/// run).
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpIncoming, ServerError> {
-    Ok(TcpIncoming::from(bind_tcp(addr, what).await?).with_nodelay(Some(true)))
 }
 
 /// Starts the heartbeat responder on a thread (and runtime) of its own: the
@@ -181,7 +172,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
 
     // Bind everything first, so a port in use fails before anything runs.
     let peer_l = bind_tcp(cfg.server_server_addr, "ServerServerAddr").await?;
-    let control_l = bind(cfg.server_listen_addr, "ServerListenAddr").await?;
+    let control_l = bind_tcp(cfg.server_listen_addr, "ServerListenAddr").await?;
     let client_l = bind_tcp(cfg.client_listen_addr, "ClientListenAddr").await?;
     let (mute, stop_responder) = start_responder(cfg.server_addr).await?;
     mute_for_tests(mute);
@@ -275,7 +266,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             pb::server_control_server::ServerControlServer::new(api::control::ControlApi { inputs: h.clone() }),
             check.clone(),
         ))
-        .serve_with_incoming_shutdown(control_l, stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            api::admitted::accept(control_l, Gate::new(MAX_CONTROL_CONNECTIONS, "control port"), stop_rx.clone()),
+            stopped(stop_rx.clone()),
+        );
     let client = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(InterceptedService::new(

@@ -19,6 +19,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// within [`RESERVED_FDS`].
 pub const MAX_PEER_CONNECTIONS: usize = 64;
 
+/// Connections the control port holds at once: the coord keeps one, a
+/// restarted coord another, and `kvraft ctl` none.
+pub const MAX_CONTROL_CONNECTIONS: usize = 16;
+
 /// At most one warning about refused connections this often, per port.
 const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
 

@@ -23,20 +23,18 @@
 //! those still being sorted included: one more is closed as it is
 //! accepted, so clients cannot take the file descriptors the log needs.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kvraft_proto as pb;
 use kvraft_proto::frame::{self, CLIENT_WIRE as WIRE, FrameError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::LoopHandle;
+use super::admitted::Admitted;
 use super::client::{SESSION_IN_FLIGHT, admit};
 use crate::limits::Gate;
 use crate::node_loop::{Input, ReplyTo};
@@ -67,7 +65,7 @@ pub fn split(
     secret: String,
     max_connections: usize,
     stop: watch::Receiver<bool>,
-) -> UnboundedReceiverStream<std::io::Result<Rewound>> {
+) -> UnboundedReceiverStream<std::io::Result<Admitted>> {
     let (grpc_tx, grpc_rx) = mpsc::unbounded_channel();
     let mut stopped = stop.clone();
     let mut gate = Gate::new(max_connections, "client port (MaxClientConnections)");
@@ -106,7 +104,7 @@ pub fn split(
                     }
                     // Not ours: gRPC's to judge, from its first byte.
                     Ok(Ok(n)) if n > 0 => {
-                        let _ = grpc_tx.send(Ok(Rewound { first, len: n, taken: 0, inner: stream, _permit: permit }));
+                        let _ = grpc_tx.send(Ok(Admitted::new(stream, &first[..n], permit)));
                     }
                     _ => {} // closed, failed, or silent: dropped
                 }
@@ -126,60 +124,6 @@ async fn read_up_to(stream: &mut TcpStream, buf: &mut [u8; 4]) -> std::io::Resul
         }
     }
     Ok(n)
-}
-
-/// A gRPC connection whose first bytes were read to tell the wires apart:
-/// they are read again first.
-pub struct Rewound {
-    first: [u8; 4],
-    len: usize,
-    taken: usize,
-    inner: TcpStream,
-    /// The connection's place under `MaxClientConnections`, given back
-    /// when tonic drops the connection.
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for Rewound {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if self.taken < self.len {
-            let rest = &self.first[self.taken..self.len];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            self.taken += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewound {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl Connected for Rewound {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.connect_info()
-    }
 }
 
 /// One client-wire connection: the hello, then commands in and replies out.

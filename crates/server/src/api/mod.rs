@@ -1,7 +1,9 @@
-//! The gRPC services a server offers. Each only validates and forwards to
-//! the event loop; none touches the core.
+//! The gRPC services a server offers, and the client wire beside them.
+//! Each only validates and forwards to the event loop; none touches the
+//! core.
 
 pub mod admin;
+pub mod admitted;
 pub mod client;
 pub mod client_wire;
 pub mod control;
