@@ -502,14 +502,18 @@ fn the_control_port_holds_at_most_16_connections() {
         let mut c = TestCluster::new(1, "");
         c.start(1);
         // One place, taken by a real client of the control port (the only
-        // one: no coord here), then fifteen silent ones.
+        // one: no coord here), then fifteen that send HTTP/2's preface and
+        // nothing more (the port waits for them: a silent one would be
+        // closed after 10 s, one that says too little after a keepalive).
         let mut control = c.control(1).await;
         let req = || kvraft_proto::LogStateRequest { term: 0, trace: vec![] };
         control.log_state(req()).await.expect("a call within the bound");
         let addr = c.servers[0].control_addr.clone();
         let mut held = Vec::new();
         for _ in 0..15 {
-            held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut s, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+            held.push(s);
         }
         assert!(peer_wire::closed_after(&addr, b"").await, "a 17th connection was kept");
         control.log_state(req()).await.expect("the first client goes on");
@@ -519,6 +523,36 @@ fn the_control_port_holds_at_most_16_connections() {
         while !served {
             assert!(std::time::Instant::now() < until, "a freed place did not serve again");
             tokio::time::sleep(Duration::from_millis(100)).await;
+            served = tokio::time::timeout(Duration::from_secs(2), async {
+                c.control(1).await.log_state(req()).await.is_ok()
+            })
+            .await
+            .unwrap_or(false);
+        }
+        drop(held);
+    });
+}
+
+/// Connections that say nothing do not hold the control port's places for
+/// good: each is closed after 10 s, and the coord's calls get through.
+#[test]
+fn silent_connections_give_back_the_control_ports_places() {
+    runtime().block_on(async {
+        let mut c = TestCluster::new(1, "");
+        c.start(1);
+        let req = || kvraft_proto::LogStateRequest { term: 0, trace: vec![] };
+        c.control(1).await.log_state(req()).await.expect("the server is up");
+        let addr = c.servers[0].control_addr.clone();
+        // The probe's own connection may still hold a place for a moment:
+        // sixteen silent ones fill the rest, and one more is closed at once.
+        let mut held = Vec::new();
+        for _ in 0..17 {
+            held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+        let (start, mut served) = (std::time::Instant::now(), false);
+        while !served {
+            assert!(start.elapsed() < Duration::from_secs(30), "silent connections kept their places");
+            tokio::time::sleep(Duration::from_millis(500)).await;
             served = tokio::time::timeout(Duration::from_secs(2), async {
                 c.control(1).await.log_state(req()).await.is_ok()
             })

@@ -117,7 +117,7 @@ fn default_client_poll_micros() -> u64 {
 }
 
 /// A poll is meant to bridge a wait, not to replace sleeping.
-const MAX_COMMIT_POLL_MICROS: u64 = 10_000;
+const MAX_POLL_MICROS: u64 = 10_000;
 
 fn default_commit_poll_micros() -> u64 {
     DEFAULT_COMMIT_POLL_MICROS
@@ -164,17 +164,11 @@ impl ServerConfig {
         if self.tick_ms == 0 {
             return Err("TickMs must be at least 1".into());
         }
-        if self.commit_poll_micros > MAX_COMMIT_POLL_MICROS {
-            return Err(format!(
-                "CommitPollMicros must be at most {MAX_COMMIT_POLL_MICROS}, not {}",
-                self.commit_poll_micros
-            ));
+        if self.commit_poll_micros > MAX_POLL_MICROS {
+            return Err(format!("CommitPollMicros must be at most {MAX_POLL_MICROS}, not {}", self.commit_poll_micros));
         }
-        if self.client_poll_micros > MAX_COMMIT_POLL_MICROS {
-            return Err(format!(
-                "ClientPollMicros must be at most {MAX_COMMIT_POLL_MICROS}, not {}",
-                self.client_poll_micros
-            ));
+        if self.client_poll_micros > MAX_POLL_MICROS {
+            return Err(format!("ClientPollMicros must be at most {MAX_POLL_MICROS}, not {}", self.client_poll_micros));
         }
         if self.max_client_connections == 0 {
             return Err("MaxClientConnections must be at least 1".into());

@@ -60,6 +60,11 @@ pub enum ServerError {
     Serve { what: &'static str, source: tonic::transport::Error },
 }
 
+/// A gRPC connection is pinged this often, and closed when a ping goes
+/// unanswered this long: one nobody answers on gives back its place under
+/// the port's bound (see limits.rs).
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
+
 async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, what, source })
 }
@@ -262,16 +267,19 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         Ok::<(), tonic::transport::Error>(())
     };
     let control = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE))
         .add_service(InterceptedService::new(
             pb::server_control_server::ServerControlServer::new(api::control::ControlApi { inputs: h.clone() }),
             check.clone(),
         ))
         .serve_with_incoming_shutdown(
-            api::admitted::accept(control_l, Gate::new(MAX_CONTROL_CONNECTIONS, "control port"), stop_rx.clone()),
+            api::admitted::grpc_port(control_l, Gate::new(MAX_CONTROL_CONNECTIONS, "control port"), stop_rx.clone()),
             stopped(stop_rx.clone()),
         );
     let client = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE))
         .add_service(InterceptedService::new(
             pb::kv_client_server::KvClientServer::new(api::client::ClientApi { inputs: h.clone() }),
             check.clone(),

@@ -251,14 +251,17 @@ impl NodeLoop {
         let mut client_poll = ClientPoll::new(polls.client);
         loop {
             let (now, mark) = (Instant::now(), self.quorum_progress());
-            let awaiting = quorum_poll.until(self.awaits_quorum(), mark, now);
-            let next_command = client_poll.until(self.node.role() == Role::Leader, mark, now);
+            let (leader, awaits) = (self.node.role() == Role::Leader, self.awaits_quorum());
+            let awaiting = quorum_poll.until(awaits, mark, now);
+            // Not while a quorum is awaited: that poll decides then (and
+            // does not poll behind a slow disk).
+            let next_command = client_poll.until(leader && !awaits, mark, now);
             let until = awaiting.max(next_command);
             tokio::select! {
                 input = next_input(&mut inputs, until) => {
                     let Some(input) = input else { return };
                     let mut command_came = |input: &Input| {
-                        if matches!(input, Input::Client { .. }) {
+                        if leader && matches!(input, Input::Client { .. }) {
                             client_poll.command_came(Instant::now());
                         }
                     };

@@ -87,15 +87,16 @@ impl ClientPoll {
     }
 
     /// Until when the loop, about to wait at `now`, polls; `None` to sleep.
-    /// `mark` as for [`QuorumPoll::until`].
-    pub fn until(&mut self, leader: bool, mark: u64, now: Instant) -> Option<Instant> {
+    /// `idle_leader`: a leader with no quorum awaited (else
+    /// [`QuorumPoll`] decides); `mark` as for [`QuorumPoll::until`].
+    pub fn until(&mut self, idle_leader: bool, mark: u64, now: Instant) -> Option<Instant> {
         if mark != self.mark {
             self.mark = mark;
             self.after = Some((now, false));
         }
         let (at, _) = self.after?;
         let until = at + self.budget;
-        (leader && self.pays && until > now).then_some(until)
+        (idle_leader && self.pays && until > now).then_some(until)
     }
 
     /// A client's command came at `at`: the first one after a progress
@@ -224,7 +225,7 @@ mod tests {
         assert_eq!(p.until(true, 1, t0), Some(t0 + budget));
         assert_eq!(p.until(true, 1, t0 + us(100)), Some(t0 + budget));
         assert_eq!(p.until(true, 1, t0 + us(400)), None, "past the budget: sleep");
-        // A follower never polls for commands.
+        // A follower (or a leader awaiting a quorum) never polls for commands.
         assert_eq!(p.until(false, 2, t0 + us(1000)), None);
         // Progress, then a command 2 ms later: polling did not pay, so the
         // next progress sleeps at once...

@@ -7,13 +7,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::limits::Gate;
+use crate::limits::{self, Gate};
 
 pub struct Admitted {
     first: [u8; 4],
@@ -34,39 +34,47 @@ impl Admitted {
     }
 }
 
-/// Accepts on `listener` until `stop`, through `gate`: the connections for
-/// tonic (`serve_with_incoming_shutdown`), with Nagle's algorithm off.
-pub fn accept(
-    listener: TcpListener,
-    mut gate: Gate,
-    mut stop: watch::Receiver<bool>,
-) -> UnboundedReceiverStream<std::io::Result<Admitted>> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    let Some(permit) = gate.admit() else { continue };
-                    // tonic's `tcp_nodelay` covers only listeners it binds
-                    // itself; with Nagle on, a reply written in two pieces
-                    // waited for the client's delayed ACK (40-ms stalls).
-                    let _ = stream.set_nodelay(true);
-                    if tx.send(Ok(Admitted::new(stream, &[], permit))).is_err() {
-                        return; // tonic has stopped serving
-                    }
-                }
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+/// A connection must show its first bytes within this (a client-wire
+/// magic or HTTP/2's preface): one that stays silent gives back its place.
+pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection's first four bytes (fewer if it ends first), within
+/// [`SNIFF_TIMEOUT`]; `None` if it fails, ends at once or stays silent.
+pub async fn first_bytes(stream: &mut TcpStream) -> Option<([u8; 4], usize)> {
+    let mut first = [0u8; 4];
+    let read = async {
+        let mut n = 0;
+        while n < first.len() {
+            match stream.read(&mut first[n..]).await? {
+                0 => break,
+                k => n += k,
             }
         }
-    });
+        Ok::<_, std::io::Error>(n)
+    };
+    match tokio::time::timeout(SNIFF_TIMEOUT, read).await {
+        Ok(Ok(n)) if n > 0 => Some((first, n)),
+        _ => None,
+    }
+}
+
+/// A gRPC-only port: accepts on `listener` until `stop` through `gate`,
+/// and hands tonic each connection that says something within
+/// [`SNIFF_TIMEOUT`].
+pub fn grpc_port(
+    listener: TcpListener,
+    gate: Gate,
+    stop: watch::Receiver<bool>,
+) -> UnboundedReceiverStream<std::io::Result<Admitted>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(limits::accept(listener, gate, stop, move |mut stream, _, permit| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Some((first, n)) = first_bytes(&mut stream).await {
+                let _ = tx.send(Ok(Admitted::new(stream, &first[..n], permit)));
+            }
+        });
+    }));
     UnboundedReceiverStream::new(rx)
 }
 

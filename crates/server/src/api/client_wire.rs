@@ -28,15 +28,15 @@ use std::time::Duration;
 
 use kvraft_proto as pb;
 use kvraft_proto::frame::{self, CLIENT_WIRE as WIRE, FrameError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::LoopHandle;
-use super::admitted::Admitted;
+use super::admitted::{Admitted, first_bytes};
 use super::client::{SESSION_IN_FLIGHT, admit};
-use crate::limits::Gate;
+use crate::limits::{self, Gate};
 use crate::node_loop::{Input, ReplyTo};
 
 /// The largest hello: the secret and little else.
@@ -45,10 +45,15 @@ const MAX_HELLO: usize = 4 << 10;
 /// two values at the server's limit and a key fits, with room to spare.
 const MAX_COMMAND: usize = 4 << 20;
 const _: () = assert!(2 * crate::convert::MAX_VALUE_BYTES + crate::convert::MAX_KEY_BYTES + (64 << 10) < MAX_COMMAND);
-/// A connection must show which wire it speaks within this...
-const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
-/// ...and, on the client wire, finish its hello within this.
+/// On the client wire, a connection must finish its hello within this
+/// (and show its first bytes within `admitted::SNIFF_TIMEOUT`).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection's replies still due when its client stops sending are
+/// written for at most this long.
+const REPLY_GRACE: Duration = Duration::from_secs(10);
+/// A batch of replies the client takes none of for this long closes the
+/// connection: its place under `MaxClientConnections` is not held for good.
+const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Read buffer per connection: many small frames per read under load.
 const READ_BUFFER: usize = 64 << 10;
 /// Replies gathered into one write, at most about this many bytes.
@@ -67,63 +72,32 @@ pub fn split(
     stop: watch::Receiver<bool>,
 ) -> UnboundedReceiverStream<std::io::Result<Admitted>> {
     let (grpc_tx, grpc_rx) = mpsc::unbounded_channel();
-    let mut stopped = stop.clone();
-    let mut gate = Gate::new(max_connections, "client port (MaxClientConnections)");
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stopped.wait_for(|s| *s) => return,
-            };
-            let mut stream = match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!("client port: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Some(permit) = gate.admit() else { continue };
-            let _ = stream.set_nodelay(true);
-            let (inputs, secret, grpc_tx, mut stop) = (inputs.clone(), secret.clone(), grpc_tx.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut first = [0u8; 4];
-                let sniffed = tokio::time::timeout(SNIFF_TIMEOUT, read_up_to(&mut stream, &mut first)).await;
-                match sniffed {
-                    Ok(Ok(4)) if &first == WIRE.magic => {
-                        let _permit = permit;
-                        tokio::select! {
-                            r = serve(stream, inputs, &secret) => {
-                                if let Err(e) = r {
-                                    tracing::debug!("client wire connection closed: {e}");
-                                }
+    let gate = Gate::new(max_connections, "client port (MaxClientConnections)");
+    let stopped = stop.clone();
+    tokio::spawn(limits::accept(listener, gate, stopped, move |mut stream, _, permit| {
+        let (inputs, secret, grpc_tx, mut stop) = (inputs.clone(), secret.clone(), grpc_tx.clone(), stop.clone());
+        tokio::spawn(async move {
+            match first_bytes(&mut stream).await {
+                Some((first, 4)) if &first == WIRE.magic => {
+                    let _permit = permit;
+                    tokio::select! {
+                        r = serve(stream, inputs, &secret) => {
+                            if let Err(e) = r {
+                                tracing::debug!("client wire connection closed: {e}");
                             }
-                            _ = stop.wait_for(|s| *s) => {}
                         }
+                        _ = stop.wait_for(|s| *s) => {}
                     }
-                    // Not ours: gRPC's to judge, from its first byte.
-                    Ok(Ok(n)) if n > 0 => {
-                        let _ = grpc_tx.send(Ok(Admitted::new(stream, &first[..n], permit)));
-                    }
-                    _ => {} // closed, failed, or silent: dropped
                 }
-            });
-        }
-    });
+                // Not ours: gRPC's to judge, from its first byte.
+                Some((first, n)) => {
+                    let _ = grpc_tx.send(Ok(Admitted::new(stream, &first[..n], permit)));
+                }
+                None => {} // closed, failed, or silent: dropped
+            }
+        });
+    }));
     UnboundedReceiverStream::new(grpc_rx)
-}
-
-/// Reads until `buf` is full or the connection ends; how many bytes came.
-async fn read_up_to(stream: &mut TcpStream, buf: &mut [u8; 4]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match stream.read(&mut buf[n..]).await? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// One client-wire connection: the hello, then commands in and replies out.
@@ -153,7 +127,7 @@ async fn serve(stream: TcpStream, inputs: LoopHandle, secret: &str) -> Result<()
     // server's memory.
     let in_flight = Arc::new(Semaphore::new(SESSION_IN_FLIGHT));
     let writer_permits = in_flight.clone();
-    let writer = tokio::spawn(async move {
+    let mut writer = AbortOnDrop(tokio::spawn(async move {
         let mut buf = Vec::new();
         while let Some(first) = rx.recv().await {
             buf.clear();
@@ -168,7 +142,9 @@ async fn serve(stream: TcpStream, inputs: LoopHandle, secret: &str) -> Result<()
                     next = rx.try_recv().ok();
                 }
             }
-            if w.write_all(&buf).await.is_err() {
+            // A client that stops reading holds its replies in TCP's
+            // buffers and then this write; after WRITE_STALL it is closed.
+            if !matches!(tokio::time::timeout(WRITE_STALL, w.write_all(&buf)).await, Ok(Ok(()))) {
                 break;
             }
             writer_permits.add_permits(n);
@@ -178,7 +154,7 @@ async fn serve(stream: TcpStream, inputs: LoopHandle, secret: &str) -> Result<()
         }
         // The reader must not wait for permits that will never come back.
         writer_permits.close();
-    });
+    }));
     let mut scratch = Vec::new();
     let result = loop {
         let Ok(permit) = in_flight.acquire().await else { break Ok(()) };
@@ -200,7 +176,22 @@ async fn serve(stream: TcpStream, inputs: LoopHandle, secret: &str) -> Result<()
         }
     };
     // The writer sends the replies still due, then ends with the last
-    // sender (the loop holds one per command it has not answered).
-    drop((tx, writer));
+    // sender (the loop holds one per command it has not answered); a
+    // client that does not take them gets REPLY_GRACE, then the socket
+    // closes, and the connection's place is given back.
+    drop(tx);
+    if tokio::time::timeout(REPLY_GRACE, &mut writer.0).await.is_err() {
+        tracing::debug!("client wire: replies not taken within {REPLY_GRACE:?}, closing");
+    }
     result
+}
+
+/// A task aborted when its handle is dropped: the writer's socket half
+/// closes with the connection's future, on the server's stop too.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

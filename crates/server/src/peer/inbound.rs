@@ -36,7 +36,7 @@ use kvraft_proto as pb;
 use super::frame;
 use crate::api::LoopHandle;
 use crate::convert::{MAX_RECEIVING_BYTES, SnapshotAssembler};
-use crate::limits::{Gate, MAX_PEER_CONNECTIONS};
+use crate::limits::{self, Gate, MAX_PEER_CONNECTIONS};
 use crate::node_loop::Input;
 
 /// A connection must say hello within this.
@@ -65,28 +65,15 @@ pub struct Inbound {
 
 /// Accepts peer connections until `stop` turns true.
 pub async fn serve(listener: TcpListener, inbound: Inbound, stop: watch::Receiver<bool>) {
-    let mut stopped = stop.clone();
-    let mut gate = Gate::new(MAX_PEER_CONNECTIONS, "peer port");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((conn, from)) => {
-                    let Some(permit) = gate.admit() else { continue };
-                    let (inbound, stop) = (inbound.clone(), stop.clone());
-                    tokio::spawn(async move {
-                        connection(conn, from, inbound, stop).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!("peer listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-    }
+    let gate = Gate::new(MAX_PEER_CONNECTIONS, "peer port");
+    limits::accept(listener, gate, stop.clone(), |conn, from, permit| {
+        let (inbound, stop) = (inbound.clone(), stop.clone());
+        tokio::spawn(async move {
+            connection(conn, from, inbound, stop).await;
+            drop(permit);
+        });
+    })
+    .await
 }
 
 async fn connection(conn: TcpStream, addr: SocketAddr, inbound: Inbound, mut stop: watch::Receiver<bool>) {
