@@ -234,24 +234,22 @@ mod tests {
         let (_d, path) = write(&long);
         let e = ServerConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("Secret is 1025 bytes, above the limit of 1024"), "{e}");
-        let (_d, path) = write(
-            r#"{"ServerID": 1, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
-                "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4", "CommitPollMicros": 10001}"#,
-        );
-        let e = ServerConfig::load(&path).unwrap_err().to_string();
-        assert!(e.contains("CommitPollMicros must be at most 10000, not 10001"), "{e}");
-        let (_d, path) = write(
-            r#"{"ServerID": 1, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
-                "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4", "MaxClientConnections": 0}"#,
-        );
-        let e = ServerConfig::load(&path).unwrap_err().to_string();
-        assert!(e.contains("MaxClientConnections must be at least 1"), "{e}");
-        let (_d, path) = write(
-            r#"{"ServerID": 1, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
-                "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4", "ClientPollMicros": 20000}"#,
-        );
-        let e = ServerConfig::load(&path).unwrap_err().to_string();
-        assert!(e.contains("ClientPollMicros must be at most 10000, not 20000"), "{e}");
+        // A valid config but for one field: the error names it.
+        let with = |field: &str| {
+            let (_d, path) = write(&format!(
+                r#"{{"ServerID": 1, "CoordAddr": "x", "ServerAddr": "127.0.0.1:1", "ServerServerAddr": "127.0.0.1:2",
+                    "ServerListenAddr": "127.0.0.1:3", "ClientListenAddr": "127.0.0.1:4", {field}}}"#
+            ));
+            ServerConfig::load(&path).unwrap_err().to_string()
+        };
+        for (field, error) in [
+            (r#""CommitPollMicros": 10001"#, "CommitPollMicros must be at most 10000, not 10001"),
+            (r#""ClientPollMicros": 20000"#, "ClientPollMicros must be at most 10000, not 20000"),
+            (r#""MaxClientConnections": 0"#, "MaxClientConnections must be at least 1"),
+        ] {
+            let e = with(field);
+            assert!(e.contains(error), "{field}: {e}");
+        }
         let e = ServerConfig::load(Path::new("/nonexistent.json")).unwrap_err().to_string();
         assert!(e.starts_with("cannot read config"), "{e}");
     }
