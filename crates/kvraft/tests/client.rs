@@ -471,3 +471,42 @@ fn the_client_port_holds_at_most_max_client_connections() {
         drop(c_);
     });
 }
+
+/// A leader whose client port is full closes each new connection at once:
+/// kvslib dials it again with waits that double (crates/kvslib/src/backoff.rs),
+/// not every few milliseconds until its operation times out. The server
+/// counts what it refused (Admin's Status).
+#[test]
+fn kvslib_backs_off_from_a_full_client_port() {
+    use raw::*;
+
+    runtime().block_on(async {
+        let mut c = TestCluster::with_coord(3, r#", "MaxClientConnections": 2"#, "");
+        c.start_coord();
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let leader = c.coord_leader(Duration::from_secs(15)).await;
+        assert_ne!(leader.leader_id, 0, "{}", leader.status);
+        // The two places: an Admin channel kept open to ask for the count,
+        // and a raw client-wire connection.
+        let mut admin = c.admin(leader.leader_id).await;
+        let mut refused =
+            async || admin.status(pb::StatusRequest {}).await.unwrap().into_inner().client_connections_refused;
+        let before = refused().await;
+        let (held, w) = welcomed(&leader.client_addr, "").await;
+        assert!(w.accepted, "{w:?}");
+
+        let mut cfg = config(&c, "refused", 1);
+        cfg.op_timeout = Duration::from_secs(3);
+        let (kv, _r) = KvClient::start(cfg).unwrap();
+        let r = kv.execute(Op::Put { key: "k".into(), value: "v".into() }).await;
+        assert!(matches!(r, Err(ClientError::Timeout(_))), "{r:?}");
+        let dials = refused().await - before;
+        // Without the waits: a dial every 10 ms, about 300 in 3 s; with
+        // them about 8 (at once, then 20, 40, ... 1000 ms apart).
+        assert!((1..=30).contains(&dials), "{dials} connections refused in 3 s");
+        kv.stop().await;
+        drop(held);
+    });
+}

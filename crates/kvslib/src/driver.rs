@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use kvraft_proto as pb;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backoff::Redial;
 use crate::op::{ClientError, Op, OpResult, Value};
 use crate::wire;
 
@@ -34,8 +35,11 @@ pub enum Event {
         epoch: u64,
         reply: pb::Reply,
     },
+    /// A connection ended; `served`: its server had taken it (a welcome,
+    /// or the gRPC stream opened), so the next dial need not wait.
     Closed {
         epoch: u64,
+        served: bool,
     },
     Leader(pb::LeaderInfo),
     /// The coord (no epoch) or the server of a connection refused the
@@ -88,6 +92,9 @@ pub struct Driver {
     leader: pb::LeaderInfo,
     /// Resend after this instant (a NoQuorum answer asks for a pause).
     hold_until: Option<Instant>,
+    /// When the leader may be dialled again after connections it closed
+    /// unserved.
+    redial: Redial,
     /// Why the cluster refused this client's Secret, once it did: every
     /// operation then fails at once.
     refused: Option<String>,
@@ -138,6 +145,7 @@ impl Driver {
             next_epoch: 0,
             leader: pb::LeaderInfo::default(),
             hold_until: None,
+            redial: Redial::default(),
             refused: None,
             refused_epochs: Default::default(),
             stop: None,
@@ -231,12 +239,20 @@ impl Driver {
                 // goes on until the leader itself says or shows otherwise
                 // (NotLeader, the connection closed).
                 let moved = self.leader.leader_id != 0;
+                if changed && moved {
+                    self.redial.reset();
+                }
                 if changed && moved && self.conn.as_ref().is_some_and(|c| c.leader != self.leader.leader_id) {
                     self.drop_conn();
                 }
             }
-            Event::Closed { epoch } => {
+            Event::Closed { epoch, served } => {
                 if self.conn.as_ref().is_some_and(|c| c.epoch == epoch) {
+                    if served {
+                        self.redial.reset();
+                    } else {
+                        self.redial.failed(Instant::now());
+                    }
                     self.drop_conn();
                 }
             }
@@ -340,6 +356,7 @@ impl Driver {
         if leader_id != 0 && !leader_addr.is_empty() {
             self.leader.leader_id = leader_id;
             self.leader.client_addr = leader_addr;
+            self.redial.reset();
         } else {
             self.hold_until = Some(Instant::now() + Duration::from_millis(50));
         }
@@ -373,7 +390,7 @@ impl Driver {
     }
 
     fn connect(&mut self) {
-        if self.leader.leader_id == 0 || self.leader.client_addr.is_empty() {
+        if self.leader.leader_id == 0 || self.leader.client_addr.is_empty() || !self.redial.may_dial(Instant::now()) {
             return;
         }
         self.next_epoch += 1;

@@ -16,6 +16,7 @@
 //! the same id registers a new, larger session with the cluster before its
 //! first operation, so it is not locked out whatever its clock says.
 
+mod backoff;
 mod driver;
 mod op;
 mod wire;

@@ -98,6 +98,7 @@ pub async fn session_framed(
 ) {
     use kvraft_proto::frame;
     use tokio::io::AsyncWriteExt;
+    let mut served = false;
     let connected = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(&addr)).await;
     if let Ok(Ok(stream)) = connected {
         let _ = stream.set_nodelay(true);
@@ -114,6 +115,7 @@ pub async fn session_framed(
         // try again, as after any closed connection.
         match tokio::time::timeout(WELCOME_TIMEOUT, welcome).await.ok().flatten() {
             Some(wl) if wl.accepted => {
+                served = true;
                 // Replies are read by a task of their own: a read cut off
                 // halfway (by a command to send) would lose its bytes.
                 let replies = events.clone();
@@ -149,7 +151,7 @@ pub async fn session_framed(
     }
     // Give a dead leader's address a moment before the driver tries again.
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let _ = events.send(Event::Closed { epoch });
+    let _ = events.send(Event::Closed { epoch, served });
 }
 
 /// One session stream to a leader; reports every reply, then its end.
@@ -160,11 +162,13 @@ pub async fn session(
     commands: mpsc::UnboundedReceiver<pb::Command>,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    let mut served = false;
     if let Some(ch) = channel(&addr).await {
         let mut kv = KvClientClient::new(ch);
         let req = with_secret(UnboundedReceiverStream::new(commands), &secret);
         match kv.session(req).await {
             Ok(resp) => {
+                served = true;
                 let mut replies = resp.into_inner();
                 while let Ok(Some(reply)) = replies.message().await {
                     if events.send(Event::Reply { epoch, reply }).is_err() {
@@ -181,7 +185,7 @@ pub async fn session(
     }
     // Give a dead leader's address a moment before the driver tries again.
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let _ = events.send(Event::Closed { epoch });
+    let _ = events.send(Event::Closed { epoch, served });
 }
 
 /// Follows the coord's leader announcements for as long as the client lives.

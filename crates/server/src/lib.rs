@@ -277,6 +277,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             api::admitted::grpc_port(control_l, Gate::new(MAX_CONTROL_CONNECTIONS, "control port"), stop_rx.clone()),
             stopped(stop_rx.clone()),
         );
+    let client_gate = Gate::new(max_client_connections, "client port (MaxClientConnections)");
+    let client_refused = client_gate.refused();
     let client = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE))
@@ -285,11 +287,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             check.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::admin_server::AdminServer::new(api::admin::AdminApi { inputs: h.clone() }),
+            pb::admin_server::AdminServer::new(api::admin::AdminApi { inputs: h.clone(), refused: client_refused }),
             check,
         ))
         .serve_with_incoming_shutdown(
-            api::client_wire::split(client_l, h.clone(), cfg.secret.clone(), max_client_connections, stop_rx.clone()),
+            api::client_wire::split(client_l, h.clone(), cfg.secret.clone(), client_gate, stop_rx.clone()),
             stopped(stop_rx),
         );
     drop(h);

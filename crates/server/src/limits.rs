@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -46,11 +47,19 @@ pub struct Gate {
     what: &'static str,
     refused: u64,
     warned: Option<Instant>,
+    /// Connections refused since the gate was made (see [`Gate::refused`]).
+    refused_total: Arc<AtomicU64>,
 }
 
 impl Gate {
     pub fn new(max: usize, what: &'static str) -> Self {
-        Gate { open: Arc::new(Semaphore::new(max)), max, what, refused: 0, warned: None }
+        Gate { open: Arc::new(Semaphore::new(max)), max, what, refused: 0, warned: None, refused_total: Arc::default() }
+    }
+
+    /// How many connections this gate has refused, kept up as it refuses
+    /// more (the client port's goes out in the Admin service's Status).
+    pub fn refused(&self) -> Arc<AtomicU64> {
+        self.refused_total.clone()
     }
 
     /// A place for a connection just accepted, or `None` (with a warning,
@@ -62,6 +71,7 @@ impl Gate {
             return Some(permit);
         }
         self.refused += 1;
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
         if self.warned.is_none_or(|w| w.elapsed() >= REFUSAL_WARNING_EVERY) {
             tracing::warn!(
                 "{}: {} connections open, the most it holds; refused {} since the last warning",
@@ -179,11 +189,13 @@ mod tests {
     #[test]
     fn a_gate_admits_up_to_its_max_and_takes_back_dropped_places() {
         let mut gate = Gate::new(2, "test port");
+        let refused = gate.refused();
         let a = gate.admit().expect("a first place");
         let _b = gate.admit().expect("a second place");
         assert!(gate.admit().is_none());
         assert!(gate.admit().is_none());
         drop(a);
         assert!(gate.admit().is_some());
+        assert_eq!(refused.load(Ordering::Relaxed), 2);
     }
 }

@@ -661,6 +661,8 @@ impl NodeLoop {
             snapshot_index: n.snapshot_meta().index,
             peers,
             disk_bytes: self.disk.stats.bytes.load(Ordering::Relaxed),
+            // Filled in by the Admin service, which holds the port's count.
+            client_connections_refused: 0,
         }
     }
 }

@@ -160,6 +160,7 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
                 "applied_index": st.as_ref().map(|x| x.applied_index),
                 "last_log_index": st.as_ref().map(|x| x.last_log_index),
                 "snapshot_index": st.as_ref().map(|x| x.snapshot_index),
+                "client_connections_refused": st.as_ref().map(|x| x.client_connections_refused),
                 "leader": view.leader_id == s.id,
             });
             println!("{v}");

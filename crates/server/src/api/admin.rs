@@ -1,6 +1,9 @@
 //! Admin: status, the log and a digest of the state, for `kvraft ctl`, the
 //! fault harness and people.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use kvraft_proto as pb;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
@@ -10,6 +13,8 @@ use crate::node_loop::Input;
 
 pub struct AdminApi {
     pub inputs: LoopHandle,
+    /// The client port's refused connections (see `limits::Gate`).
+    pub refused: Arc<AtomicU64>,
 }
 
 #[tonic::async_trait]
@@ -17,7 +22,9 @@ impl pb::admin_server::Admin for AdminApi {
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Status(tx))?;
-        Ok(Response::new(rx.await.map_err(|_| Status::unavailable("server is shutting down"))?))
+        let mut status = rx.await.map_err(|_| Status::unavailable("server is shutting down"))?;
+        status.client_connections_refused = self.refused.load(Ordering::Relaxed);
+        Ok(Response::new(status))
     }
 
     async fn digest(&self, _: Request<pb::DigestRequest>) -> Result<Response<pb::DigestReply>, Status> {

@@ -62,17 +62,16 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Accepts on the client port until `stop`: client-wire connections are
 /// served here, every other one is handed to the returned stream (tonic's
 /// incoming connections) with the bytes read to tell them apart put back.
-/// At most `max_connections` are open at once; each holds a permit until
-/// it closes, whichever wire serves it.
+/// At most as many as `gate` admits are open at once; each holds its place
+/// until it closes, whichever wire serves it.
 pub fn split(
     listener: TcpListener,
     inputs: LoopHandle,
     secret: String,
-    max_connections: usize,
+    gate: Gate,
     stop: watch::Receiver<bool>,
 ) -> UnboundedReceiverStream<std::io::Result<Admitted>> {
     let (grpc_tx, grpc_rx) = mpsc::unbounded_channel();
-    let gate = Gate::new(max_connections, "client port (MaxClientConnections)");
     let stopped = stop.clone();
     tokio::spawn(limits::accept(listener, gate, stopped, move |mut stream, _, permit| {
         let (inputs, secret, grpc_tx, mut stop) = (inputs.clone(), secret.clone(), grpc_tx.clone(), stop.clone());
