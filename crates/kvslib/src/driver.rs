@@ -226,6 +226,9 @@ impl Driver {
         match ev {
             Event::Leader(info) => {
                 let changed = info.leader_id != self.leader.leader_id || info.client_addr != self.leader.client_addr;
+                // The same server chosen again (a new term) is worth a dial
+                // at once too: it may be back from an outage.
+                let reelected = info.term != self.leader.term;
                 self.leader = info;
                 if self.leader.quorum_impossible {
                     let why = self.leader.status.clone();
@@ -239,7 +242,7 @@ impl Driver {
                 // goes on until the leader itself says or shows otherwise
                 // (NotLeader, the connection closed).
                 let moved = self.leader.leader_id != 0;
-                if changed && moved {
+                if (changed || reelected) && moved {
                     self.redial.reset();
                 }
                 if changed && moved && self.conn.as_ref().is_some_and(|c| c.leader != self.leader.leader_id) {
@@ -247,12 +250,15 @@ impl Driver {
                 }
             }
             Event::Closed { epoch, served } => {
+                // Counted even when the connection was already dropped here
+                // (a send that failed first): a served one at any time says
+                // the leader takes us; the latest dial failing, that it does not.
+                if served {
+                    self.redial.reset();
+                } else if epoch == self.next_epoch {
+                    self.redial.failed(Instant::now());
+                }
                 if self.conn.as_ref().is_some_and(|c| c.epoch == epoch) {
-                    if served {
-                        self.redial.reset();
-                    } else {
-                        self.redial.failed(Instant::now());
-                    }
                     self.drop_conn();
                 }
             }
