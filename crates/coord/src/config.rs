@@ -37,6 +37,23 @@ pub struct CoordConfig {
     /// A heartbeat is lost after max(RTT estimate, this floor), in milliseconds.
     #[serde(default = "default_rtt_floor_ms")]
     pub rtt_floor_ms: u64,
+    /// A coord that lost its state waits this long, once a majority of the
+    /// servers have joined it again, for the rest, in milliseconds.
+    #[serde(default = "default_rejoin_grace_ms")]
+    pub rejoin_grace_ms: u64,
+}
+
+/// Every running server notices a coord that lost its state within about
+/// a second (the server's `join.rs`): 3 s leaves room for a loaded machine,
+/// and a server down for good holds the cluster up no longer than that.
+pub const DEFAULT_REJOIN_GRACE_MS: u64 = 3000;
+
+/// Bounds of `RejoinGraceMs`: below, running servers would be left out;
+/// above, a dead one would hold the cluster without a leader too long.
+const REJOIN_GRACE_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+
+fn default_rejoin_grace_ms() -> u64 {
+    DEFAULT_REJOIN_GRACE_MS
 }
 
 // Detection takes about (LostMsgsThresh - 1) * HeartbeatMs + RttFloorMs:
@@ -87,10 +104,22 @@ impl CoordConfig {
                 self.rtt_floor_ms
             ));
         }
+        if !REJOIN_GRACE_MS.contains(&self.rejoin_grace_ms) {
+            return Err(format!(
+                "RejoinGraceMs must be {} to {}, not {}",
+                REJOIN_GRACE_MS.start(),
+                REJOIN_GRACE_MS.end(),
+                self.rejoin_grace_ms
+            ));
+        }
         if let Some(problem) = kvraft_proto::secret::secret_problem(&self.secret) {
             return Err(problem);
         }
         Ok(())
+    }
+
+    pub fn rejoin_grace(&self) -> Duration {
+        Duration::from_millis(self.rejoin_grace_ms)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -126,6 +155,7 @@ mod tests {
         std::fs::write(&path, cfg(5)).unwrap();
         let c = CoordConfig::load(&path).unwrap();
         assert_eq!((c.num_servers, c.lost_msgs_thresh, c.heartbeat_ms, c.rtt_floor_ms), (5, 3, 25, 150));
+        assert_eq!(c.rejoin_grace_ms, DEFAULT_REJOIN_GRACE_MS);
         std::fs::write(&path, cfg(4)).unwrap();
         let e = CoordConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("NumServers must be"), "{e}");
@@ -145,6 +175,9 @@ mod tests {
         assert_eq!(check(r#", "RttFloorMs": 500"#), Ok(true));
         let e = check(r#", "RttFloorMs": 501"#).unwrap_err();
         assert!(e.starts_with("RttFloorMs must be at most 500"), "{e}");
+        assert_eq!(check(r#", "RejoinGraceMs": 100"#), Ok(true));
+        let e = check(r#", "RejoinGraceMs": 99"#).unwrap_err();
+        assert!(e.starts_with("RejoinGraceMs must be 100 to 600000, not 99"), "{e}");
         let e = check(r#", "Secret": "two\nlines""#).unwrap_err();
         assert!(e.contains("printable ASCII"), "{e}");
         assert!(check(&format!(r#", "Secret": "{}""#, "s".repeat(1025))).unwrap_err().contains("1025 bytes"));

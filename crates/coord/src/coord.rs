@@ -24,19 +24,12 @@ pub enum Input {
     Selected(Outcome),
     /// What the servers said about themselves after a coord restart.
     Rediscovered(Option<(u64, u64)>),
-    /// [`REJOIN_GRACE`] has passed since a majority of a cluster that ran
-    /// before joined this coord, which had lost its state.
+    /// The rejoin grace (`RejoinGraceMs`) has passed since a majority of
+    /// a cluster that ran before joined this coord, which had lost its state.
     RejoinGraceOver,
     Retry,
     View(oneshot::Sender<pb::ClusterView>),
 }
-
-/// A coord that lost its state waits this long, once a majority of the
-/// servers have joined it again, for the rest (every running server
-/// notices within about a second, see the server's `join.rs`) before it
-/// goes on without them: a server down for good must not keep a cluster
-/// that still has its majority from ever having a leader again.
-pub const REJOIN_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Coord {
     n: u64,
@@ -49,7 +42,12 @@ pub struct Coord {
     /// failed meanwhile, whose answer may be out of date by the time it
     /// arrives.
     rediscovery_saw: Option<BTreeSet<u64>>,
-    /// The [`REJOIN_GRACE`] timer is running.
+    /// A coord that lost its state waits this long (`RejoinGraceMs`), once
+    /// a majority of the servers have joined it again, for the rest before
+    /// it goes on without them: a server down for good must not keep a
+    /// cluster that still has its majority from ever having a leader again.
+    rejoin_grace: Duration,
+    /// The rejoin grace timer is running.
     rejoin_grace_armed: bool,
     leader: Option<u64>,
     selecting: bool,
@@ -72,6 +70,7 @@ fn token(trace: &Trace) -> Vec<u8> {
 
 pub struct Parts {
     pub num_servers: u64,
+    pub rejoin_grace: Duration,
     pub file: StateFile,
     pub state: Persisted,
     pub monitor: Monitor,
@@ -93,6 +92,7 @@ impl Coord {
             state: p.state,
             alive: BTreeMap::new(),
             rediscovery_saw: None,
+            rejoin_grace: p.rejoin_grace,
             rejoin_grace_armed: false,
             leader: None,
             selecting: false,
@@ -320,14 +320,14 @@ impl Coord {
 
     /// A coord that lost its state and has heard again from a majority of
     /// a cluster that ran before (a join reported a term above 0) gives
-    /// the rest [`REJOIN_GRACE`] to join too.
+    /// the rest the rejoin grace to join too.
     fn maybe_arm_rejoin_grace(&mut self) {
         let quorum = self.n / 2 + 1;
         if self.rejoin_grace_armed || self.state.term == 0 || (self.state.members.len() as u64) < quorum {
             return;
         }
         self.rejoin_grace_armed = true;
-        self.send_in(REJOIN_GRACE, Input::RejoinGraceOver);
+        self.send_in(self.rejoin_grace, Input::RejoinGraceOver);
     }
 
     /// The grace is over and some servers have not joined again: the join
@@ -357,7 +357,7 @@ impl Coord {
             "{} of {} servers joined again within {:?}; going on without {missing:?} (they join when they are back); asking who leads",
             joined.len(),
             self.n,
-            REJOIN_GRACE
+            self.rejoin_grace
         );
         self.trace.record("RejoinCompleted", json!({"Joined": joined, "Missing": missing}));
         self.configure(None);

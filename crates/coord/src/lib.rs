@@ -74,6 +74,7 @@ pub async fn run(cfg: CoordConfig, shutdown: impl Future<Output = ()> + Send + '
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(pb::LeaderInfo::default());
     let actor = coord::Coord::new(coord::Parts {
         num_servers: cfg.num_servers,
+        rejoin_grace: cfg.rejoin_grace(),
         file,
         state,
         monitor,

@@ -162,6 +162,7 @@ async fn start(detector: (u32, u64, u64)) -> Cluster {
         data_dir: Some(dir.path().join("coord")),
         heartbeat_ms: detector.1,
         rtt_floor_ms: detector.2,
+        rejoin_grace_ms: kvraft_coord::config::DEFAULT_REJOIN_GRACE_MS,
     };
     let (servers, clients) = (cfg.server_api_listen_addr, cfg.client_api_listen_addr);
     tokio::spawn(async move {

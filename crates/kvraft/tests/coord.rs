@@ -611,3 +611,45 @@ fn a_coord_restarted_during_its_rejoin_grace_still_goes_on() {
         assert_eq!(joined().map(|j| j.1), Some(true));
     });
 }
+
+/// `RejoinGraceMs` is the coord's to set: with a minute of grace, a coord
+/// that lost its state and has two of three servers back still waits for
+/// the third well past the default 3 s, and goes on as soon as it joins.
+#[test]
+fn the_rejoin_grace_is_the_configured_one() {
+    runtime().block_on(async {
+        let mut c = TestCluster::with_coord(3, "", r#", "RejoinGraceMs": 60000"#);
+        c.start_coord();
+        for id in 1..=3 {
+            c.start(id);
+        }
+        let before = leader(&c).await;
+        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
+        let dead = (1..=3).find(|&id| id != before.leader_id).unwrap();
+        c.kill9(dead);
+        c.kill9_coord();
+        let dir = c.dir.path().join("coord");
+        std::fs::remove_dir_all(&dir).unwrap();
+        c.start_coord();
+        let path = dir.join("coord_state.json");
+        let joined = || -> Option<(usize, bool)> {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+            Some((v["members"].as_array()?.len(), v["join_complete"].as_bool()?))
+        };
+        c.wait_until("the two live servers join the coord again", Duration::from_secs(20), || async {
+            joined() == Some((2, false))
+        })
+        .await;
+        // Twice the default grace: the default would have gone on by now.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(joined(), Some((2, false)), "the coord went on before its configured grace");
+        assert_eq!(c.coord_leader(Duration::ZERO).await.leader_id, 0, "a leader before the join completed");
+        c.start(dead);
+        c.wait_until("all three join and the coord names a leader", Duration::from_secs(20), || async {
+            c.coord_leader(Duration::from_millis(200)).await.leader_id != 0
+        })
+        .await;
+        assert_eq!(joined(), Some((3, true)));
+        put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+    });
+}

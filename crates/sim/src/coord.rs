@@ -32,7 +32,7 @@ const SELECTION_TIMEOUT_MS: u64 = 150;
 /// How long a restarted coord waits for the servers' status answers (the
 /// real one asks them one by one, each call with a timeout).
 const REDISCOVERY_TIMEOUT_MS: u64 = 100;
-/// As the real coord's `REJOIN_GRACE` (3 s against a 1-s `Known` poll),
+/// As the real coord's `RejoinGraceMs` (3 s by default against a 1-s `Known` poll),
 /// scaled to the model's 200-ms poll.
 const REJOIN_GRACE_MS: u64 = 600;
 
