@@ -14,14 +14,19 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn cluster(n: u64) -> TestCluster {
-    let mut c = TestCluster::with_coord(n, "", "");
+    cluster_with(n, "").await.0
+}
+
+/// `n` servers with `extra` in their configs, and a coord; its leader.
+async fn cluster_with(n: u64, extra: &str) -> (TestCluster, kvraft_proto::LeaderInfo) {
+    let mut c = TestCluster::with_coord(n, extra, "");
     c.start_coord();
     for id in 1..=n {
         c.start(id);
     }
     let info = c.coord_leader(Duration::from_secs(15)).await;
     assert_ne!(info.leader_id, 0, "{}", info.status);
-    c
+    (c, info)
 }
 
 fn config(c: &TestCluster, id: &str, window: usize) -> Config {
@@ -419,13 +424,7 @@ fn the_client_port_holds_at_most_max_client_connections() {
     use raw::*;
 
     runtime().block_on(async {
-        let mut c = TestCluster::with_coord(3, r#", "MaxClientConnections": 3"#, "");
-        c.start_coord();
-        for id in 1..=3 {
-            c.start(id);
-        }
-        let leader = c.coord_leader(Duration::from_secs(15)).await;
-        assert_ne!(leader.leader_id, 0, "{}", leader.status);
+        let (c, leader) = cluster_with(3, r#", "MaxClientConnections": 3"#).await;
         let addr = leader.client_addr.clone();
 
         // Three places: two raw client-wire connections and a gRPC client.
@@ -481,13 +480,7 @@ fn kvslib_backs_off_from_a_full_client_port() {
     use raw::*;
 
     runtime().block_on(async {
-        let mut c = TestCluster::with_coord(3, r#", "MaxClientConnections": 2"#, "");
-        c.start_coord();
-        for id in 1..=3 {
-            c.start(id);
-        }
-        let leader = c.coord_leader(Duration::from_secs(15)).await;
-        assert_ne!(leader.leader_id, 0, "{}", leader.status);
+        let (c, leader) = cluster_with(3, r#", "MaxClientConnections": 2"#).await;
         // The two places: an Admin channel kept open to ask for the count,
         // and a raw client-wire connection.
         let mut admin = c.admin(leader.leader_id).await;

@@ -574,6 +574,31 @@ fn a_state_file_from_before_incarnations_costs_no_failover() {
     assert_eq!(text.matches(r#""Tag":"LeaderFailOver""#).count(), 0, "{text}");
 }
 
+/// After a write, kills a follower and the coord, wipes the coord's state
+/// and starts it again, and waits until the two live servers have joined
+/// it again. Returns the killed server and a reader of the coord's state
+/// file: (members joined, whether the join is complete).
+async fn coord_wiped_with_a_server_down(c: &mut TestCluster) -> (u64, impl Fn() -> Option<(usize, bool)> + use<>) {
+    let before = leader(c).await;
+    put_via_coord(c, "t", 1, "a", Duration::from_secs(10)).await;
+    let dead = (1..=3).find(|&id| id != before.leader_id).unwrap();
+    c.kill9(dead);
+    c.kill9_coord();
+    let dir = c.dir.path().join("coord");
+    std::fs::remove_dir_all(&dir).unwrap();
+    c.start_coord();
+    let path = dir.join("coord_state.json");
+    let joined = move || -> Option<(usize, bool)> {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+        Some((v["members"].as_array()?.len(), v["join_complete"].as_bool()?))
+    };
+    c.wait_until("the two live servers join the coord again", Duration::from_secs(20), || async {
+        joined() == Some((2, false))
+    })
+    .await;
+    (dead, joined)
+}
+
 /// The coord loses its state with a server down, the two others join it
 /// again, and it crashes again (its new state kept) before its rejoin
 /// grace is over. The servers that joined are known to it now and do not
@@ -583,23 +608,7 @@ fn a_state_file_from_before_incarnations_costs_no_failover() {
 fn a_coord_restarted_during_its_rejoin_grace_still_goes_on() {
     runtime().block_on(async {
         let mut c = started(3, "").await;
-        let before = leader(&c).await;
-        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
-        let dead = (1..=3).find(|&id| id != before.leader_id).unwrap();
-        c.kill9(dead);
-        c.kill9_coord();
-        let dir = c.dir.path().join("coord");
-        std::fs::remove_dir_all(&dir).unwrap();
-        c.start_coord();
-        let path = dir.join("coord_state.json");
-        let joined = || -> Option<(usize, bool)> {
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
-            Some((v["members"].as_array()?.len(), v["join_complete"].as_bool()?))
-        };
-        c.wait_until("the two live servers join the coord again", Duration::from_secs(20), || async {
-            joined() == Some((2, false))
-        })
-        .await;
+        let (_dead, joined) = coord_wiped_with_a_server_down(&mut c).await;
         c.kill9_coord();
         assert_eq!(joined(), Some((2, false)), "the join completed before the coord was killed");
         c.start_coord();
@@ -623,23 +632,7 @@ fn the_rejoin_grace_is_the_configured_one() {
         for id in 1..=3 {
             c.start(id);
         }
-        let before = leader(&c).await;
-        put_via_coord(&c, "t", 1, "a", Duration::from_secs(10)).await;
-        let dead = (1..=3).find(|&id| id != before.leader_id).unwrap();
-        c.kill9(dead);
-        c.kill9_coord();
-        let dir = c.dir.path().join("coord");
-        std::fs::remove_dir_all(&dir).unwrap();
-        c.start_coord();
-        let path = dir.join("coord_state.json");
-        let joined = || -> Option<(usize, bool)> {
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
-            Some((v["members"].as_array()?.len(), v["join_complete"].as_bool()?))
-        };
-        c.wait_until("the two live servers join the coord again", Duration::from_secs(20), || async {
-            joined() == Some((2, false))
-        })
-        .await;
+        let (dead, joined) = coord_wiped_with_a_server_down(&mut c).await;
         // Twice the default grace: the default would have gone on by now.
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(joined(), Some((2, false)), "the coord went on before its configured grace");
