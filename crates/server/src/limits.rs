@@ -94,6 +94,10 @@ pub async fn accept(
     mut stop: watch::Receiver<bool>,
     mut admitted: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
 ) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -105,10 +109,6 @@ pub async fn accept(
                 // Nagle off: a reply written in two pieces would wait for
                 // the client's delayed ACK (the 40-ms stalls once seen).
                 let _ = stream.set_nodelay(true);
-                let keepalive = socket2::TcpKeepalive::new()
-                    .with_time(KEEPALIVE_IDLE)
-                    .with_interval(KEEPALIVE_INTERVAL)
-                    .with_retries(KEEPALIVE_RETRIES);
                 let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                 admitted(stream, from, permit);
             }
