@@ -146,7 +146,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--ops must be at least 4");
     }
     let _ = std::fs::remove_dir_all(&args.dir);
-    let layout = Arc::new(Layout::create_traced(&args.dir, args.servers, &args.config, true)?);
+    let mut layout = Layout::create_traced(&args.dir, args.servers, &args.config, true)?;
+    // The "partition" failure silences the leader's responder.
+    layout.partition_switch = true;
+    let layout = Arc::new(layout);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         tokio::select! {

@@ -17,6 +17,10 @@ pub fn free_port() -> anyhow::Result<u16> {
     kvraft_faults::port::free_port().context("picking a loopback port")
 }
 
+/// The servers' test switch: while the file it names exists, the heartbeat
+/// responder is silent.
+const MUTE_FILE_ENV: &str = "KVRAFT_TEST_FCHECK_MUTE_FILE";
+
 pub struct ServerAddrs {
     pub id: u64,
     pub client: String,
@@ -33,6 +37,11 @@ pub struct Layout {
     /// The cluster's Secret (from the template's coord config): every
     /// request to the coord, the servers and the tracing server carries it.
     pub secret: String,
+    /// Servers are started with the switch that silences their heartbeat
+    /// responder (see [`Layout::mute_file`]). Only the demo stages that
+    /// partition: a server with the switch checks its file every 10 ms, a
+    /// wake-up of its loop that benchmarks and users' clusters need not pay.
+    pub partition_switch: bool,
 }
 
 impl Layout {
@@ -93,7 +102,15 @@ impl Layout {
             write_json(&dir.join(format!("server_config{id}.json")), &cfg)?;
             servers.push(ServerAddrs { id, client: format!("127.0.0.1:{}", ports[3]) });
         }
-        Ok(Layout { dir: dir.into(), n, coord_client: format!("127.0.0.1:{capi}"), servers, tracing, secret })
+        Ok(Layout {
+            dir: dir.into(),
+            n,
+            coord_client: format!("127.0.0.1:{capi}"),
+            servers,
+            tracing,
+            secret,
+            partition_switch: false,
+        })
     }
 
     /// Reads back a folder made by [`Layout::create`].
@@ -109,7 +126,7 @@ impl Layout {
             let client = s.get("ClientListenAddr").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
             servers.push(ServerAddrs { id, client });
         }
-        Ok(Layout { dir: dir.into(), n, coord_client: capi, servers, tracing: None, secret })
+        Ok(Layout { dir: dir.into(), n, coord_client: capi, servers, tracing: None, secret, partition_switch: false })
     }
 
     fn spawn(&self, name: &str, args: &[String], detach: bool) -> anyhow::Result<Child> {
@@ -119,16 +136,25 @@ impl Layout {
             .append(true)
             .open(self.dir.join("logs").join(format!("{name}.log")))
             .context("opening a log file")?;
-        let mut cmd = Command::new(exe);
-        if let Some(id) = name.strip_prefix("server").and_then(|i| i.parse::<u64>().ok()) {
-            cmd.env("KVRAFT_TEST_FCHECK_MUTE_FILE", self.mute_file(id));
-        }
-        cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).env("NO_COLOR", "1");
+        let mut cmd = self.command(exe, name, args);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         if detach {
             // Its own process group: Ctrl-C in this terminal does not reach it.
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         }
         cmd.spawn().with_context(|| format!("starting {name}"))
+    }
+
+    /// The command line and environment of child `name` (its stdio aside).
+    fn command(&self, exe: PathBuf, name: &str, args: &[String]) -> Command {
+        let mut cmd = Command::new(exe);
+        if let Some(id) = name.strip_prefix("server").and_then(|i| i.parse::<u64>().ok())
+            && self.partition_switch
+        {
+            cmd.env(MUTE_FILE_ENV, self.mute_file(id));
+        }
+        cmd.args(args).env("NO_COLOR", "1");
+        cmd
     }
 
     pub fn start_tracing_server(&self) -> anyhow::Result<Child> {
@@ -147,7 +173,8 @@ impl Layout {
     }
 
     /// The file whose presence silences server `id`'s heartbeat responder
-    /// (the servers' test switch; the demo's "partition").
+    /// (the servers' test switch; the demo's "partition"), when the servers
+    /// were started with [`Layout::partition_switch`].
     pub fn mute_file(&self, id: u64) -> PathBuf {
         self.dir.join(format!("mute-server{id}"))
     }
@@ -199,4 +226,27 @@ pub async fn server_log(addr: &str, secret: &str) -> anyhow::Result<Vec<pb::LogL
 pub async fn server_status(addr: &str, secret: &str) -> anyhow::Result<pb::StatusReply> {
     let mut a = pb::admin_client::AdminClient::new(connect(addr, Duration::from_millis(500)).await?);
     Ok(a.status(with_secret(pb::StatusRequest {}, secret)).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has_switch(layout: &Layout, name: &str) -> bool {
+        let cmd = layout.command("kvraft".into(), name, &[]);
+        cmd.get_envs().any(|(k, v)| k == MUTE_FILE_ENV && v.is_some())
+    }
+
+    /// Only the demo's servers poll a mute file: in the clusters of
+    /// `kvraft cluster` and the benchmarks, that poll would wake every
+    /// server's loop each 10 ms for nothing.
+    #[test]
+    fn only_a_layout_with_the_partition_switch_gives_it_to_its_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = Layout::create(dir.path(), 3, &dir.path().join("no-template")).unwrap();
+        assert!(!has_switch(&layout, "server1"));
+        layout.partition_switch = true;
+        assert!(has_switch(&layout, "server2"));
+        assert!(!has_switch(&layout, "coord"));
+    }
 }
