@@ -318,6 +318,16 @@ impl RaftNode {
 
     // ----- time -----
 
+    /// Whether [`RaftNode::tick`] can change anything here. Only a leader's
+    /// ticks act (heartbeats, resends, the quorum window): there are no
+    /// elections, the coord names leaders. A follower's tick only advances
+    /// a clock that nothing reads until it leads, and then only as time
+    /// since it became leader, so a shell may leave a follower unticked
+    /// and spare it a wake-up per tick.
+    pub fn needs_ticks(&self) -> bool {
+        self.ls.is_some()
+    }
+
     /// One tick of the shell's clock.
     pub fn tick(&mut self) {
         self.now += 1;

@@ -246,6 +246,41 @@ fn a_new_leader_sends_nothing_before_its_noop_is_durable() {
     assert_eq!(rd.messages.len(), 2, "after persistence the followers hear of it");
 }
 
+/// A follower's ticks change nothing, which is what lets a shell leave a
+/// follower unticked: one ticked a thousand times, then made leader, does
+/// exactly what an unticked one does, tick for tick.
+#[test]
+fn a_followers_ticks_change_nothing() {
+    use kvraft_core::RaftNode;
+    let follower = |ticks: usize| {
+        let mut node = RaftNode::new(kvraft_core::Config::new(1));
+        node.log_state_request(1);
+        let rd = node.ready();
+        node.on_persisted(rd.persisted_marker.unwrap_or((0, 0)));
+        for _ in 0..ticks {
+            assert!(!node.needs_ticks());
+            node.tick();
+            assert!(!node.has_ready(), "a follower's tick made output");
+        }
+        node
+    };
+    let (mut ticked, mut unticked) = (follower(1000), follower(0));
+    let trace = |node: &mut RaftNode| {
+        let mut out = Vec::new();
+        node.become_leader(2, &[1, 2, 3]);
+        assert!(node.needs_ticks());
+        let rd = node.ready();
+        node.on_persisted(rd.persisted_marker.unwrap());
+        out.push(format!("{rd:?}"));
+        for t in 0..40 {
+            node.tick();
+            out.push(format!("{t} {:?} {}", node.ready(), node.has_recent_quorum()));
+        }
+        out
+    };
+    assert_eq!(trace(&mut ticked), trace(&mut unticked));
+}
+
 /// A snapshot the shell keeps on disk goes out by size (the shell reads the
 /// bytes back before the wire); the bytes the node held come back once, and
 /// only for the snapshot it holds.

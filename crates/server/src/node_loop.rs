@@ -243,7 +243,9 @@ impl NodeLoop {
     /// Runs until every input sender is gone. A leader may poll before it
     /// sleeps: for up to `polls.quorum` while a quorum is awaited (see
     /// [`QuorumPoll`]), and for up to `polls.client` after progress, for
-    /// its clients' next command (see [`ClientPoll`]).
+    /// its clients' next command (see [`ClientPoll`]). Ticks reach the core
+    /// only while it needs them (`RaftNode::needs_ticks`, a leader); a
+    /// follower turned leader gets its first one at once.
     pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>, tick: Duration, polls: Polls) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -257,6 +259,9 @@ impl NodeLoop {
             // does not poll behind a slow disk).
             let next_command = client_poll.until(leader && !awaits, mark, now);
             let until = awaiting.max(next_command);
+            // Only a leader's ticks do anything: a follower's loop sleeps
+            // through them (a wake-up each would cost its writes' latency).
+            let ticks = self.node.needs_ticks();
             tokio::select! {
                 input = next_input(&mut inputs, until) => {
                     let Some(input) = input else { return };
@@ -278,7 +283,7 @@ impl NodeLoop {
                         }
                     }
                 }
-                _ = ticker.tick() => self.node.tick(),
+                _ = ticker.tick(), if ticks => self.node.tick(),
             }
             self.drain_ready();
             // A received state machine the core did not adopt (a stale

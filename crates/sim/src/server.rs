@@ -142,7 +142,10 @@ impl SimServer {
     }
 
     pub fn on_tick(&mut self, net: &mut Net, inv: &mut Invariants) {
-        self.node.tick();
+        // As the real server's loop: a follower is not ticked.
+        if self.node.needs_ticks() {
+            self.node.tick();
+        }
         self.drive(net, inv);
         if net.now >= self.next_poll_at {
             self.poll_coord(net);
