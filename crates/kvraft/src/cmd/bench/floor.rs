@@ -49,10 +49,12 @@ impl Floor {
     }
 }
 
-/// Measures the floor, the fsyncs in `dir` (created if need be).
+/// Measures the floor, the fsyncs in `dir` (created if need be), once the
+/// machine is quiet (see quiet.rs).
 pub async fn measure(dir: &Path) -> anyhow::Result<Floor> {
     let dir: PathBuf = dir.into();
     tokio::task::spawn_blocking(move || {
+        super::quiet::wait();
         let fsync_ms = fsync_p50(&dir, FSYNCS)?;
         let rtt_ms = rtt_p50(ROUND_TRIPS)?;
         Ok(Floor { fsync_ms, rtt_ms })
@@ -64,9 +66,12 @@ pub async fn measure(dir: &Path) -> anyhow::Result<Floor> {
 /// [`shared_fsync_p50`] off the runtime's threads.
 pub async fn measure_shared(dir: &Path, writers: usize) -> anyhow::Result<f64> {
     let dir: PathBuf = dir.into();
-    tokio::task::spawn_blocking(move || shared_fsync_p50(&dir, writers))
-        .await
-        .map_err(|e| anyhow!("measuring fdatasyncs at once: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        super::quiet::wait();
+        shared_fsync_p50(&dir, writers)
+    })
+    .await
+    .map_err(|e| anyhow!("measuring fdatasyncs at once: {e}"))?
 }
 
 /// How [`shared_fsync_p50`]'s figure is printed.

@@ -9,7 +9,8 @@
 //! The files: `driver` runs the load against any [`driver::Conn`];
 //! `kvraft_target` and `etcd_target` are the two kinds of connection;
 //! `etcd_cluster` starts local etcd members; `usage` reads CPU and memory
-//! from /proc; `report` prints rows; `floor` measures the floor; `compare` is
+//! from /proc; `report` prints rows; `floor` measures the floor, once
+//! `quiet` has waited for idle CPUs; `compare` is
 //! the side-by-side sequence; `failover` the failover timing; `solo` the
 //! single-threaded runtime that loads of a few lanes run on.
 
@@ -29,6 +30,7 @@ mod etcd_target;
 mod failover;
 mod floor;
 mod kvraft_target;
+mod quiet;
 mod report;
 mod scale;
 mod solo;
