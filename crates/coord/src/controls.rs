@@ -1,5 +1,9 @@
-//! Connections to each server's ServerControl and Admin services, made
-//! lazily and kept, with the cluster secret on every request.
+//! One connection to each server's control port, made lazily and kept,
+//! for its ServerControl and Admin services, with the cluster secret on
+//! every request. Admin is read there, not on the client port: the control
+//! port keeps its places for the coord, so a server whose client port is
+//! full still answers it (a restarted coord asks every server for its
+//! role and term, and would otherwise miss a live leader).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,7 +20,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Controls {
     secret: String,
     control: HashMap<u64, (String, Channel)>,
-    admin: HashMap<u64, (String, Channel)>,
 }
 
 fn lazy(addr: &str) -> Option<Channel> {
@@ -29,15 +32,13 @@ impl Controls {
         Controls { secret, ..Default::default() }
     }
 
-    /// Points `id` at its addresses (reconnecting if they changed).
-    pub fn set(&mut self, id: u64, control_addr: &str, client_addr: &str) {
-        for (map, addr) in [(&mut self.control, control_addr), (&mut self.admin, client_addr)] {
-            if map.get(&id).is_some_and(|(a, _)| a == addr) {
-                continue;
-            }
-            if let Some(ch) = lazy(addr) {
-                map.insert(id, (addr.to_owned(), ch));
-            }
+    /// Points `id` at its control address (reconnecting if it changed).
+    pub fn set(&mut self, id: u64, control_addr: &str) {
+        if self.control.get(&id).is_some_and(|(a, _)| a == control_addr) {
+            return;
+        }
+        if let Some(ch) = lazy(control_addr) {
+            self.control.insert(id, (control_addr.to_owned(), ch));
         }
     }
 
@@ -46,7 +47,7 @@ impl Controls {
     }
 
     pub fn admin(&self, id: u64) -> Option<AdminClient<Channel>> {
-        self.admin.get(&id).map(|(_, ch)| AdminClient::new(ch.clone()))
+        self.control.get(&id).map(|(_, ch)| AdminClient::new(ch.clone()))
     }
 
     /// A request carrying the cluster secret.

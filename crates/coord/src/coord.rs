@@ -176,7 +176,7 @@ impl Coord {
     }
 
     fn track(&mut self, m: &Member) {
-        self.controls.set(m.id, &m.control_addr, &m.client_addr);
+        self.controls.set(m.id, &m.control_addr);
         if let Ok(addr) = m.fcheck_addr.parse::<SocketAddr>() {
             self.monitor.watch(m.id, addr);
         }
@@ -676,6 +676,7 @@ impl Coord {
                     alive: self.alive.get(&m.id).copied().unwrap_or(false),
                     client_addr: m.client_addr.clone(),
                     peer_addr: m.peer_addr.clone(),
+                    control_addr: m.control_addr.clone(),
                 })
                 .collect(),
         }

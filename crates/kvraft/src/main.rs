@@ -45,10 +45,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Ctl(_) | Command::Lincheck(_) | Command::Trace(_) | Command::Sim(_)) {
-        // Like any Unix tool: a closed pipe (`kvraft ctl log 1 | head`) ends
-        // the process quietly. Only for these printing tools: a server or
-        // coord must survive writing to a peer that just died (EPIPE).
+    if matches!(cli.command, Command::Lincheck(_) | Command::Trace(_) | Command::Sim(_)) {
+        // Like any Unix tool: a closed pipe (`kvraft trace check t | head`)
+        // ends the process quietly. Only for these printing tools, which
+        // open no sockets: a server or coord must survive writing to a
+        // peer that just died (EPIPE), and so must `kvraft ctl`, which
+        // ends quietly on a closed pipe by itself (cmd/ctl.rs).
         // SAFETY: restoring a signal's default disposition before any thread starts.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

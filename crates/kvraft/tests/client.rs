@@ -279,53 +279,13 @@ fn concurrent_callers_on_one_client_are_never_stale() {
     });
 }
 
-/// Raw client-wire connections, for the tests of the client port.
-mod raw {
-    pub use kvraft_proto as pb;
-    pub use kvraft_proto::frame::{self, CLIENT_WIRE};
-    pub use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    pub use tokio::net::TcpStream;
-
-    use std::time::Duration;
-
-    pub const MAX: usize = 1 << 20;
-
-    /// Connects and says hello with `secret`; the welcome that comes back.
-    pub async fn welcomed(addr: &str, secret: &str) -> (TcpStream, pb::ClientWelcome) {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(&CLIENT_WIRE.hello(&pb::ClientHello { secret: secret.into() })).await.unwrap();
-        let mut scratch = Vec::new();
-        let w = frame::read::<pb::ClientWelcome, _>(&mut s, &mut scratch, MAX).await.unwrap().expect("a welcome");
-        (s, w)
-    }
-
-    /// The server closes `s` (anything it says first is read and dropped).
-    pub async fn closed(mut s: TcpStream, what: &str) {
-        let mut buf = [0u8; 1024];
-        let until = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match tokio::time::timeout_at(until, s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return,
-                Ok(Ok(_)) => {}
-                Err(_) => panic!("{what}: the connection was not closed"),
-            }
-        }
-    }
-
-    pub fn framed(msg: &impl prost::Message) -> Vec<u8> {
-        let mut out = Vec::new();
-        frame::push(&mut out, msg);
-        out
-    }
-}
-
 /// The client port under bad input on the client wire, and on neither
 /// wire: each bad connection is closed (or answered) on its own, and the
 /// server goes on serving both wires.
 #[test]
 fn the_client_port_refuses_bad_input_and_goes_on_serving() {
     use kvraft_proto::secret::with_secret;
-    use raw::*;
+    use support::raw::*;
 
     runtime().block_on(async {
         let secret = r#", "Secret": "s3cret""#;
@@ -421,7 +381,7 @@ fn the_client_port_refuses_bad_input_and_goes_on_serving() {
 /// given back when a connection closes, whichever wire served it.
 #[test]
 fn the_client_port_holds_at_most_max_client_connections() {
-    use raw::*;
+    use support::raw::*;
 
     runtime().block_on(async {
         let (c, leader) = cluster_with(3, r#", "MaxClientConnections": 3"#).await;
@@ -477,7 +437,7 @@ fn the_client_port_holds_at_most_max_client_connections() {
 /// counts what it refused (Admin's Status).
 #[test]
 fn kvslib_backs_off_from_a_full_client_port() {
-    use raw::*;
+    use support::raw::*;
 
     runtime().block_on(async {
         let (c, leader) = cluster_with(3, r#", "MaxClientConnections": 2"#).await;

@@ -479,6 +479,44 @@ fn coord_restart_with_its_state_lost_recovers_without_a_server_restart() {
     assert!(check.status.success(), "{report}");
 }
 
+/// The coord reads a server's status on the server's control port, whose
+/// places are kept for it: a coord restarted (its state lost) while the
+/// leader's client port is full still finds that leader and keeps it,
+/// instead of taking it for gone and naming one at a new term. So does
+/// `kvraft ctl status`, which shows the refused connection.
+#[test]
+fn a_restarted_coord_keeps_a_leader_whose_client_port_is_full() {
+    use support::raw::*;
+    runtime().block_on(async {
+        let mut c = started(3, r#", "MaxClientConnections": 1"#).await;
+        let before = leader(&c).await;
+        let (_held, w) = welcomed(&before.client_addr, "").await;
+        assert!(w.accepted, "{w:?}");
+        let mut s = TcpStream::connect(&before.client_addr).await.unwrap();
+        let _ = s.write_all(&CLIENT_WIRE.hello(&pb::ClientHello::default())).await;
+        closed(s, "a second connection to a full client port").await;
+
+        let after = wipe_and_restart_coord(&mut c).await;
+        assert_eq!((after.leader_id, after.term), (before.leader_id, before.term), "the live leader was kept");
+
+        let coord = c.coord.as_ref().expect("a coord").client_api.clone();
+        let out = std::process::Command::new(support::kvraft_bin())
+            .args(["ctl", "--coord", &coord, "--secret", "", "--json", "status"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let row = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["id"] == before.leader_id)
+            .unwrap_or_else(|| {
+                panic!("no row for the leader: {text} {} {:?}", String::from_utf8_lossy(&out.stderr), out.status)
+            });
+        assert_eq!(row["role"], "leader", "{row}");
+        assert!(row["client_connections_refused"].as_u64().unwrap_or(0) >= 1, "{row}");
+    });
+}
+
 /// The coord loses its state while the leader is down for good: the two
 /// servers left join it again, and once the rejoin grace is over it goes
 /// on with them (a majority) instead of waiting forever for the third, so

@@ -266,6 +266,20 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         peer::inbound::serve(peer_l, inbound, peer_stop).await;
         Ok::<(), tonic::transport::Error>(())
     };
+    let client_gate = Gate::new(max_client_connections, "client port (MaxClientConnections)");
+    let client_refused = client_gate.refused();
+    // Admin on both ports: the coord (and `kvraft ctl`) read a server's
+    // status on the control port, whose places are kept for them, so that
+    // a full client port hides nothing from them.
+    let admin = || {
+        InterceptedService::new(
+            pb::admin_server::AdminServer::new(api::admin::AdminApi {
+                inputs: h.clone(),
+                refused: client_refused.clone(),
+            }),
+            check.clone(),
+        )
+    };
     let control = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE))
@@ -273,12 +287,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             pb::server_control_server::ServerControlServer::new(api::control::ControlApi { inputs: h.clone() }),
             check.clone(),
         ))
+        .add_service(admin())
         .serve_with_incoming_shutdown(
             api::admitted::grpc_port(control_l, Gate::new(MAX_CONTROL_CONNECTIONS, "control port"), stop_rx.clone()),
             stopped(stop_rx.clone()),
         );
-    let client_gate = Gate::new(max_client_connections, "client port (MaxClientConnections)");
-    let client_refused = client_gate.refused();
     let client = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE))
@@ -286,10 +299,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             pb::kv_client_server::KvClientServer::new(api::client::ClientApi { inputs: h.clone() }),
             check.clone(),
         ))
-        .add_service(InterceptedService::new(
-            pb::admin_server::AdminServer::new(api::admin::AdminApi { inputs: h.clone(), refused: client_refused }),
-            check,
-        ))
+        .add_service(admin())
         .serve_with_incoming_shutdown(
             api::client_wire::split(client_l, h.clone(), cfg.secret.clone(), client_gate, stop_rx.clone()),
             stopped(stop_rx),

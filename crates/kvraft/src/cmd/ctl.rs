@@ -7,7 +7,27 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use kvraft_proto as pb;
+use kvraft_proto::admin_client::AdminClient;
 use kvslib::{Config, KvClient, Op, Value};
+use tonic::transport::Channel;
+
+/// `println!` that ends the process quietly once standard output is a
+/// closed pipe (`kvraft ctl log 1 | head`), as SIGPIPE would. SIGPIPE itself
+/// stays ignored here: ctl writes to servers' sockets too, and one that a
+/// server closes (its client port full, say) must give an error, not kill
+/// the process without a word.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("kvraft ctl: writing to standard output: {e}");
+            std::process::exit(2);
+        }
+    }};
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -94,10 +114,10 @@ async fn one_shot(coord: &str, secret: &str, timeout: Duration, op: Op, json: bo
     match (&op, r) {
         (Op::Get { key }, Value::Value(v)) => {
             if json {
-                println!("{}", serde_json::json!({"key": key, "value": v}));
+                out!("{}", serde_json::json!({"key": key, "value": v}));
             } else {
                 match v {
-                    Some(v) => println!("{v}"),
+                    Some(v) => out!("{v}"),
                     None => {
                         eprintln!("kvraft ctl: key {key:?} not found");
                         return Ok(ExitCode::from(1));
@@ -107,9 +127,9 @@ async fn one_shot(coord: &str, secret: &str, timeout: Duration, op: Op, json: bo
         }
         _ => {
             if json {
-                println!("{}", serde_json::json!({"ok": true}));
+                out!("{}", serde_json::json!({"ok": true}));
             } else {
-                println!("OK");
+                out!("OK");
             }
         }
     }
@@ -127,6 +147,23 @@ fn req<T>(msg: T, secret: &str) -> tonic::Request<T> {
     r
 }
 
+/// A server's Admin service and its status: on its client port, or, when
+/// that does not answer (full, say), on its control port, which keeps its
+/// places for the coord and tools (and may not be reachable from here).
+async fn admin(s: &pb::ServerView, secret: &str) -> Option<(AdminClient<Channel>, pb::StatusReply)> {
+    for addr in [&s.client_addr, &s.control_addr] {
+        if addr.is_empty() {
+            continue;
+        }
+        let Ok(ch) = connect(addr).await else { continue };
+        let mut a = AdminClient::new(ch);
+        if let Ok(st) = a.status(req(pb::StatusRequest {}, secret)).await {
+            return Some((a, st.into_inner()));
+        }
+    }
+    None
+}
+
 async fn cluster(coord: &str, secret: &str) -> anyhow::Result<pb::ClusterView> {
     let mut c = pb::coord_client_client::CoordClientClient::new(connect(coord).await?);
     Ok(c.cluster(req(pb::Empty {}, secret))
@@ -138,17 +175,21 @@ async fn cluster(coord: &str, secret: &str) -> anyhow::Result<pb::ClusterView> {
 async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCode> {
     let view = cluster(coord, secret).await?;
     if !json {
-        println!(
+        out!(
             "{:>3}  {:<9} {:>5} {:>8} {:>8} {:>8} {:>9}  {:<5}  {:<6}  ADDRESS",
-            "ID", "ROLE", "TERM", "COMMIT", "APPLIED", "LOG", "SNAPSHOT", "ALIVE", "LEADER"
+            "ID",
+            "ROLE",
+            "TERM",
+            "COMMIT",
+            "APPLIED",
+            "LOG",
+            "SNAPSHOT",
+            "ALIVE",
+            "LEADER"
         );
     }
     for s in &view.servers {
-        let st = match connect(&s.client_addr).await {
-            Ok(ch) => pb::admin_client::AdminClient::new(ch).status(req(pb::StatusRequest {}, secret)).await.ok(),
-            Err(_) => None,
-        }
-        .map(|r| r.into_inner());
+        let st = admin(s, secret).await.map(|(_, st)| st);
         if json {
             let v = serde_json::json!({
                 "id": s.id,
@@ -163,10 +204,10 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
                 "client_connections_refused": st.as_ref().map(|x| x.client_connections_refused),
                 "leader": view.leader_id == s.id,
             });
-            println!("{v}");
+            out!("{v}");
         } else {
             let dash = || "-".to_string();
-            println!(
+            out!(
                 "{:>3}  {:<9} {:>5} {:>8} {:>8} {:>8} {:>9}  {:<5}  {:<6}  {}",
                 s.id,
                 st.as_ref().map_or("unreach.".into(), |x| x.role.clone()),
@@ -190,7 +231,7 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
         if !view.join_complete {
             line.push_str(&format!(", {} of {} servers joined", view.servers.len(), view.num_servers));
         }
-        println!("{line}");
+        out!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -198,7 +239,9 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
 async fn log(coord: &str, secret: &str, id: u64, json: bool) -> anyhow::Result<ExitCode> {
     let view = cluster(coord, secret).await?;
     let s = view.servers.iter().find(|s| s.id == id).ok_or_else(|| anyhow!("no server {id} in the cluster"))?;
-    let mut admin = pb::admin_client::AdminClient::new(connect(&s.client_addr).await?);
+    let Some((mut admin, _)) = admin(s, secret).await else {
+        bail!("server {id} answers on neither its client port ({}) nor its control port", s.client_addr);
+    };
     let mut from = 0;
     let mut first = true;
     loop {
@@ -208,7 +251,7 @@ async fn log(coord: &str, secret: &str, id: u64, json: bool) -> anyhow::Result<E
             .map_err(|st| anyhow!("server {id}: {}", st.message()))?
             .into_inner();
         if first && r.snapshot_index > 0 && !json {
-            println!("(entries up to {} are in the snapshot)", r.snapshot_index);
+            out!("(entries up to {} are in the snapshot)", r.snapshot_index);
         }
         first = false;
         let Some(last) = r.lines.last().map(|l| l.index) else {
@@ -216,9 +259,9 @@ async fn log(coord: &str, secret: &str, id: u64, json: bool) -> anyhow::Result<E
         };
         for l in &r.lines {
             if json {
-                println!("{}", serde_json::json!({"index": l.index, "term": l.term, "entry": l.entry}));
+                out!("{}", serde_json::json!({"index": l.index, "term": l.term, "entry": l.entry}));
             } else {
-                println!("{}. {}", l.index, l.entry);
+                out!("{}. {}", l.index, l.entry);
             }
         }
         // A reply that does not move forward would loop for ever.

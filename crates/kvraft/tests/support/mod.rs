@@ -14,6 +14,8 @@ use kvraft_proto::kv_client_client::KvClientClient;
 use kvraft_proto::server_control_client::ServerControlClient;
 use tonic::transport::Channel;
 
+pub mod raw;
+
 /// A free loopback port, never the same twice in this test process, and
 /// clear of the ports the kernel gives out (`kvraft_faults::port`).
 pub fn free_port() -> u16 {
