@@ -240,7 +240,11 @@ async fn log(coord: &str, secret: &str, id: u64, json: bool) -> anyhow::Result<E
     let view = cluster(coord, secret).await?;
     let s = view.servers.iter().find(|s| s.id == id).ok_or_else(|| anyhow!("no server {id} in the cluster"))?;
     let Some((mut admin, _)) = admin(s, secret).await else {
-        bail!("server {id} answers on neither its client port ({}) nor its control port", s.client_addr);
+        bail!(
+            "server {id} answers Admin on neither its client port ({}) nor its control port ({})",
+            s.client_addr,
+            if s.control_addr.is_empty() { "not known to the coord" } else { &s.control_addr }
+        );
     };
     let mut from = 0;
     let mut first = true;

@@ -148,11 +148,11 @@ impl Layout {
     /// The command line and environment of child `name` (its stdio aside).
     fn command(&self, exe: PathBuf, name: &str, args: &[String]) -> Command {
         let mut cmd = Command::new(exe);
-        if let Some(id) = name.strip_prefix("server").and_then(|i| i.parse::<u64>().ok())
-            && self.partition_switch
-        {
-            cmd.env(MUTE_FILE_ENV, self.mute_file(id));
-        }
+        match name.strip_prefix("server").and_then(|i| i.parse::<u64>().ok()) {
+            Some(id) if self.partition_switch => cmd.env(MUTE_FILE_ENV, self.mute_file(id)),
+            // Not even one inherited from this process's environment.
+            _ => cmd.env_remove(MUTE_FILE_ENV),
+        };
         cmd.args(args).env("NO_COLOR", "1");
         cmd
     }
@@ -245,6 +245,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut layout = Layout::create(dir.path(), 3, &dir.path().join("no-template")).unwrap();
         assert!(!has_switch(&layout, "server1"));
+        let removed = layout.command("kvraft".into(), "server1", &[]);
+        assert!(
+            removed.get_envs().any(|(k, v)| k == MUTE_FILE_ENV && v.is_none()),
+            "a switch in this process's environment would reach the server"
+        );
         layout.partition_switch = true;
         assert!(has_switch(&layout, "server2"));
         assert!(!has_switch(&layout, "coord"));

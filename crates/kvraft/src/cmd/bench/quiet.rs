@@ -20,8 +20,8 @@ fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal (guest time is in user).
-    let all: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    let all = fields.iter().take(8).fold(0u64, |a, &f| a.saturating_add(f));
+    let idle = fields.get(3)?.saturating_add(fields.get(4).copied().unwrap_or(0));
     Some((all, all.saturating_sub(idle)))
 }
 
@@ -79,6 +79,7 @@ mod tests {
         assert_eq!(cpu_ticks(stat), Some((1000, 160)));
         assert_eq!(cpu_ticks("intr 1\n"), None);
         assert_eq!(cpu_ticks("cpu  1 2 x\n"), None);
+        assert_eq!(cpu_ticks(&format!("cpu  {} 1 0 {}\n", u64::MAX, u64::MAX)), Some((u64::MAX, 0)));
     }
 
     /// A thread spinning on one CPU keeps the machine busy: the wait ends
