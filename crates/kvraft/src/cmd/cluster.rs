@@ -146,7 +146,12 @@ fn status(dir: &Path) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         for s in &layout.servers {
-            match local::server_status(&s.client, &layout.secret).await {
+            // The control port when the client port does not answer (full, say).
+            let status = match local::server_status(&s.client, &layout.secret).await {
+                Err(_) if !s.control.is_empty() => local::server_status(&s.control, &layout.secret).await,
+                other => other,
+            };
+            match status {
                 Ok(st) => println!(
                     "server {}: {} term {} commit {} applied {} log {}",
                     st.id, st.role, st.term, st.commit_index, st.applied_index, st.last_log_index

@@ -24,6 +24,9 @@ const MUTE_FILE_ENV: &str = "KVRAFT_TEST_FCHECK_MUTE_FILE";
 pub struct ServerAddrs {
     pub id: u64,
     pub client: String,
+    /// The control port, which also serves Admin (and keeps its places for
+    /// the coord and tools, whatever the client port holds).
+    pub control: String,
 }
 
 /// The layout of a local cluster's folder.
@@ -100,7 +103,11 @@ impl Layout {
                 "DataDir": dir.join(format!("data/server{id}")),
             });
             write_json(&dir.join(format!("server_config{id}.json")), &cfg)?;
-            servers.push(ServerAddrs { id, client: format!("127.0.0.1:{}", ports[3]) });
+            servers.push(ServerAddrs {
+                id,
+                client: format!("127.0.0.1:{}", ports[3]),
+                control: format!("127.0.0.1:{}", ports[2]),
+            });
         }
         Ok(Layout {
             dir: dir.into(),
@@ -124,7 +131,8 @@ impl Layout {
         for id in 1..=n {
             let s = read_json(&dir.join(format!("server_config{id}.json")))?;
             let client = s.get("ClientListenAddr").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-            servers.push(ServerAddrs { id, client });
+            let control = s.get("ServerListenAddr").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            servers.push(ServerAddrs { id, client, control });
         }
         Ok(Layout { dir: dir.into(), n, coord_client: capi, servers, tracing: None, secret, partition_switch: false })
     }
@@ -235,6 +243,20 @@ mod tests {
     fn has_switch(layout: &Layout, name: &str) -> bool {
         let cmd = layout.command("kvraft".into(), name, &[]);
         cmd.get_envs().any(|(k, v)| k == MUTE_FILE_ENV && v.is_some())
+    }
+
+    /// `kvraft cluster status` reads a server whose client port does not
+    /// answer on its control port: a folder read back knows both.
+    #[test]
+    fn a_layout_read_back_knows_each_servers_control_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = Layout::create(dir.path(), 3, &dir.path().join("no-template")).unwrap();
+        let read = Layout::open(dir.path()).unwrap();
+        assert_eq!(read.servers.len(), 3);
+        for (a, b) in made.servers.iter().zip(&read.servers) {
+            assert!(!a.control.is_empty() && a.control != a.client);
+            assert_eq!((a.id, &a.client, &a.control), (b.id, &b.client, &b.control));
+        }
     }
 
     /// Only the demo's servers poll a mute file: in the clusters of
