@@ -69,6 +69,25 @@ impl VectorClock {
         }
     }
 
+    /// [`VectorClock::merge`], unless the merge would make the clock's
+    /// [`VectorClock::id_bytes`] exceed `max_id_bytes`: then nothing changes
+    /// and the result is false. Every token a process makes carries its
+    /// whole clock, so a clock grown without bound by forged tokens naming
+    /// ever new processes would grow every message after them.
+    pub fn merge_within(&mut self, other: &VectorClock, max_id_bytes: usize) -> bool {
+        let new: usize = other.0.keys().filter(|id| !self.0.contains_key(*id)).map(|id| id.len()).sum();
+        if new > 0 && self.id_bytes().saturating_add(new) > max_id_bytes {
+            return false;
+        }
+        self.merge(other);
+        true
+    }
+
+    /// The bytes of all the clock's ids together.
+    pub fn id_bytes(&self) -> usize {
+        self.0.keys().map(String::len).sum()
+    }
+
     /// `self <= other` pointwise: every event `self` saw, `other` saw too.
     pub fn le(&self, other: &VectorClock) -> bool {
         self.0.iter().all(|(id, &v)| v <= other.get(id))
@@ -229,6 +248,19 @@ mod tests {
         assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"coord":3,"server1":4}"#);
         assert_eq!(c.to_shiviz(), r#"{"coord":3, "server1":4}"#);
         assert_eq!(VectorClock::new().to_shiviz(), "{}");
+    }
+
+    #[test]
+    fn a_merge_past_the_bound_changes_nothing() {
+        let mut a = vc(&[("aa", 1), ("bb", 1)]);
+        // Known ids always merge: they do not grow the clock.
+        assert!(a.merge_within(&vc(&[("aa", 7)]), 4));
+        assert_eq!(a.get("aa"), 7);
+        // A new id that would take the ids past 5 bytes is refused whole.
+        assert!(!a.merge_within(&vc(&[("bb", 9), ("cc", 1)]), 5));
+        assert_eq!(a, vc(&[("aa", 7), ("bb", 1)]));
+        assert!(a.merge_within(&vc(&[("bb", 9), ("cc", 1)]), 6));
+        assert_eq!(a.id_bytes(), 6);
     }
 
     #[test]

@@ -55,5 +55,5 @@ pub use server::{
     StatsHandle, TracingServer, TracingServerConfig, TracingServerError, TracingServerStats, run_tracing_server,
 };
 pub use token::{Token, TokenError};
-pub use tracer::{Trace, Tracer, TracerConfig, TracerError, TracerOptions, TracerStats};
+pub use tracer::{MAX_CLOCK_ID_BYTES, Trace, Tracer, TracerConfig, TracerError, TracerOptions, TracerStats};
 pub use view::render_html;

@@ -39,6 +39,23 @@ pub enum TokenError {
     TooManyEntries(usize),
     #[error("{0} unexpected bytes after the token")]
     Trailing(usize),
+    #[error("token names a process {0:?}: not an identity (1 to 255 bytes, no whitespace)")]
+    BadIdentity(String),
+    #[error(
+        "token names processes the clock has no room for (its ids may take {} bytes)",
+        crate::tracer::MAX_CLOCK_ID_BYTES
+    )]
+    ClockFull,
+}
+
+/// `id` as a token may carry it: a tracer identity.
+fn identity(id: &str) -> Result<&str, TokenError> {
+    if crate::tracer::valid_identity(id) {
+        Ok(id)
+    } else {
+        let shown: String = id.chars().take(40).collect();
+        Err(TokenError::BadIdentity(shown))
+    }
 }
 
 impl Token {
@@ -55,7 +72,7 @@ impl Token {
             return Err(TokenError::Empty);
         }
         let mut r = Reader { bytes, pos: 0 };
-        let sender = r.str()?.to_owned();
+        let sender = identity(r.str()?)?.to_owned();
         let trace_id = r.uint()?;
         let n = r.map_len()?;
         if n > MAX_ENTRIES {
@@ -63,7 +80,7 @@ impl Token {
         }
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
-            let id = r.str()?;
+            let id = identity(r.str()?)?;
             let v = r.uint()?;
             entries.push((id, v));
         }
@@ -226,8 +243,24 @@ mod tests {
     #[test]
     fn roundtrips_wide_values() {
         let clock: VectorClock = (0..40).map(|i| (format!("host-with-a-long-identity-{i:04}"), 1u64 << i)).collect();
-        let t = Token { sender: "x".repeat(300), trace_id: u64::MAX, clock };
+        let t = Token { sender: "x".repeat(255), trace_id: u64::MAX, clock };
         assert_eq!(Token::decode(&t.encode()).unwrap(), t);
+    }
+
+    /// Every name a token carries must be an identity a tracer could have:
+    /// a forged one could otherwise put megabytes into a process's clock.
+    #[test]
+    fn rejects_names_no_tracer_could_have() {
+        let one = |sender: &str, id: &str| Token {
+            sender: sender.into(),
+            trace_id: 1,
+            clock: [(id.to_string(), 1u64)].into_iter().collect(),
+        };
+        assert!(Token::decode(&one("a", "b").encode()).is_ok());
+        for (sender, id) in [("a", "x".repeat(256)), ("a", "two words".into()), ("", "b".into()), ("a\n", "b".into())] {
+            let got = Token::decode(&one(sender, &id).encode());
+            assert!(matches!(got, Err(TokenError::BadIdentity(_))), "{sender:?} {id:?}: {got:?}");
+        }
     }
 
     #[test]

@@ -81,6 +81,38 @@ async fn bad_tokens_are_typed_errors() {
     assert!(a.clock().is_empty());
 }
 
+/// Tokens naming ever new processes stop growing the clock at its bound
+/// (every token the process makes carries its whole clock); tokens naming
+/// processes it knows still merge.
+#[tokio::test]
+async fn forged_tokens_cannot_grow_the_clock_without_end() {
+    let (_bound, addr) = dead_addr();
+    let a = tracer_at(&addr, "a", "", TracerOptions::default());
+    let forged = |i: usize| {
+        let clock = (0..64).map(|j| (format!("{:0>250}", i * 64 + j), 1u64)).collect();
+        Token { sender: "b".into(), trace_id: 1, clock }.encode()
+    };
+    let mut refused = 0;
+    for i in 0..100 {
+        match a.receive_token(&forged(i)) {
+            Ok(_) => {}
+            Err(TokenError::ClockFull) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0, "100 tokens of 16 KB of new ids each all merged");
+    let clock = a.clock();
+    let bytes: usize = clock.iter().map(|(id, _)| id.len()).sum();
+    assert!(bytes <= kvraft_trace::MAX_CLOCK_ID_BYTES, "{bytes}");
+    // A token of known processes still merges and carries its counters.
+    let known: kvraft_trace::VectorClock = [("a", 1000u64)].into_iter().collect();
+    let t = a.receive_token(&Token { sender: "a".into(), trace_id: 9, clock: known }.encode()).unwrap();
+    assert_eq!(t.id(), 9);
+    assert!(a.clock().get("a") > 1000);
+    // A refused token records nothing: only the accepted ones and the last.
+    assert_eq!(a.stats().recorded, 100 - refused + 1);
+}
+
 #[tokio::test]
 async fn disabled_tracing_does_nothing() {
     let off =

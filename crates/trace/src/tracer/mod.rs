@@ -97,6 +97,13 @@ pub enum TracerError {
     SecretTooLong(usize),
 }
 
+/// The most bytes the ids of a process's clock may take together. A real
+/// cluster's clock names each process once (a few dozen bytes each); the
+/// bound only stops tokens forged with ever new ids from growing the clock,
+/// and with it every token the process makes, without end. Past it, a
+/// token that names a process the clock does not know is refused.
+pub const MAX_CLOCK_ID_BYTES: usize = 64 << 10;
+
 /// Largest body kept as is; a larger one is replaced by its size so the
 /// record still marks the event.
 const MAX_BODY: usize = 1 << 20;
@@ -220,7 +227,15 @@ impl Tracer {
         let decoded = Token::decode(token)?;
         let body = token_body(token);
         let mut locked = shared.lock();
-        locked.merge(&decoded.clock);
+        if !locked.merge(&decoded.clock) {
+            drop(locked);
+            if !shared.clock_full_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "tracing: the clock's ids reached {MAX_CLOCK_ID_BYTES} bytes; tokens naming other processes are refused from now on"
+                );
+            }
+            return Err(TokenError::ClockFull);
+        }
         locked.tick();
         locked.push(decoded.trace_id, "ReceiveTokenTrace", &body);
         drop(locked);

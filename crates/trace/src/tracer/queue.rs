@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// Set when the last `Tracer` handle is gone: drain, then stop.
     closed: AtomicBool,
+    /// The refusal of a token for want of room in the clock was reported.
+    pub clock_full_warned: AtomicBool,
 }
 
 struct State {
@@ -54,9 +56,10 @@ impl Locked<'_> {
         self.state.clock.tick(id);
     }
 
-    /// Merges a received clock into the process clock.
-    pub fn merge(&mut self, other: &VectorClock) {
-        self.state.clock.merge(other);
+    /// Merges a received clock into the process clock, unless it would
+    /// take the clock past [`super::MAX_CLOCK_ID_BYTES`] (then false).
+    pub fn merge(&mut self, other: &VectorClock) -> bool {
+        self.state.clock.merge_within(other, super::MAX_CLOCK_ID_BYTES)
     }
 
     /// The current clock.
@@ -99,6 +102,7 @@ impl Shared {
             dropped: AtomicU64::new(0),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            clock_full_warned: AtomicBool::new(false),
         }
     }
 
