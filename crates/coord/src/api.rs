@@ -25,7 +25,7 @@ impl pb::coord_server_server::CoordServer for ServerApi {
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Join(req.into_inner(), tx)).map_err(|_| gone())?;
-        Ok(Response::new(rx.await.map_err(|_| gone())?))
+        Ok(Response::new(rx.await.map_err(|_| gone())??))
     }
 
     /// Asked by every server about once a second: not traced.

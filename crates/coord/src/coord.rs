@@ -17,7 +17,9 @@ use crate::state_file::{Member, Persisted, StateFile};
 
 /// Everything the actor reacts to.
 pub enum Input {
-    Join(pb::JoinRequest, oneshot::Sender<pb::JoinReply>),
+    /// A join's answer: accepted or refused for good, or a status the
+    /// server retries on (the coord could not persist it).
+    Join(pb::JoinRequest, oneshot::Sender<Result<pb::JoinReply, tonic::Status>>),
     /// Whether this server, in this incarnation, is a member.
     Known(pb::KnownRequest, oneshot::Sender<pb::KnownReply>),
     Fcheck(Event),
@@ -188,26 +190,28 @@ impl Coord {
         pb::JoinReply { accepted: false, error, num_servers: self.n, trace: Vec::new() }
     }
 
-    fn on_join(&mut self, req: pb::JoinRequest) -> pb::JoinReply {
+    fn on_join(&mut self, req: pb::JoinRequest) -> Result<pb::JoinReply, tonic::Status> {
         let trace = self.tracer.continue_or_create(&req.trace);
-        let mut reply = self.join(req, &trace);
+        let mut reply = self.join(req, &trace)?;
         reply.trace = token(&trace);
-        reply
+        Ok(reply)
     }
 
-    fn join(&mut self, req: pb::JoinRequest, trace: &Trace) -> pb::JoinReply {
+    /// A refusal is for good (the server stops); an error, only for now.
+    fn join(&mut self, req: pb::JoinRequest, trace: &Trace) -> Result<pb::JoinReply, tonic::Status> {
         let id = req.server_id;
         tracing::info!(server = id, "ServerJoiningRecvd");
         trace.record("ServerJoiningRecvd", json!({"ServerId": id}));
         if id == 0 || id > self.n {
-            return self
-                .refuse(format!("server id {id} is outside 1..={} (the cluster has {} servers)", self.n, self.n));
+            return Ok(
+                self.refuse(format!("server id {id} is outside 1..={} (the cluster has {} servers)", self.n, self.n))
+            );
         }
         if req.fcheck_addr.parse::<SocketAddr>().is_err() {
-            return self.refuse(format!("server {id}: fcheck address {:?} is not host:port", req.fcheck_addr));
+            return Ok(self.refuse(format!("server {id}: fcheck address {:?} is not host:port", req.fcheck_addr)));
         }
         if req.current_term > pb::MAX_TERM_OR_INDEX {
-            return self.refuse(format!("server {id}: term {} is out of range", req.current_term));
+            return Ok(self.refuse(format!("server {id}: term {} is out of range", req.current_term)));
         }
         let before = self.state.clone();
         let m = Member {
@@ -224,7 +228,7 @@ impl Coord {
                 let alive = self.alive.get(&id).copied().unwrap_or(false);
                 if !self.state.join_complete || alive {
                     let at = self.state.members[i].peer_addr.clone();
-                    return self.refuse(format!("duplicate server id {id}: already joined from {at}"));
+                    return Ok(self.refuse(format!("duplicate server id {id}: already joined from {at}")));
                 }
                 // A failed server coming back at new addresses.
                 self.state.members[i] = m.clone();
@@ -243,8 +247,9 @@ impl Coord {
         let completes = !self.state.join_complete && self.state.members.len() as u64 == self.n;
         self.state.join_complete |= completes;
         if !self.save() {
+            // Not the server's fault, nor for good: it asks again.
             self.state = before;
-            return self.refuse("the coord cannot persist its state".into());
+            return Err(tonic::Status::unavailable("the coord cannot persist its state; try again"));
         }
         self.track(&m);
         // A join in a new incarnation (or one the coord has not seen) is a
@@ -315,7 +320,7 @@ impl Coord {
             self.maybe_arm_rejoin_grace();
             self.publish(); // "waiting for servers to join (k of N)", with k one more
         }
-        pb::JoinReply { accepted: true, error: String::new(), num_servers: self.n, trace: Vec::new() }
+        Ok(pb::JoinReply { accepted: true, error: String::new(), num_servers: self.n, trace: Vec::new() })
     }
 
     /// A coord that lost its state and has heard again from a majority of
@@ -382,6 +387,11 @@ impl Coord {
             self.leader = None;
             self.fail_over_fenced(from, term);
         }
+        // A cluster that joined at term 0 has run before after all: a
+        // majority of it need not wait for the rest for good.
+        if !self.state.join_complete {
+            self.maybe_arm_rejoin_grace();
+        }
     }
 
     /// The leader was fenced by `term`, which server `from` holds: select
@@ -433,6 +443,13 @@ impl Coord {
 
     fn on_fcheck(&mut self, ev: Event) {
         match ev {
+            Event::Failed { id } if self.monitor.health(id).is_some_and(|h| h.alive) => {
+                // The verdict waited in the queue behind a join, which made
+                // the monitor watch the server afresh (alive), or behind the
+                // server's recovery: the monitor no longer stands by it, and
+                // taken now it would never be undone (no `Recovered` follows).
+                tracing::info!(server = id, "a failure verdict the detector has since withdrawn; ignored");
+            }
             Event::Failed { id } => {
                 self.alive.insert(id, false);
                 if let Some(saw) = &mut self.rediscovery_saw {
@@ -610,8 +627,10 @@ impl Coord {
         let saw = self.rediscovery_saw.take().unwrap_or_default();
         match found {
             // A leader that restarted (it rejoined) or failed while the
-            // servers were being asked leads no more: select instead.
-            Some((id, _)) if saw.contains(&id) => {
+            // servers were being asked leads no more, and one the detector
+            // had already failed would never be reported failed again:
+            // select instead.
+            Some((id, _)) if saw.contains(&id) || self.alive.get(&id) == Some(&false) => {
                 tracing::info!(server = id, "after restart: server {id} led, but rejoined or failed since; selecting");
                 self.maybe_select();
             }
@@ -705,3 +724,6 @@ async fn rediscover(members: Vec<Member>, controls: Controls, me: mpsc::Unbounde
     // step down at its followers' next answer, so it is no leader to keep.
     let _ = me.send(Input::Rediscovered(found.filter(|&(_, t)| t >= highest)));
 }
+
+#[cfg(test)]
+mod tests;
