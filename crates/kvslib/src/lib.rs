@@ -105,8 +105,8 @@ impl KvClient {
         if let Some(problem) = kvraft_proto::secret::secret_problem(&cfg.secret) {
             return Err(ClientError::Config(problem));
         }
-        if cfg.coord_addr.is_empty() {
-            return Err(ClientError::Config("the coord address is empty".into()));
+        if !is_host_port(&cfg.coord_addr) {
+            return Err(ClientError::Config(format!("the coord address {:?} is not host:port", cfg.coord_addr)));
         }
         if cfg.window > MAX_WINDOW {
             return Err(ClientError::Config(format!("a window of {} is above the limit of {MAX_WINDOW}", cfg.window)));
@@ -198,9 +198,26 @@ impl KvClient {
     }
 }
 
+/// `addr` names a host and a port, as the coord's address must: anything
+/// else would only show up as every operation timing out.
+fn is_host_port(addr: &str) -> bool {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .is_ok_and(|e| e.uri().port().is_some() && e.uri().path() == "/" && e.uri().query().is_none())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coord_addresses_must_be_host_and_port() {
+        for good in ["127.0.0.1:7000", "localhost:1", "[::1]:7000", "coord.example:80"] {
+            assert!(is_host_port(good), "{good}");
+        }
+        for bad in ["", "127.0.0.1", "two words:1", "host:port", "h:1/x", "h:1?q", "127.0.0.1:99999"] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
 
     /// A Secret that could not travel, or a client id no server takes, is
     /// a configuration error at start, not a timeout later.

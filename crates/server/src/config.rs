@@ -170,8 +170,13 @@ impl ServerConfig {
         if self.client_poll_micros > MAX_POLL_MICROS {
             return Err(format!("ClientPollMicros must be at most {MAX_POLL_MICROS}, not {}", self.client_poll_micros));
         }
-        if self.max_client_connections == 0 {
-            return Err("MaxClientConnections must be at least 1".into());
+        // Each takes a file descriptor; no process gets more than this.
+        const MAX_CONNECTIONS: usize = 1 << 20;
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_client_connections) {
+            return Err(format!(
+                "MaxClientConnections must be from 1 to {MAX_CONNECTIONS}, not {}",
+                self.max_client_connections
+            ));
         }
         // It travels in the peer hello, capped before it is checked, and
         // as a gRPC header.
@@ -245,7 +250,8 @@ mod tests {
         for (field, error) in [
             (r#""CommitPollMicros": 10001"#, "CommitPollMicros must be at most 10000, not 10001"),
             (r#""ClientPollMicros": 20000"#, "ClientPollMicros must be at most 10000, not 20000"),
-            (r#""MaxClientConnections": 0"#, "MaxClientConnections must be at least 1"),
+            (r#""MaxClientConnections": 0"#, "MaxClientConnections must be from 1 to 1048576, not 0"),
+            (r#""MaxClientConnections": 4000000000000000000"#, "MaxClientConnections must be from 1 to 1048576"),
         ] {
             let e = with(field);
             assert!(e.contains(error), "{field}: {e}");

@@ -46,8 +46,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error("data directory {dir}: {source}")]
     Storage { dir: String, source: kvraft_storage::StorageError },
-    #[error("data directory {dir}: the snapshot's checksum holds but its state does not decode: {source}")]
-    Snapshot { dir: String, source: kvraft_core::kv::SnapshotError },
+    #[error("data directory {dir}: {source}")]
+    Snapshot { dir: String, source: snapshot::RestoreError },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
     #[error("cannot listen on {addr} (ServerAddr, UDP heartbeats): {source}")]
@@ -143,8 +143,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     }
     let kv = match &recovered.snapshot {
         // Recovery reads the bytes into memory; they are dropped below.
-        Some(s) => KvStore::restore(s.data.bytes().unwrap_or_default())
-            .map_err(|source| ServerError::Snapshot { dir: dir.display().to_string(), source })?,
+        Some(s) => {
+            snapshot::restore(s).map_err(|source| ServerError::Snapshot { dir: dir.display().to_string(), source })?
+        }
         None => KvStore::new(),
     };
     let tracer = if cfg.tracing_server_addr.is_empty() {

@@ -10,13 +10,35 @@
 //! and the file (about 100 MB) as long again to reach the disk: neither
 //! stalls the loop or the log. The loop keeps at most one in flight.
 
-use kvraft_core::kv::KvStore;
+use kvraft_core::kv::{KvStore, SnapshotError};
 use kvraft_core::{Snapshot, SnapshotMeta};
 use kvraft_storage::SnapshotFiles;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::disk::fail_stop;
 use crate::node_loop::Input;
+
+/// Why the snapshot found at recovery cannot be the state.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the snapshot's checksum holds but its state does not decode: {0}")]
+    Decode(#[from] SnapshotError),
+    #[error("the snapshot says index {} term {} but holds the state at index {} term {}", .meta.index, .meta.term, .held.index, .held.term)]
+    Misplaced { meta: SnapshotMeta, held: SnapshotMeta },
+}
+
+/// The state the snapshot found at recovery holds. A state at another
+/// index than the snapshot claims would put the log and the state out of
+/// step (the log is replayed from the claimed index): refused, as a
+/// snapshot received from a leader is (peer/inbound.rs).
+pub fn restore(snapshot: &Snapshot) -> Result<KvStore, RestoreError> {
+    let kv = KvStore::restore(snapshot.data.bytes().unwrap_or_default())?;
+    let held = SnapshotMeta { index: kv.applied_index(), term: kv.applied_term() };
+    if held != snapshot.meta {
+        return Err(RestoreError::Misplaced { meta: snapshot.meta, held });
+    }
+    Ok(kv)
+}
 
 /// The snapshot of `kv` at its applied index.
 pub fn encode(kv: &KvStore) -> Snapshot {
@@ -87,5 +109,21 @@ fn lower_priority() {
     };
     if rc != 0 {
         tracing::warn!("cannot lower the snapshot thread's priority: {}", std::io::Error::last_os_error());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovered_snapshot_must_hold_the_state_it_claims() {
+        let empty = KvStore::new().snapshot();
+        let at = |index, term| Snapshot::new(SnapshotMeta { index, term }, empty.clone());
+        assert!(restore(&at(0, 0)).is_ok());
+        let err = restore(&at(5, 1)).unwrap_err().to_string();
+        assert!(err.contains("index 5 term 1") && err.contains("index 0 term 0"), "{err}");
+        let garbage = Snapshot::new(SnapshotMeta { index: 5, term: 1 }, b"not a state".to_vec());
+        assert!(matches!(restore(&garbage), Err(RestoreError::Decode(_))));
     }
 }

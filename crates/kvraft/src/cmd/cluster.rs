@@ -47,15 +47,24 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// The processes the pids file names. Only pids above 1 count: `kill`
+/// takes 0 and -1 for whole groups, and 1 is init.
 fn read_pids(dir: &Path) -> Vec<(String, i32)> {
     std::fs::read_to_string(pids_file(dir))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
             let (name, pid) = l.split_once(' ')?;
-            Some((name.to_owned(), pid.parse().ok()?))
+            Some((name.to_owned(), pid.parse().ok().filter(|&p: &i32| p > 1)?))
         })
         .collect()
+}
+
+/// Still a kvraft process: a pid outlives its process (the file may
+/// predate a reboot), and the next process given it is not ours to stop.
+/// By the command name, which a rebuilt binary keeps.
+fn ours(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "kvraft")
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -111,6 +120,10 @@ fn down(dir: &Path) -> anyhow::Result<ExitCode> {
     if pids.is_empty() {
         bail!("no cluster recorded in {}", dir.display());
     }
+    let (pids, gone): (Vec<_>, Vec<_>) = pids.into_iter().partition(|(_, pid)| ours(*pid));
+    for (name, pid) in &gone {
+        println!("{name} ({pid}) is no longer running (the pid is not a kvraft process)");
+    }
     for (_, pid) in &pids {
         // SAFETY: plain signal delivery to our own children.
         unsafe { libc::kill(*pid, libc::SIGTERM) };
@@ -122,7 +135,7 @@ fn down(dir: &Path) -> anyhow::Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(50));
     }
     for (name, pid) in &pids {
-        if alive(*pid) {
+        if alive(*pid) && ours(*pid) {
             // SAFETY: as above.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
             println!("{name} ({pid}) did not stop on SIGTERM: killed");
@@ -161,4 +174,26 @@ fn status(dir: &Path) -> anyhow::Result<ExitCode> {
         }
     });
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cluster down` signals only kvraft processes of the pids file: not
+    /// whole groups (0, -1), not init, not whoever got a pid since.
+    #[test]
+    fn down_stops_only_kvraft_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = other.id();
+        std::fs::write(pids_file(dir.path()), format!("coord 0\nserver1 -1\nserver2 1\nserver3 {pid}\n")).unwrap();
+        assert_eq!(read_pids(dir.path()), vec![("server3".to_string(), pid as i32)]);
+        let stopped = down(dir.path());
+        let still = other.try_wait().unwrap().is_none();
+        let _ = other.kill();
+        let _ = other.wait();
+        stopped.unwrap();
+        assert!(still, "cluster down signalled a process that is not kvraft");
+    }
 }

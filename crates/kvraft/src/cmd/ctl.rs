@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, global = true)]
     json: bool,
     /// How long to wait for the cluster.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
     #[command(subcommand)]
     what: What,

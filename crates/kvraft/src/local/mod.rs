@@ -165,6 +165,14 @@ impl Layout {
         cmd
     }
 
+    /// Server `id`'s addresses. An id outside `1..=n` (a coord's answer
+    /// gone wrong) is an error, not a panic.
+    pub fn server(&self, id: u64) -> anyhow::Result<&ServerAddrs> {
+        let i = usize::try_from(id).ok().and_then(|id| id.checked_sub(1));
+        i.and_then(|i| self.servers.get(i))
+            .ok_or_else(|| anyhow::anyhow!("server {id} is not one of this cluster's {} servers", self.n))
+    }
+
     pub fn start_tracing_server(&self) -> anyhow::Result<Child> {
         let cfg = self.dir.join("tracing_server_config.json").display().to_string();
         self.spawn("tracing-server", &["tracing-server".into(), "--config".into(), cfg], false)

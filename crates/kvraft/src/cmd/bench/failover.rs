@@ -36,13 +36,15 @@ pub async fn failover(tries: u32, servers: u64, dir: &std::path::Path) -> anyhow
         if let Some(slot) = s.children.iter_mut().find(|(id, _)| *id == leader) {
             slot.1 = Some(restarted);
         }
-        let addr = s.layout.servers[leader as usize - 1].client.clone();
+        let addr = s.layout.server(leader)?.client.clone();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let st = local::server_status(&addr, &s.layout.secret).await;
             let l = local::leader(&coord, &s.layout.secret, Duration::from_secs(1)).await?;
-            let ls =
-                local::server_status(&s.layout.servers[l.leader_id.max(1) as usize - 1].client, &s.layout.secret).await;
+            let ls = match s.layout.server(l.leader_id) {
+                Ok(leader) => local::server_status(&leader.client, &s.layout.secret).await,
+                Err(e) => Err(e),
+            };
             if let (Ok(st), Ok(ls)) = (st, ls)
                 && st.applied_index >= ls.commit_index
             {

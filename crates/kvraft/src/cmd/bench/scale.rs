@@ -200,7 +200,7 @@ impl Cluster {
     }
 
     async fn status(&self, id: u64) -> anyhow::Result<pb::StatusReply> {
-        local::server_status(&self.layout.servers[id as usize - 1].client, &self.layout.secret).await
+        local::server_status(&self.layout.server(id)?.client, &self.layout.secret).await
     }
 
     fn pid(&self, id: u64) -> Option<u32> {
