@@ -210,8 +210,7 @@ impl CoordModel {
             net.send(Proc::Coord, Proc::Server(id), Msg::Ping { seq: self.ping_seq });
         }
         let quorum = (self.n / 2 + 1) as usize;
-        let failed: Vec<NodeId> =
-            self.last_pong.iter().filter(|&(_, &t)| now.saturating_sub(t) > FAIL_AFTER_MS).map(|(&id, _)| id).collect();
+        let failed = self.failed(now);
         match &mut self.phase {
             Phase::Joining => {
                 if self.rejoin_grace_until.is_some_and(|t| now >= t) {
@@ -251,8 +250,14 @@ impl CoordModel {
         }
     }
 
+    /// Members the failure detector has given up at `now`.
+    fn failed(&self, now: u64) -> Vec<NodeId> {
+        self.last_pong.iter().filter(|&(_, &t)| now.saturating_sub(t) > FAIL_AFTER_MS).map(|(&id, _)| id).collect()
+    }
+
     /// Starts a selection if one is due: the join is complete, there is no
-    /// leader, and none (nor a rediscovery) is under way.
+    /// leader, and none (nor a rediscovery) is under way. As in the real
+    /// coord, only members the detector believes alive are asked.
     fn maybe_select(&mut self, net: &mut Net) {
         if !self.state.join_complete || self.leader.is_some() || !matches!(self.phase, Phase::Idle) {
             return;
@@ -263,7 +268,8 @@ impl CoordModel {
         let term = self.state.term;
         self.phase =
             Phase::Selecting { term, started: net.now, answers: BTreeMap::new(), chosen: None, wait_all: term == 1 };
-        for id in self.members() {
+        let failed = self.failed(net.now);
+        for id in self.members().into_iter().filter(|id| !failed.contains(id)) {
             net.send(Proc::Coord, Proc::Server(id), Msg::LogStateRequest { term, epoch: self.epoch });
         }
     }
@@ -344,8 +350,11 @@ impl CoordModel {
             }
             Msg::CoordReply { epoch, msg } if epoch == self.epoch => match msg {
                 Message::LogState(ls) => self.on_log_state(ls, net, inv),
+                // Only an answer of the selection under way counts, as in
+                // the real coord, whose calls end with their selection: a
+                // late one must not raise the term past a leader it then
+                // would never fence.
                 Message::BecomeLeaderResponse { term, from, accepted, current_term } => {
-                    self.state.term = self.state.term.max(current_term);
                     match &self.phase {
                         Phase::Selecting { term: t, chosen: Some(c), .. } if *t == term && *c == from => {
                             // A term overtaken during its selection (a
@@ -363,6 +372,7 @@ impl CoordModel {
                                 self.leader = Some(from);
                                 self.phase = Phase::Stable;
                             } else {
+                                self.state.term = self.state.term.max(current_term);
                                 self.superseded(net);
                             }
                         }
@@ -452,7 +462,6 @@ impl CoordModel {
     }
 
     fn on_log_state(&mut self, ls: LogState, net: &mut Net, inv: &mut Invariants) {
-        self.state.term = self.state.term.max(ls.current_term);
         let quorum = (self.n / 2 + 1) as usize;
         let n = self.n as usize;
         let Phase::Selecting { term, answers, chosen, wait_all, .. } = &mut self.phase else {
@@ -465,6 +474,7 @@ impl CoordModel {
             // The server holds this term or a later one (the real coord's
             // rule, selection.rs): designating anyone in it could make a
             // second leader of a term that has one. Start above what it holds.
+            self.state.term = self.state.term.max(ls.current_term);
             self.superseded(net);
             return;
         }
