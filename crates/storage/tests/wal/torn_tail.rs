@@ -135,3 +135,51 @@ fn a_sector_never_written_before_written_ones_is_a_torn_write() {
     assert_eq!(rec.entries.len() as u64, kept + 3);
     assert_eq!(rec.torn_tail, None);
 }
+
+/// The same when the sector lost is the one the torn write started in:
+/// it keeps the previous, synced write's bytes and the zero-filled room
+/// after them, while the write's later sectors landed. Zeros from where a
+/// record should start that stop short of the sector's end are corruption:
+/// a sector is written whole, so the record after them would be gone too.
+#[test]
+fn a_torn_write_that_lost_its_first_sector_is_a_torn_write() {
+    let opts = options(FsyncPolicy::Never, 1 << 20);
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path(), opts);
+    // A synced first write that ends inside a sector, with room in it.
+    let mut kept = 0;
+    let wal = loop {
+        kept += 1;
+        s.append(&entries(kept..=kept, 1)).unwrap();
+        s.sync().unwrap();
+        let wal = segment_files(dir.path()).pop().unwrap();
+        let end = written_len(&wal) as usize % 512;
+        if (100..=400).contains(&end) {
+            break wal;
+        }
+    };
+    let start = written_len(&wal) as usize;
+    // The second write: many records, over several sectors.
+    s.append(&entries(kept + 1..=kept + 60, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    assert!(written_len(&wal) as usize > start + 3 * 512);
+    let good = fs::read(&wal).unwrap();
+    let boundary = start.div_ceil(512) * 512;
+
+    // Zeros short of the sector's end, an intact record after them: corruption.
+    let mut bytes = good.clone();
+    bytes[start..boundary - 1].fill(0);
+    fs::write(&wal, &bytes).unwrap();
+    assert!(Storage::open(dir.path(), opts).is_err(), "zeros inside a written sector were taken for a torn write");
+
+    // The sector's part after the first write lost: a torn write, cut where
+    // the second write began.
+    let mut bytes = good.clone();
+    bytes[start..boundary].fill(0);
+    fs::write(&wal, &bytes).unwrap();
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries, entries(1..=kept, 1));
+    let torn = rec.torn_tail.expect("the cut is reported");
+    assert!(torn.contains("never written"), "{torn}");
+}
