@@ -23,6 +23,16 @@ use crate::backoff::Redial;
 use crate::op::{ClientError, Op, OpResult, Value};
 use crate::wire;
 
+/// Operations queued in the driver, in windows: past this many the driver
+/// reads no more requests, so `submit` waits (see `KvClient::submit`).
+const QUEUED_WINDOWS: usize = 4;
+
+/// A registration is sent again after this long unanswered at the least,
+/// however short the operation timeout: the dial (0.5 s), the hello (2 s)
+/// and a commit must fit, or a client with a short timeout would redial
+/// for ever and never get a session.
+const MIN_REGISTRATION_WAIT: Duration = Duration::from_secs(3);
+
 /// What the API hands the driver.
 pub enum Request {
     Submit { op: Op, op_id: u64, reply: Option<oneshot::Sender<OpResult>> },
@@ -95,8 +105,9 @@ pub struct Driver {
     /// When the leader may be dialled again after connections it closed
     /// unserved.
     redial: Redial,
-    /// Why the cluster refused this client's Secret, once it did: every
-    /// operation then fails at once.
+    /// Why the cluster refused this client's Secret, until a server or the
+    /// coord answers: operations fail at once while the pause after the
+    /// refusal lasts (see [`Driver::refused_now`]).
     refused: Option<String>,
     /// Connections whose server refused the Secret.
     refused_epochs: std::collections::BTreeSet<u64>,
@@ -159,7 +170,8 @@ impl Driver {
         let mut requests_open = true;
         loop {
             tokio::select! {
-                r = requests.recv(), if requests_open && self.stop.is_none() => match r {
+                r = requests.recv(), if requests_open && self.stop.is_none()
+                    && self.queue.len() < QUEUED_WINDOWS * self.window => match r {
                     Some(Request::Submit { op, op_id, reply }) => self.submit(op, op_id, reply),
                     Some(Request::Stop(done)) => self.stop = Some(done),
                     None => requests_open = false,
@@ -217,14 +229,24 @@ impl Driver {
             sent: false,
             sent_on: Vec::new(),
             since: Instant::now(),
-            result: self.refused.clone().map(|why| Err(ClientError::Unauthenticated(why))),
+            result: self.refused_now().map(|why| Err(ClientError::Unauthenticated(why))),
             reply,
         });
+    }
+
+    /// Why the cluster refused this client's Secret, while that is fresh:
+    /// for the pause after a refusal, operations fail at once. After it they
+    /// go out again (one refused connection fails them as quickly), so a
+    /// cluster that takes the Secret again (a coord restarted with its
+    /// right config, say) is served again without a restart of the client.
+    fn refused_now(&self) -> Option<String> {
+        self.refused.clone().filter(|_| self.hold_until.is_some_and(|t| Instant::now() < t))
     }
 
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Leader(info) => {
+                self.refused = None; // the coord took the Secret
                 let changed = info.leader_id != self.leader.leader_id || info.client_addr != self.leader.client_addr;
                 // The same server chosen again (a new term) is worth a dial
                 // at once too: it may be back from an outage.
@@ -374,14 +396,24 @@ impl Driver {
         // A registration unanswered for a whole operation timeout (a leader
         // cut off from its followers holds it) is sent again, elsewhere if
         // the coord now names another leader.
-        if self.session.is_none() && self.registration_sent_at.is_some_and(|t| now.duration_since(t) >= self.op_timeout)
-        {
+        let wait = self.op_timeout.max(MIN_REGISTRATION_WAIT);
+        if self.session.is_none() && self.registration_sent_at.is_some_and(|t| now.duration_since(t) >= wait) {
             self.drop_conn();
         }
+        let epoch = self.conn.as_ref().map(|c| c.epoch);
+        let mut suspect = false;
         for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
             if now.duration_since(p.since) >= self.op_timeout {
                 p.result = Some(Err(ClientError::Timeout(self.op_timeout)));
+                suspect |= p.sent && epoch.is_some_and(|e| p.sent_on.last() == Some(&e));
             }
+        }
+        // An operation that timed out on the current connection makes it
+        // suspect: a half-open one (its leader cut off from this client
+        // alone, a lost reset) would otherwise time every operation out
+        // until TCP gave up. The next operation dials again.
+        if suspect {
+            self.drop_conn();
         }
     }
 
@@ -487,5 +519,100 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn driver(window: usize) -> (Driver, mpsc::Receiver<OpResult>, mpsc::UnboundedReceiver<Event>) {
+        let (results, results_rx) = mpsc::channel(16);
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let settings = Settings {
+            client_id: "c".into(),
+            secret: String::new(),
+            window,
+            op_timeout: Duration::from_secs(10),
+            trace: kvraft_trace::Trace::disabled(),
+            transport: crate::Transport::Frames,
+        };
+        let mut d = Driver::new(settings, results, events);
+        d.session = Some(7);
+        (d, results_rx, events_rx)
+    }
+
+    fn put(d: &mut Driver, op_id: u64) {
+        d.submit(Op::Put { key: "k".into(), value: "v".into() }, op_id, None);
+    }
+
+    fn result(d: &Driver, op_id: u64) -> Option<&Result<Value, ClientError>> {
+        d.queue.iter().find(|p| p.op_id == op_id)?.result.as_ref()
+    }
+
+    /// A refusal fails operations at once for its pause, not for ever: a
+    /// cluster that takes the Secret again is served again.
+    #[test]
+    fn a_refusal_does_not_fail_every_later_operation() {
+        let (mut d, _r, _e) = driver(1);
+        d.on_event(Event::Refused { epoch: None, why: "wrong secret".into() });
+        put(&mut d, 1);
+        assert!(matches!(result(&d, 1), Some(Err(ClientError::Unauthenticated(_)))));
+        // The pause is over: the next one goes out (and fails as fast if
+        // it is refused again).
+        d.hold_until = Instant::now().checked_sub(Duration::from_millis(1));
+        put(&mut d, 2);
+        assert!(result(&d, 2).is_none(), "an operation failed on an old refusal");
+        // The coord answering ends the refusal at once.
+        d.on_event(Event::Refused { epoch: None, why: "wrong secret".into() });
+        d.on_event(Event::Leader(pb::LeaderInfo {
+            leader_id: 1,
+            client_addr: "127.0.0.1:1".into(),
+            ..Default::default()
+        }));
+        put(&mut d, 3);
+        assert!(result(&d, 3).is_none());
+    }
+
+    /// A short operation timeout does not resend the registration before a
+    /// dial, a hello and a commit could have answered it.
+    #[test]
+    fn a_registration_gets_time_to_be_answered() {
+        let (mut d, _r, _e) = driver(1);
+        d.session = None;
+        d.op_timeout = Duration::from_millis(300);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        d.conn = Some(Conn { epoch: 1, leader: 1, tx });
+        d.registration_sent_at = Instant::now().checked_sub(Duration::from_secs(1));
+        d.on_tick();
+        assert!(d.conn.is_some(), "the registration was given up after 1 s");
+        d.registration_sent_at = Instant::now().checked_sub(MIN_REGISTRATION_WAIT);
+        d.on_tick();
+        assert!(d.conn.is_none());
+    }
+
+    /// An operation that times out on the current connection drops it: a
+    /// half-open connection must not time out every operation after it.
+    #[test]
+    fn a_timeout_on_the_connection_drops_it() {
+        let (mut d, _r, _e) = driver(4);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        d.conn = Some(Conn { epoch: 3, leader: 1, tx });
+        put(&mut d, 1);
+        put(&mut d, 2);
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(11)).unwrap();
+        d.queue[0].since = long_ago;
+        d.queue[1].since = long_ago;
+        // Not sent yet: a timeout says nothing about the connection.
+        d.on_tick();
+        assert!(d.conn.is_some());
+        put(&mut d, 3);
+        d.queue[0].sent = true;
+        d.queue[0].sent_on = vec![3];
+        d.queue[0].since = long_ago;
+        d.queue[0].result = None;
+        d.on_tick();
+        assert!(d.conn.is_none(), "an operation timed out on the connection, which was kept");
+        assert!(matches!(result(&d, 1), Some(Err(ClientError::Timeout(_)))));
     }
 }

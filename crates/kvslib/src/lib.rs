@@ -241,6 +241,24 @@ mod tests {
         assert!(KvClient::start(cfg("1", "correct horse")).is_ok());
     }
 
+    /// `submit` waits once four windows are queued: a caller that issues
+    /// faster than the cluster answers is slowed down, not buffered without
+    /// bound.
+    #[tokio::test]
+    async fn submit_waits_when_four_windows_are_queued() {
+        let mut c = Config::new("1".to_owned(), "127.0.0.1:1".to_owned()); // no coord: nothing completes
+        c.window = 2;
+        let (client, _results) = KvClient::start(c).unwrap();
+        let put = || Op::Put { key: "k".into(), value: "v".into() };
+        // Four windows in the driver, four more in the request channel.
+        for i in 1..=16 {
+            let op = tokio::time::timeout(std::time::Duration::from_secs(2), client.submit(put())).await;
+            assert_eq!(op.expect("submit waited with room left").unwrap(), i);
+        }
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(300), client.submit(put())).await;
+        assert!(waited.is_err(), "submit took a 17th operation with 16 queued");
+    }
+
     /// An operation handed over while the client is stopping (by another
     /// clone) gets a result, Stopped, before the results channel closes.
     #[tokio::test]
