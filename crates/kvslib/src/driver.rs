@@ -99,7 +99,11 @@ pub struct Driver {
     queue: VecDeque<Pending>,
     conn: Option<Conn>,
     next_epoch: u64,
+    /// Where operations go: the coord's answer, or a server's hint since.
     leader: pb::LeaderInfo,
+    /// The coord's latest answer: the way back from a hint that led to a
+    /// server that does not take connections.
+    coord_leader: pb::LeaderInfo,
     /// Resend after this instant (a NoQuorum answer asks for a pause).
     hold_until: Option<Instant>,
     /// When the leader may be dialled again after connections it closed
@@ -155,6 +159,7 @@ impl Driver {
             conn: None,
             next_epoch: 0,
             leader: pb::LeaderInfo::default(),
+            coord_leader: pb::LeaderInfo::default(),
             hold_until: None,
             redial: Redial::default(),
             refused: None,
@@ -251,6 +256,7 @@ impl Driver {
                 // The same server chosen again (a new term) is worth a dial
                 // at once too: it may be back from an outage.
                 let reelected = info.term != self.leader.term;
+                self.coord_leader = info.clone();
                 self.leader = info;
                 if self.leader.quorum_impossible {
                     let why = self.leader.status.clone();
@@ -279,6 +285,13 @@ impl Driver {
                     self.redial.reset();
                 } else if epoch == self.next_epoch {
                     self.redial.failed(Instant::now());
+                    // A hint that led nowhere: back to the coord's answer,
+                    // which names no other leader until leadership moves.
+                    let hinted = (self.leader.leader_id, &self.leader.client_addr)
+                        != (self.coord_leader.leader_id, &self.coord_leader.client_addr);
+                    if hinted && self.coord_leader.leader_id != 0 {
+                        self.leader = self.coord_leader.clone();
+                    }
                 }
                 if self.conn.as_ref().is_some_and(|c| c.epoch == epoch) {
                     self.drop_conn();
@@ -572,6 +585,22 @@ mod tests {
         }));
         put(&mut d, 3);
         assert!(result(&d, 3).is_none());
+    }
+
+    /// A server's hint naming a leader that takes no connection is given
+    /// up for the coord's answer: the coord says nothing new until
+    /// leadership moves, so the client would otherwise dial the dead hint
+    /// until then.
+    #[test]
+    fn a_hint_that_leads_nowhere_falls_back_to_the_coord() {
+        let (mut d, _r, _e) = driver(1);
+        let coord = pb::LeaderInfo { leader_id: 1, client_addr: "127.0.0.1:1".into(), term: 3, ..Default::default() };
+        d.on_event(Event::Leader(coord.clone()));
+        d.redirect(2, "127.0.0.1:2".into());
+        assert_eq!(d.leader.leader_id, 2);
+        d.next_epoch = 5;
+        d.on_event(Event::Closed { epoch: 5, served: false });
+        assert_eq!((d.leader.leader_id, d.leader.client_addr.as_str()), (1, "127.0.0.1:1"));
     }
 
     /// A short operation timeout does not resend the registration before a
