@@ -135,11 +135,7 @@ impl Coord {
                     let _ = reply.send(r);
                 }
                 Input::Known(req, reply) => {
-                    let known = self.knows(req.server_id, req.incarnation);
-                    if known {
-                        self.heard_term(req.server_id, req.current_term);
-                    }
-                    let _ = reply.send(pb::KnownReply { known });
+                    let _ = reply.send(self.on_known(&req));
                 }
                 Input::Fcheck(ev) => self.on_fcheck(ev),
                 Input::Selected(outcome) => self.on_selected(outcome),
@@ -159,6 +155,17 @@ impl Coord {
         self.selecting = true; // no selection until we know whether a leader exists
         self.rediscovery_saw = Some(BTreeSet::new());
         tokio::spawn(rediscover(self.state.members.clone(), self.controls.clone(), self.me.clone()));
+    }
+
+    /// A server's poll: whether the coord knows it in this incarnation,
+    /// and then the membership (so a missed Configure call is made up for).
+    fn on_known(&mut self, req: &pb::KnownRequest) -> pb::KnownReply {
+        let known = self.knows(req.server_id, req.incarnation);
+        if !known {
+            return pb::KnownReply { known, members: Vec::new() };
+        }
+        self.heard_term(req.server_id, req.current_term);
+        pb::KnownReply { known, members: self.state.members.iter().map(member_pb).collect() }
     }
 
     /// A member, in the incarnation it last joined in (as persisted: a

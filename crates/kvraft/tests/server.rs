@@ -789,3 +789,66 @@ fn a_session_that_never_reads_its_replies_is_held_back() {
         drop(tx);
     });
 }
+
+/// A coord that takes every join and answers every `Known` poll with the
+/// membership, and never calls a server's Configure: what a server sees
+/// when that call was lost.
+#[derive(Clone)]
+struct SilentCoord {
+    members: std::sync::Arc<std::sync::Mutex<Vec<kvraft_proto::Member>>>,
+}
+
+#[tonic::async_trait]
+impl kvraft_proto::coord_server_server::CoordServer for SilentCoord {
+    async fn join(
+        &self,
+        _: tonic::Request<kvraft_proto::JoinRequest>,
+    ) -> Result<tonic::Response<kvraft_proto::JoinReply>, tonic::Status> {
+        let reply = kvraft_proto::JoinReply { accepted: true, error: String::new(), num_servers: 3, trace: vec![] };
+        Ok(tonic::Response::new(reply))
+    }
+
+    async fn known(
+        &self,
+        _: tonic::Request<kvraft_proto::KnownRequest>,
+    ) -> Result<tonic::Response<kvraft_proto::KnownReply>, tonic::Status> {
+        let members = self.members.lock().unwrap().clone();
+        Ok(tonic::Response::new(kvraft_proto::KnownReply { known: true, members }))
+    }
+}
+
+/// A follower that missed the coord's Configure call (it timed out, say)
+/// learns its peers from its next `Known` poll. Before, it dropped every
+/// reply to the leader for good, and a write that needed its copy never
+/// committed.
+#[test]
+fn a_follower_that_missed_its_configure_learns_its_peers_from_known() {
+    use kvraft_proto as pb;
+    runtime().block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let coord_addr = listener.local_addr().unwrap().to_string();
+        let coord = SilentCoord { members: Default::default() };
+        let svc = pb::coord_server_server::CoordServerServer::new(coord.clone());
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let serving = tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming));
+        let mut c = TestCluster::with_coord_addr(3, "", coord_addr);
+        *coord.members.lock().unwrap() = c.members();
+        c.start(1);
+        c.start(2);
+        // Server 1 leads term 1 (its designation carries the members);
+        // server 2 is told nothing but by its polls.
+        for id in [1, 2] {
+            let r = c.control(id).await.log_state(pb::LogStateRequest { term: 1, trace: vec![] }).await;
+            assert!(r.unwrap().into_inner().granted);
+        }
+        let members = c.members();
+        let r = c.control(1).await.become_leader(pb::BecomeLeaderRequest { term: 1, members, trace: vec![] }).await;
+        assert!(r.unwrap().into_inner().accepted);
+        // Two of three: the write needs server 2's copy, and its answer.
+        let mut kv = c.client(1).await;
+        let r = tokio::time::timeout(Duration::from_secs(15), kv.put(put("t", 1, "k", "v"))).await;
+        let r = r.expect("the write never committed: the follower has no way back to the leader");
+        assert!(is_ok(&r.unwrap().into_inner()));
+        serving.abort();
+    });
+}

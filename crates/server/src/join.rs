@@ -115,6 +115,7 @@ impl Joiner {
         let id = self.cfg.server_id;
         let channel = self.endpoint.clone().timeout(CALL_TIMEOUT).connect_lazy();
         let mut refused_backoff = KNOWN_EVERY;
+        let mut known_members: Vec<pb::Member> = Vec::new();
         loop {
             tokio::time::sleep(around(KNOWN_EVERY)).await;
             // The term lets a coord that lost its state see a leader it
@@ -123,7 +124,20 @@ impl Joiner {
                 pb::KnownRequest { server_id: id, incarnation: incarnation(), current_term: self.current_term().await };
             let mut c = CoordServerClient::new(channel.clone());
             match c.known(with_secret(req, &self.cfg.secret)).await {
-                Ok(r) if r.get_ref().known => continue,
+                Ok(r) if r.get_ref().known => {
+                    // The coord tells the membership with every answer: one
+                    // missed Configure call would otherwise leave this
+                    // server without the addresses of its peers, its
+                    // replies to the leader dropped, for good.
+                    let members = r.into_inner().members;
+                    if !members.is_empty() && members != known_members {
+                        known_members = members.clone();
+                        if self.inputs.send(Input::Configure(members)).is_err() {
+                            return; // the loop is gone: stopping
+                        }
+                    }
+                    continue;
+                }
                 Ok(_) => {}
                 // Unreachable, restarting, or a coord without `Known`:
                 // nothing to do until it answers.

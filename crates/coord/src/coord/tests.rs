@@ -154,3 +154,20 @@ async fn a_term_heard_after_a_majority_rejoined_arms_the_grace() {
     f.coord.heard_term(1, 5);
     assert!(f.coord.rejoin_grace_armed);
 }
+
+/// A known server's poll carries the membership (a Configure call it
+/// missed is made up for); an unknown one's carries nothing.
+#[tokio::test]
+async fn a_known_servers_poll_carries_the_membership() {
+    let mut f = fixture(3).await;
+    for id in 1..=3 {
+        f.joined(id, 1, 0);
+    }
+    let r = f.coord.on_known(&pb::KnownRequest { server_id: 2, incarnation: 1, current_term: 0 });
+    assert!(r.known);
+    let ids: Vec<u64> = r.members.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(r.members[0].peer_addr, "127.0.0.1:40001");
+    let r = f.coord.on_known(&pb::KnownRequest { server_id: 2, incarnation: 9, current_term: 0 });
+    assert!(!r.known && r.members.is_empty());
+}

@@ -120,6 +120,11 @@ impl TestCluster {
         c
     }
 
+    /// Servers whose coord is at `coord_addr` (a test's own, say).
+    pub fn with_coord_addr(n: u64, extra: &str, coord_addr: String) -> Self {
+        Self::build(n, extra, Some(coord_addr))
+    }
+
     fn build(n: u64, extra: &str, coord_addr: Option<String>) -> Self {
         Self::build_in(tempfile::tempdir().expect("temp dir"), n, extra, coord_addr)
     }
