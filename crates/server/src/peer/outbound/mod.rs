@@ -68,6 +68,11 @@ const STALLED: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A connection that lasted this long was taken: the next dial after it
+/// breaks starts over at [`FIRST_BACKOFF`]. One closed sooner (a peer with
+/// another secret, or its connection limit reached, takes the connection
+/// and closes it at once) backs off as a refused one does.
+const TAKEN_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Outbox {
@@ -271,7 +276,7 @@ async fn link(addr: String, hello: Vec<u8>, shared: Arc<Shared>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         if let Ok(conn) = connect(&addr, &hello).await {
-            backoff = FIRST_BACKOFF;
+            let since = std::time::Instant::now();
             let conn = Arc::new(conn);
             {
                 let mut outbox = shared.outbox();
@@ -286,6 +291,9 @@ async fn link(addr: String, hello: Vec<u8>, shared: Arc<Shared>) {
                 }
             }
             shared.drained.notify_one(); // a snapshot being streamed gives up
+            if since.elapsed() >= TAKEN_AFTER {
+                backoff = FIRST_BACKOFF;
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -362,4 +370,34 @@ async fn finish_writes(shared: &Shared, conn: &TcpStream) -> bool {
 /// finding when reading a log (`kvraft faults` counts these lines).
 fn log_sending(to: NodeId, meta: SnapshotMeta) {
     tracing::info!(to, index = meta.index, term = meta.term, "sending a snapshot to server {to}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that takes each connection and closes it at once is dialled
+    /// with a growing wait, not every 20 ms for ever (a flood of
+    /// connections, each a warning in the peer's log).
+    #[tokio::test]
+    async fn a_peer_that_closes_at_once_is_dialled_with_backoff() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepts.clone();
+        let closer = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        let link = tokio::spawn(link(addr, frame::hello(1, ""), Arc::new(Shared::default())));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        link.abort();
+        closer.abort();
+        // Waits of 20, 40, 80... ms: at most 7 dials in 1.5 s, however
+        // fast the machine (every 20 ms would be about 70).
+        let n = accepts.load(Ordering::SeqCst);
+        assert!((1..=8).contains(&n), "{n} connections in 1.5 s");
+    }
 }
