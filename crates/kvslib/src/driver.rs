@@ -79,6 +79,8 @@ struct Conn {
     epoch: u64,
     leader: u64,
     tx: mpsc::UnboundedSender<pb::Command>,
+    /// When it last brought a reply (or was made).
+    heard: Instant,
 }
 
 pub struct Driver {
@@ -104,6 +106,10 @@ pub struct Driver {
     /// The coord's latest answer: the way back from a hint that led to a
     /// server that does not take connections.
     coord_leader: pb::LeaderInfo,
+    /// A hint given up that way, not followed again until the coord's
+    /// next answer (two servers, one naming the other, a dead one, would
+    /// otherwise be dialled in turn with no wait).
+    dead_hint: Option<(u64, String)>,
     /// Resend after this instant (a NoQuorum answer asks for a pause).
     hold_until: Option<Instant>,
     /// When the leader may be dialled again after connections it closed
@@ -160,6 +166,7 @@ impl Driver {
             next_epoch: 0,
             leader: pb::LeaderInfo::default(),
             coord_leader: pb::LeaderInfo::default(),
+            dead_hint: None,
             hold_until: None,
             redial: Redial::default(),
             refused: None,
@@ -257,6 +264,7 @@ impl Driver {
                 // at once too: it may be back from an outage.
                 let reelected = info.term != self.leader.term;
                 self.coord_leader = info.clone();
+                self.dead_hint = None;
                 self.leader = info;
                 if self.leader.quorum_impossible {
                     let why = self.leader.status.clone();
@@ -290,6 +298,7 @@ impl Driver {
                     let hinted = (self.leader.leader_id, &self.leader.client_addr)
                         != (self.coord_leader.leader_id, &self.coord_leader.client_addr);
                     if hinted && self.coord_leader.leader_id != 0 {
+                        self.dead_hint = Some((self.leader.leader_id, self.leader.client_addr.clone()));
                         self.leader = self.coord_leader.clone();
                     }
                 }
@@ -317,8 +326,9 @@ impl Driver {
                 self.hold_until = Some(Instant::now() + Duration::from_secs(1));
             }
             Event::Reply { epoch, reply } => {
-                if self.conn.as_ref().is_none_or(|c| c.epoch != epoch) {
-                    return;
+                match &mut self.conn {
+                    Some(c) if c.epoch == epoch => c.heard = Instant::now(),
+                    _ => return,
                 }
                 let Some(session) = self.session else {
                     return self.on_registration(reply);
@@ -394,7 +404,8 @@ impl Driver {
     /// names none, a pause before asking again (the coord may still name
     /// the server that just said no, and it would say so at once).
     fn redirect(&mut self, leader_id: u64, leader_addr: String) {
-        if leader_id != 0 && !leader_addr.is_empty() {
+        let dead = self.dead_hint.as_ref().is_some_and(|(id, addr)| (*id, addr) == (leader_id, &leader_addr));
+        if leader_id != 0 && !leader_addr.is_empty() && !dead {
             self.leader.leader_id = leader_id;
             self.leader.client_addr = leader_addr;
             self.redial.reset();
@@ -413,18 +424,21 @@ impl Driver {
         if self.session.is_none() && self.registration_sent_at.is_some_and(|t| now.duration_since(t) >= wait) {
             self.drop_conn();
         }
-        let epoch = self.conn.as_ref().map(|c| c.epoch);
+        // The current connection, if it has brought nothing for a whole
+        // operation timeout.
+        let silent = self.conn.as_ref().filter(|c| now.duration_since(c.heard) >= self.op_timeout).map(|c| c.epoch);
         let mut suspect = false;
         for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
             if now.duration_since(p.since) >= self.op_timeout {
                 p.result = Some(Err(ClientError::Timeout(self.op_timeout)));
-                suspect |= p.sent && epoch.is_some_and(|e| p.sent_on.last() == Some(&e));
+                suspect |= p.sent && silent.is_some_and(|e| p.sent_on.last() == Some(&e));
             }
         }
-        // An operation that timed out on the current connection makes it
-        // suspect: a half-open one (its leader cut off from this client
-        // alone, a lost reset) would otherwise time every operation out
-        // until TCP gave up. The next operation dials again.
+        // An operation that timed out on a connection silent that long
+        // makes it suspect: a half-open one (its leader cut off from this
+        // client alone, a lost reset) would otherwise time every operation
+        // out until TCP gave up. The next operation dials again. One that
+        // answers, however slowly, is kept.
         if suspect {
             self.drop_conn();
         }
@@ -453,7 +467,7 @@ impl Driver {
             crate::Transport::Frames => tokio::spawn(wire::session_framed(addr, secret, epoch, rx, events)),
             crate::Transport::Grpc => tokio::spawn(wire::session(addr, secret, epoch, rx, events)),
         };
-        self.conn = Some(Conn { epoch, leader: self.leader.leader_id, tx });
+        self.conn = Some(Conn { epoch, leader: self.leader.leader_id, tx, heard: Instant::now() });
     }
 
     /// Puts queued operations on the wire, up to the window.
@@ -611,7 +625,7 @@ mod tests {
         d.session = None;
         d.op_timeout = Duration::from_millis(300);
         let (tx, _rx) = mpsc::unbounded_channel();
-        d.conn = Some(Conn { epoch: 1, leader: 1, tx });
+        d.conn = Some(Conn { epoch: 1, leader: 1, tx, heard: Instant::now() });
         d.registration_sent_at = Instant::now().checked_sub(Duration::from_secs(1));
         d.on_tick();
         assert!(d.conn.is_some(), "the registration was given up after 1 s");
@@ -620,28 +634,56 @@ mod tests {
         assert!(d.conn.is_none());
     }
 
-    /// An operation that times out on the current connection drops it: a
-    /// half-open connection must not time out every operation after it.
+    /// An operation that times out on a connection silent for a whole
+    /// operation timeout drops it: a half-open connection must not time out
+    /// every operation after it. One that answers is kept.
     #[test]
-    fn a_timeout_on_the_connection_drops_it() {
+    fn a_timeout_on_a_silent_connection_drops_it() {
         let (mut d, _r, _e) = driver(4);
+        d.op_timeout = Duration::from_millis(200);
         let (tx, _rx) = mpsc::unbounded_channel();
-        d.conn = Some(Conn { epoch: 3, leader: 1, tx });
+        let long_ago = Instant::now().checked_sub(Duration::from_millis(300)).unwrap();
+        d.conn = Some(Conn { epoch: 3, leader: 1, tx, heard: long_ago });
+        // Not sent: a timeout says nothing about the connection.
         put(&mut d, 1);
-        put(&mut d, 2);
-        let long_ago = Instant::now().checked_sub(Duration::from_secs(11)).unwrap();
         d.queue[0].since = long_ago;
-        d.queue[1].since = long_ago;
-        // Not sent yet: a timeout says nothing about the connection.
         d.on_tick();
         assert!(d.conn.is_some());
-        put(&mut d, 3);
-        d.queue[0].sent = true;
-        d.queue[0].sent_on = vec![3];
-        d.queue[0].since = long_ago;
-        d.queue[0].result = None;
+        // Sent on it, but it answered lately (a slow cluster): kept.
+        put(&mut d, 2);
+        let sent_on = |d: &mut Driver| {
+            let p = d.queue.back_mut().unwrap();
+            (p.sent, p.sent_on, p.since) = (true, vec![3], long_ago);
+        };
+        sent_on(&mut d);
+        d.conn.as_mut().unwrap().heard = Instant::now();
         d.on_tick();
-        assert!(d.conn.is_none(), "an operation timed out on the connection, which was kept");
-        assert!(matches!(result(&d, 1), Some(Err(ClientError::Timeout(_)))));
+        assert!(d.conn.is_some(), "a connection that answers was dropped");
+        // Sent on it, and nothing heard for the whole timeout: dropped.
+        put(&mut d, 3);
+        sent_on(&mut d);
+        d.conn.as_mut().unwrap().heard = long_ago;
+        d.on_tick();
+        assert!(d.conn.is_none(), "an operation timed out on a silent connection, which was kept");
+        assert!(matches!(result(&d, 3), Some(Err(ClientError::Timeout(_)))));
+    }
+
+    /// A hint given up is not followed again until the coord answers anew:
+    /// a server naming a dead one would otherwise send the client back and
+    /// forth with no wait.
+    #[test]
+    fn a_hint_given_up_is_not_followed_again() {
+        let (mut d, _r, _e) = driver(1);
+        let coord = pb::LeaderInfo { leader_id: 1, client_addr: "127.0.0.1:1".into(), term: 3, ..Default::default() };
+        d.on_event(Event::Leader(coord.clone()));
+        d.redirect(2, "127.0.0.1:2".into());
+        d.next_epoch = 5;
+        d.on_event(Event::Closed { epoch: 5, served: false });
+        d.redirect(2, "127.0.0.1:2".into());
+        assert_eq!(d.leader.leader_id, 1, "the dead hint was followed again");
+        assert!(d.hold_until.is_some(), "no pause before asking the coord's leader again");
+        d.on_event(Event::Leader(coord));
+        d.redirect(2, "127.0.0.1:2".into());
+        assert_eq!(d.leader.leader_id, 2);
     }
 }

@@ -151,7 +151,8 @@ impl KvClient {
     }
 
     /// Issues `op`; its result comes on the results channel. Waits only if
-    /// the client is far behind (more than four windows queued).
+    /// the client is far behind: eight windows waiting (four queued in the
+    /// driver, four more handed over to it).
     pub async fn submit(&self, op: Op) -> Result<u64, ClientError> {
         self.hand_over(op, None).await
     }
@@ -241,11 +242,11 @@ mod tests {
         assert!(KvClient::start(cfg("1", "correct horse")).is_ok());
     }
 
-    /// `submit` waits once four windows are queued: a caller that issues
+    /// `submit` waits once eight windows are waiting: a caller that issues
     /// faster than the cluster answers is slowed down, not buffered without
     /// bound.
     #[tokio::test]
-    async fn submit_waits_when_four_windows_are_queued() {
+    async fn submit_waits_when_eight_windows_are_waiting() {
         let mut c = Config::new("1".to_owned(), "127.0.0.1:1".to_owned()); // no coord: nothing completes
         c.window = 2;
         let (client, _results) = KvClient::start(c).unwrap();
