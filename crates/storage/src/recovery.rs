@@ -116,10 +116,11 @@ pub(crate) fn recover(dir: &Path, policy: FsyncPolicy) -> Result<Recovery, Stora
         Some((index, path)) => Some(snapshot_file::read(path, *index)?),
         None => None,
     };
-    if let Some((_, path)) = newest.as_ref().filter(|_| !listing.snapshots.is_empty()) {
+    if let Some((_, path)) = &newest {
         // A crash may have come between its rename and the directory's
-        // fsync: it is made durable before the snapshots it replaces go,
-        // for filesystems that do not keep directory changes in order.
+        // fsync: it is made durable before anything it replaces goes (older
+        // snapshots here, the segments it covers in `settle`), for
+        // filesystems that do not keep directory changes in order.
         make_durable(dir, std::iter::once(path.clone()), policy)?;
     }
     for (_, older) in &listing.snapshots {

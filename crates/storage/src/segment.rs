@@ -117,14 +117,16 @@ pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
 /// Where `bytes[from..to]` shows a sector that was never written, if it
 /// does: the first whole sector that is all zeros, or, when `from` (where a
 /// record should start) is inside a sector, that sector's part from `from`
-/// on, if it is all zeros and holds at least a record's length field. The
+/// on, if it is all zeros and holds at least a whole record header. The
 /// sector's part before `from` is the previous write's, synced, so a lost
 /// write of that sector leaves it and the zero-filled room after it; had
-/// the write landed, a length (never 0) would be there. Most writes start
-/// inside a sector, so that sector is the one a torn write most often lost.
+/// the write landed, a header (whose length is never 0) would be there.
+/// Most writes start inside a sector, so that sector is the one a torn
+/// write most often lost.
 fn zeroed_sector(bytes: &[u8], from: usize, to: usize) -> Option<usize> {
     let first = from.div_ceil(SECTOR) * SECTOR;
-    if first > from && first <= to && first - from >= 4 && bytes[from..first].iter().all(|b| *b == 0) {
+    let head = first.saturating_sub(from);
+    if head >= record::HEADER_LEN && first <= to && bytes[from..first].iter().all(|b| *b == 0) {
         return Some(from);
     }
     (first..to).step_by(SECTOR).find(|&s| s + SECTOR <= to && bytes[s..s + SECTOR].iter().all(|b| *b == 0))
