@@ -128,7 +128,9 @@ impl Joiner {
                     // The coord tells the membership with every answer: one
                     // missed Configure call would otherwise leave this
                     // server without the addresses of its peers, its
-                    // replies to the leader dropped, for good.
+                    // replies to the leader dropped, for good. An answer
+                    // overtaken by a newer Configure (a peer moved just
+                    // then) is set right by the next one, a second later.
                     let members = r.into_inner().members;
                     if !members.is_empty() && members != known_members {
                         known_members = members.clone();

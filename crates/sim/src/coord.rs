@@ -337,6 +337,7 @@ impl CoordModel {
                 if known && current_term > self.state.term {
                     self.state.term = current_term;
                     self.fenced(net);
+                    self.maybe_arm_rejoin_grace(net);
                 }
                 net.send(Proc::Coord, from, Msg::KnownReply { incarnation, known });
             }
@@ -417,14 +418,7 @@ impl CoordModel {
         if fenced && !restarted_leader && self.state.join_complete && !completes {
             self.fenced(net);
         }
-        let quorum = self.n / 2 + 1;
-        if !self.state.join_complete
-            && self.state.term > 0
-            && self.state.members.len() as u64 >= quorum
-            && self.rejoin_grace_until.is_none()
-        {
-            self.rejoin_grace_until = Some(net.now + REJOIN_GRACE_MS);
-        }
+        self.maybe_arm_rejoin_grace(net);
         if completes {
             self.rejoin_grace_until = None;
             self.phase = Phase::Idle;
@@ -450,6 +444,20 @@ impl CoordModel {
         self.state.join_complete = true;
         self.partial_rejoins += 1;
         self.rediscover(net);
+    }
+
+    /// As the real coord's: a coord that lost its state, with a majority
+    /// of a cluster that ran before joined again (a term above 0 heard, in
+    /// a join or a `Known`), gives the rest the rejoin grace.
+    fn maybe_arm_rejoin_grace(&mut self, net: &Net) {
+        let quorum = self.n / 2 + 1;
+        if !self.state.join_complete
+            && self.state.term > 0
+            && self.state.members.len() as u64 >= quorum
+            && self.rejoin_grace_until.is_none()
+        {
+            self.rejoin_grace_until = Some(net.now + REJOIN_GRACE_MS);
+        }
     }
 
     /// A server holds a term above the leader's: the leader is fenced.

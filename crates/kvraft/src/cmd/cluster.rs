@@ -60,11 +60,15 @@ fn read_pids(dir: &Path) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// Still a kvraft process: a pid outlives its process (the file may
-/// predate a reboot), and the next process given it is not ours to stop.
-/// By the command name, which a rebuilt binary keeps.
+/// Still a process of this program: a pid outlives its process (the file
+/// may predate a reboot), and the next process given it is not ours to
+/// stop. By the command name (the executable's, cut to 15 bytes), which a
+/// rebuilt binary keeps; the cluster's processes run this executable.
 fn ours(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "kvraft")
+    let exe = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.as_encoded_bytes().to_vec()));
+    let mut name = exe.unwrap_or_else(|| b"kvraft".to_vec());
+    name.truncate(15);
+    std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.strip_suffix(b"\n").unwrap_or(&c) == name)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

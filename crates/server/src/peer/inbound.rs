@@ -172,23 +172,16 @@ async fn decode_snapshot(msg: &Message, commit: u64) -> Result<Option<KvStore>, 
     if snapshot.meta.index <= commit {
         return Ok(None);
     }
-    let SnapshotData::Bytes(bytes) = &snapshot.data else {
+    if !matches!(snapshot.data, SnapshotData::Bytes(_)) {
         return Err("a snapshot without its bytes".into());
-    };
-    let bytes = bytes.clone();
-    let meta = snapshot.meta;
-    match tokio::task::spawn_blocking(move || KvStore::restore(&bytes)).await {
-        Ok(Ok(store)) if (store.applied_index(), store.applied_term()) == (meta.index, meta.term) => Ok(Some(store)),
-        // Adopting it would put the log and the state out of step (and
-        // compacting would then drop entries the state never applied).
-        Ok(Ok(store)) => Err(format!(
-            "it says index {} term {} but holds the state at index {} term {}",
-            meta.index,
-            meta.term,
-            store.applied_index(),
-            store.applied_term()
-        )),
-        Ok(Err(e)) => Err(format!("its state does not decode: {e}")),
+    }
+    let snapshot = snapshot.clone(); // the bytes are shared, not copied
+    // A state at another index than the snapshot's would put the log and
+    // the state out of step (and compacting would then drop entries the
+    // state never applied): refused, as at recovery.
+    match tokio::task::spawn_blocking(move || crate::snapshot::restore(&snapshot)).await {
+        Ok(Ok(store)) => Ok(Some(store)),
+        Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("decoding it failed: {e}")),
     }
 }
