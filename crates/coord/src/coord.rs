@@ -57,6 +57,10 @@ pub struct Coord {
     /// current selection ran: one of them designated leads no more.
     restarted_while_selecting: BTreeSet<u64>,
     quorum_impossible: bool,
+    /// A leader that said it lost its quorum: asked in the selections that
+    /// follow (so it adopts their term) but not chosen, until one names a
+    /// leader or finds no quorum without it.
+    passed_over: Option<u64>,
     monitor: Monitor,
     controls: Controls,
     leader_tx: watch::Sender<pb::LeaderInfo>,
@@ -100,6 +104,7 @@ impl Coord {
             selecting: false,
             restarted_while_selecting: BTreeSet::new(),
             quorum_impossible: false,
+            passed_over: None,
             monitor: p.monitor,
             controls: p.controls,
             leader_tx: p.leader_tx,
@@ -165,7 +170,24 @@ impl Coord {
             return pb::KnownReply { known, members: Vec::new() };
         }
         self.heard_term(req.server_id, req.current_term);
+        if req.lost_quorum && self.leader == Some(req.server_id) && req.current_term == self.state.term {
+            self.lost_quorum(req.server_id);
+        }
         pb::KnownReply { known, members: self.state.members.iter().map(member_pb).collect() }
+    }
+
+    /// The leader says it has heard from no majority for a while: it is cut
+    /// off from its followers, though not from the coord, and commits
+    /// nothing. A new leader is selected among the others (if they make a
+    /// majority); the selection's term reaches the old leader too, which
+    /// steps down.
+    fn lost_quorum(&mut self, id: u64) {
+        tracing::warn!(server = id, "LeaderFailOver: server {id} has heard from no majority of the servers");
+        self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "lost its quorum"}));
+        self.leader = None;
+        self.passed_over = Some(id);
+        self.publish();
+        self.maybe_select();
     }
 
     /// A member, in the incarnation it last joined in (as persisted: a
@@ -519,12 +541,19 @@ impl Coord {
         // has failed is unreachable as far as the coord knows (and may be a
         // leader cut off from it).
         let asked: Vec<u64> = self.alive.iter().filter(|(_, a)| **a).map(|(id, _)| *id).collect();
-        let (n, controls, me, trace) = (self.n as usize, self.controls.clone(), self.me.clone(), self.trace.clone());
-        // The first selection waits for every server, so that with equal
-        // (empty) logs server 1 leads term 1, as in the prototype.
-        let first = term == 1;
+        let (controls, me, trace) = (self.controls.clone(), self.me.clone(), self.trace.clone());
+        let round = selection::Round {
+            term,
+            num_servers: self.n as usize,
+            members,
+            asked,
+            // The first selection waits for every server, so that with
+            // equal (empty) logs server 1 leads term 1, as in the prototype.
+            wait_for_all: term == 1,
+            passed_over: self.passed_over,
+        };
         tokio::spawn(async move {
-            let outcome = selection::run(term, n, members, &asked, controls, &trace, first).await;
+            let outcome = selection::run(round, controls, &trace).await;
             let _ = me.send(Input::Selected(outcome));
         });
     }
@@ -544,6 +573,11 @@ impl Coord {
 
     fn on_selected(&mut self, outcome: Outcome) {
         self.selecting = false;
+        if !matches!(outcome, Outcome::Refused { .. }) {
+            // Named a leader, or found no quorum without the one passed
+            // over: the next selection may choose it again.
+            self.passed_over = None;
+        }
         match outcome {
             Outcome::Leader { id, term } => {
                 self.leader = Some(id);

@@ -50,17 +50,38 @@ pub fn choose(answers: &[pb::LogStateReply]) -> Option<u64> {
         .map(|a| a.server_id)
 }
 
-/// Runs one selection for `term`, asking the servers in `asked`; `members`
-/// (all servers) go to the new leader.
-pub async fn run(
-    term: u64,
-    num_servers: usize,
-    members: Vec<pb::Member>,
-    asked: &[u64],
-    controls: Controls,
-    trace: &kvraft_trace::Trace,
-    wait_for_all: bool,
-) -> Outcome {
+/// The answers a leader may be chosen from: all of them but the one passed
+/// over, if they still make a quorum. Any quorum of answers holds every
+/// committed entry (it meets the majority each was committed on), so the
+/// most up-to-date of them does too; the one passed over (a leader cut off
+/// from its followers) is left out because its longer log, of entries it
+/// could not commit, would win again.
+pub fn eligible(
+    answers: &[pb::LogStateReply],
+    passed_over: Option<u64>,
+    quorum: usize,
+) -> Option<Vec<pb::LogStateReply>> {
+    let eligible: Vec<_> = answers.iter().filter(|a| Some(a.server_id) != passed_over).cloned().collect();
+    (eligible.len() >= quorum).then_some(eligible)
+}
+
+/// One selection: its term, who is asked, and who may not win.
+pub struct Round {
+    pub term: u64,
+    pub num_servers: usize,
+    /// All servers, for the new leader.
+    pub members: Vec<pb::Member>,
+    pub asked: Vec<u64>,
+    /// Wait (up to a second) for every answer, not only a quorum's.
+    pub wait_for_all: bool,
+    /// Asked (so it adopts the term and steps down) but not chosen: a
+    /// leader that reported it lost its quorum.
+    pub passed_over: Option<u64>,
+}
+
+/// Runs one selection round.
+pub async fn run(round: Round, controls: Controls, trace: &kvraft_trace::Trace) -> Outcome {
+    let Round { term, num_servers, members, asked, wait_for_all, passed_over } = round;
     let tok = || if trace.enabled() { trace.generate_token() } else { Vec::new() };
     let quorum = num_servers / 2 + 1;
     let mut calls: FuturesUnordered<_> = asked
@@ -98,7 +119,7 @@ pub async fn run(
                     }
                     Err(e) => tracing::debug!(server = id, "no log state for term {term}: {}", e.message()),
                 }
-                if answers.len() >= quorum && !grace_armed {
+                if !grace_armed && eligible(&answers, passed_over, quorum).is_some() {
                     grace_armed = true;
                     let wait = if wait_for_all { Duration::from_secs(1) } else { GRACE };
                     grace.as_mut().reset(tokio::time::Instant::now() + wait);
@@ -110,14 +131,14 @@ pub async fn run(
     if refused || highest > term {
         return Outcome::Refused { term, current_term: highest };
     }
-    if answers.len() < quorum {
+    let Some(eligible) = eligible(&answers, passed_over, quorum) else {
         return Outcome::QuorumImpossible {
             term,
-            answered: answers.iter().map(|a| a.server_id).collect(),
+            answered: answers.iter().map(|a| a.server_id).filter(|&id| Some(id) != passed_over).collect(),
             needed: quorum,
         };
-    }
-    let id = choose(&answers).expect("a quorum is not empty");
+    };
+    let id = choose(&eligible).expect("a quorum is not empty");
     let Some(mut c) = controls.control(id) else {
         return Outcome::QuorumImpossible { term, answered: vec![], needed: quorum };
     };
@@ -136,6 +157,18 @@ mod tests {
 
     fn ls(id: u64, t: u64, i: u64) -> pb::LogStateReply {
         pb::LogStateReply { server_id: id, last_log_term: t, last_log_index: i, granted: true, ..Default::default() }
+    }
+
+    /// A leader passed over is left out of the choice, and the others must
+    /// still make a quorum.
+    #[test]
+    fn a_passed_over_leader_is_not_chosen() {
+        let answers = [ls(1, 2, 9), ls(2, 2, 5), ls(3, 2, 4)];
+        assert_eq!(choose(&answers), Some(1));
+        let others = eligible(&answers, Some(1), 2).unwrap();
+        assert_eq!(choose(&others), Some(2));
+        assert!(eligible(&answers[..2], Some(1), 2).is_none(), "one other is no quorum of three");
+        assert_eq!(eligible(&answers, None, 2).unwrap().len(), 3);
     }
 
     #[test]

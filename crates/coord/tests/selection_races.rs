@@ -313,7 +313,7 @@ async fn a_designee_fenced_before_its_answer_was_handled_is_not_named_leader() {
         // Server 2 reports a term the coord never handed out (one a coord
         // that lost its state did): term 1 is over before it is named.
         c.fake(2).fake.held.lock().unwrap().term = 7;
-        let known = pb::KnownRequest { server_id: 2, incarnation: 1, current_term: 7 };
+        let known = pb::KnownRequest { server_id: 2, incarnation: 1, current_term: 7, lost_quorum: false };
         assert!(c.joins.known(known).await.unwrap().into_inner().known);
         c.release(1, 1).await;
         // Named for a term above the one it heard of (which server depends

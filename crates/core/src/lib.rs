@@ -24,6 +24,6 @@ mod types;
 pub use config::Config;
 pub use log::RaftLog;
 pub use message::{AppendResult, Dest, LogState, Message, Outbound};
-pub use node::{ProposeError, RaftNode, Released, Restored, Role, WRITE_QUORUM_WINDOWS};
+pub use node::{LOST_QUORUM_WINDOWS, ProposeError, RaftNode, Released, Restored, Role, WRITE_QUORUM_WINDOWS};
 pub use ready::{ReadError, ReadId, Ready};
 pub use types::{Entry, Index, NodeId, Payload, Snapshot, SnapshotData, SnapshotMeta, Term};

@@ -32,6 +32,13 @@ pub enum Role {
 /// quorum windows (reads: one).
 pub const WRITE_QUORUM_WINDOWS: u64 = 10;
 
+/// A leader that has heard from no majority for this many quorum windows
+/// says so ([`RaftNode::lost_quorum`]), for its shell to tell the coord,
+/// which can only see that it is alive. Three times the writes' window: a
+/// follower's answers wait for its disk, and a slow disk must not cost a
+/// leader that still has its quorum its leadership.
+pub const LOST_QUORUM_WINDOWS: u64 = 3 * WRITE_QUORUM_WINDOWS;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     #[error("not leader (leader: {leader:?})")]
@@ -306,6 +313,14 @@ impl RaftNode {
     /// quorum window. False on a follower.
     pub fn has_recent_quorum(&self) -> bool {
         self.heard_from_majority_within(self.cfg.quorum_window_ticks)
+    }
+
+    /// True on a leader that has heard from no majority for
+    /// [`LOST_QUORUM_WINDOWS`] quorum windows: cut off from its followers,
+    /// it can commit nothing, and stays leader until a later term reaches
+    /// it. False on a follower.
+    pub fn lost_quorum(&self) -> bool {
+        self.ls.is_some() && !self.heard_from_majority_within(LOST_QUORUM_WINDOWS * self.cfg.quorum_window_ticks)
     }
 
     /// Whether a majority (this leader included) was heard from within the

@@ -281,6 +281,39 @@ fn a_followers_ticks_change_nothing() {
     assert_eq!(trace(&mut ticked), trace(&mut unticked));
 }
 
+/// A leader says it lost its quorum only after hearing from no majority
+/// for `LOST_QUORUM_WINDOWS` windows, and stops saying so as soon as a
+/// majority answers again; a follower never says so.
+#[test]
+fn a_leader_cut_off_from_its_followers_says_it_lost_its_quorum() {
+    use kvraft_core::{LOST_QUORUM_WINDOWS, RaftNode};
+    let mut node = RaftNode::new(kvraft_core::Config::new(1));
+    let window = kvraft_core::Config::new(1).quorum_window_ticks;
+    node.log_state_request(1);
+    let rd = node.ready();
+    node.on_persisted(rd.persisted_marker.unwrap_or((0, 0)));
+    assert!(!node.lost_quorum());
+    node.become_leader(2, &[1, 2, 3]);
+    let rd = node.ready();
+    node.on_persisted(rd.persisted_marker.unwrap());
+    let mut ticks = 0;
+    while !node.lost_quorum() {
+        node.tick();
+        let _ = node.ready();
+        ticks += 1;
+        assert!(ticks <= LOST_QUORUM_WINDOWS * window + 1, "still no word after {ticks} ticks");
+    }
+    assert!(ticks >= LOST_QUORUM_WINDOWS * window - 1, "said so after {ticks} ticks");
+    // One follower answers: with the leader, a majority of three.
+    node.step(kvraft_core::Message::AppendEntriesResponse {
+        term: 2,
+        from: 2,
+        result: kvraft_core::AppendResult::Success { match_index: 1 },
+        read_ctx: 0,
+    });
+    assert!(!node.lost_quorum(), "a majority answered, yet it says it lost its quorum");
+}
+
 /// A snapshot the shell keeps on disk goes out by size (the shell reads the
 /// bytes back before the wire); the bytes the node held come back once, and
 /// only for the snapshot it holds.

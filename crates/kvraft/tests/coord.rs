@@ -40,7 +40,8 @@ async fn put_via_coord(c: &TestCluster, client: &str, op_id: u64, key: &str, tim
             && let Ok(ch) = endpoint.connect_timeout(Duration::from_millis(200)).connect().await
         {
             let mut kv = pb::kv_client_client::KvClientClient::new(ch);
-            if let Ok(r) = kv.put(put(client, op_id, key, "v")).await
+            // Bounded: a leader that cannot commit holds a write unanswered.
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), kv.put(put(client, op_id, key, "v"))).await
                 && is_ok(r.get_ref())
             {
                 return info.leader_id;
@@ -682,5 +683,48 @@ fn the_rejoin_grace_is_the_configured_one() {
         .await;
         assert_eq!(joined(), Some((3, true)));
         put_via_coord(&c, "t", 2, "b", Duration::from_secs(10)).await;
+    });
+}
+
+/// A leader cut off from its followers while the coord still hears it (its
+/// links to them point nowhere) says so in its `Known` poll, and the coord
+/// selects a leader among the others: writes go on. Before, the coord saw a
+/// live leader and kept it, and nothing committed until the cut healed.
+#[test]
+fn a_leader_cut_off_from_its_followers_is_replaced() {
+    runtime().block_on(async {
+        let c = started(3, "").await;
+        let old = leader(&c).await;
+        put_via_coord(&c, "t", 1, "before", Duration::from_secs(10)).await;
+        // The leader's links to its followers go to ports nobody listens on.
+        // First its first `Known` poll (about a second after its join) must
+        // have brought the membership: a server applies the one in a poll
+        // only when it changed since the last poll, and would otherwise
+        // undo the cut at once.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let nowhere: Vec<pb::Member> = c
+            .members()
+            .into_iter()
+            .map(|mut m| {
+                if m.id != old.leader_id {
+                    m.peer_addr = format!("127.0.0.1:{}", support::free_port());
+                }
+                m
+            })
+            .collect();
+        let mut control = c.control(old.leader_id).await;
+        control.configure(pb::Membership { members: nowhere, trace: vec![] }).await.unwrap();
+        let cut = Instant::now();
+        // Three seconds without a majority, then its next poll (about a
+        // second), then a selection among the other two.
+        let new = put_via_coord(&c, "t", 2, "after", Duration::from_secs(20)).await;
+        eprintln!(
+            "leader {} cut off from its followers; server {new} took a write after {:?}",
+            old.leader_id,
+            cut.elapsed()
+        );
+        assert_ne!(new, old.leader_id, "the cut-off leader took the write");
+        let st = c.status(old.leader_id).await;
+        assert_eq!(st.role, "follower", "the cut-off leader did not step down: {st:?}");
     });
 }

@@ -120,8 +120,8 @@ impl Joiner {
             tokio::time::sleep(around(KNOWN_EVERY)).await;
             // The term lets a coord that lost its state see a leader it
             // knows fenced by a term it lost (docs/protocol.md).
-            let req =
-                pb::KnownRequest { server_id: id, incarnation: incarnation(), current_term: self.current_term().await };
+            let (current_term, lost_quorum) = self.term_and_quorum().await;
+            let req = pb::KnownRequest { server_id: id, incarnation: incarnation(), current_term, lost_quorum };
             let mut c = CoordServerClient::new(channel.clone());
             match c.known(with_secret(req, &self.cfg.secret)).await {
                 Ok(r) if r.get_ref().known => {
@@ -170,11 +170,17 @@ impl Joiner {
 
     /// The event loop's current term (0 if the loop is gone).
     async fn current_term(&self) -> u64 {
+        self.term_and_quorum().await.0
+    }
+
+    /// The event loop's current term, and whether it leads that term with
+    /// no majority heard from for a while (0 and false if the loop is gone).
+    async fn term_and_quorum(&self) -> (u64, bool) {
         let (tx, rx) = oneshot::channel();
         if self.inputs.send(Input::Status(tx)).is_err() {
-            return 0;
+            return (0, false);
         }
-        rx.await.map_or(0, |s| s.term)
+        rx.await.map_or((0, false), |s| (s.term, s.lost_quorum))
     }
 
     /// One join, in the trace of the caller's `ServerJoining`; an accepted

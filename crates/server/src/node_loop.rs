@@ -668,6 +668,7 @@ impl NodeLoop {
             disk_bytes: self.disk.stats.bytes.load(Ordering::Relaxed),
             // Filled in by the Admin service, which holds the port's count.
             client_connections_refused: 0,
+            lost_quorum: n.lost_quorum(),
         }
     }
 }

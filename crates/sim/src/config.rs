@@ -49,6 +49,10 @@ pub struct SimConfig {
     /// Chance, per nemesis action, that the coord's process crashes instead
     /// (restarting a little later, usually with its state file lost).
     pub coord_crash_rate: f64,
+    /// The cores' quorum window: a short one makes leaders cut off from
+    /// their followers say they lost their quorum (after
+    /// `LOST_QUORUM_WINDOWS` windows) within a partition's time.
+    pub quorum_window_ticks: u64,
 }
 
 impl SimConfig {
@@ -73,6 +77,7 @@ impl SimConfig {
             takeover_crash_rate: [0.0, 0.2, 0.5][rng.random_range(0..3)],
             crash_at_write_rate: [0.0, 0.01, 0.03][rng.random_range(0..3)],
             coord_crash_rate: 0.0,
+            quorum_window_ticks: 10,
         };
         if rng.random_bool(0.25) {
             // The takeover profile: leaders die during their first round
@@ -84,6 +89,7 @@ impl SimConfig {
         }
         // Drawn last, so that the draws above stay what they were.
         cfg.coord_crash_rate = [0.0, 0.03, 0.08][rng.random_range(0..3)];
+        cfg.quorum_window_ticks = [10, 10, 3, 2][rng.random_range(0..4)];
         cfg
     }
 }

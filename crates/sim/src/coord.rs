@@ -104,6 +104,12 @@ pub struct CoordModel {
     pub partial_rejoins: u64,
     /// Leaders given up because a server reported a later term.
     pub fenced_failovers: u64,
+    /// Leaders given up because they said they lost their quorum.
+    pub lost_quorum_failovers: u64,
+    /// As the real coord's: a leader that said it lost its quorum, asked in
+    /// the selections that follow but not chosen, until one names a leader
+    /// or times out.
+    passed_over: Option<NodeId>,
 }
 
 impl CoordModel {
@@ -126,6 +132,8 @@ impl CoordModel {
             kept_leaders: 0,
             partial_rejoins: 0,
             fenced_failovers: 0,
+            lost_quorum_failovers: 0,
+            passed_over: None,
         }
     }
 
@@ -163,6 +171,7 @@ impl CoordModel {
         self.leader = None;
         self.rejoin_grace_until = None;
         self.last_pong.clear();
+        self.passed_over = None;
     }
 
     /// Just before a crash that loses the state file: a selection the
@@ -234,7 +243,9 @@ impl CoordModel {
             }
             Phase::Selecting { term, started, answers, chosen, wait_all } => {
                 if now - *started > SELECTION_TIMEOUT_MS {
-                    if *wait_all && chosen.is_none() && answers.len() >= quorum {
+                    let passed_over = self.passed_over;
+                    let eligible = answers.keys().filter(|&&a| Some(a) != passed_over).count();
+                    if *wait_all && chosen.is_none() && eligible >= quorum {
                         // Not everyone answered the first selection: a
                         // majority did, which is enough.
                         let term = *term;
@@ -242,6 +253,7 @@ impl CoordModel {
                         self.designate(term, net, inv);
                     } else {
                         self.failed_selections += 1;
+                        self.passed_over = None;
                         self.phase = Phase::Idle;
                         self.maybe_select(net);
                     }
@@ -332,12 +344,20 @@ impl CoordModel {
                 self.last_pong.insert(id, net.now);
             }
             Msg::Join { incarnation, current_term, rejoin } => self.on_join(id, incarnation, current_term, rejoin, net),
-            Msg::Known { incarnation, current_term } => {
+            Msg::Known { incarnation, current_term, lost_quorum } => {
                 let known = self.state.members.get(&id) == Some(&incarnation);
                 if known && current_term > self.state.term {
                     self.state.term = current_term;
                     self.fenced(net);
                     self.maybe_arm_rejoin_grace(net);
+                }
+                if known && lost_quorum && self.leader == Some(id) && current_term == self.state.term {
+                    // As the real coord's `lost_quorum`.
+                    self.leader = None;
+                    self.passed_over = Some(id);
+                    self.lost_quorum_failovers += 1;
+                    self.phase = Phase::Idle;
+                    self.maybe_select(net);
                 }
                 net.send(Proc::Coord, from, Msg::KnownReply { incarnation, known });
             }
@@ -371,6 +391,7 @@ impl CoordModel {
                                 // the next tick (the real coord does so at
                                 // once, `on_selected`).
                                 self.leader = Some(from);
+                                self.passed_over = None;
                                 self.phase = Phase::Stable;
                             } else {
                                 self.state.term = self.state.term.max(current_term);
@@ -487,7 +508,9 @@ impl CoordModel {
             return;
         }
         answers.insert(ls.from, ls);
-        if answers.len() == n || (!*wait_all && answers.len() >= quorum) {
+        let passed_over = self.passed_over;
+        let eligible = answers.keys().filter(|&&a| Some(a) != passed_over).count();
+        if eligible >= quorum && (answers.len() == n || !*wait_all) {
             let term = *term;
             self.designate(term, net, inv);
         }
@@ -502,8 +525,12 @@ impl CoordModel {
         let Phase::Selecting { answers, chosen, .. } = &mut self.phase else {
             return;
         };
+        // The one passed over is not chosen: its longer log, of entries it
+        // could not commit, would win again.
+        let passed_over = self.passed_over;
         let best = answers
             .values()
+            .filter(|a| Some(a.from) != passed_over)
             .max_by(|a, b| a.up_to_date_key().cmp(&b.up_to_date_key()).then(b.from.cmp(&a.from)))
             .expect("a quorum is not empty")
             .from;

@@ -65,6 +65,9 @@ pub enum Msg {
     Known {
         incarnation: u64,
         current_term: Term,
+        /// It leads `current_term` and has heard from no majority for a
+        /// while (`RaftNode::lost_quorum`).
+        lost_quorum: bool,
     },
     KnownReply {
         incarnation: u64,

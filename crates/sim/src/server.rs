@@ -75,7 +75,12 @@ pub struct SimServer {
 }
 
 fn core_config(id: NodeId, sim: &SimConfig) -> Config {
-    Config { max_entries_per_msg: sim.max_entries_per_msg, max_inflight_msgs: sim.max_inflight_msgs, ..Config::new(id) }
+    Config {
+        max_entries_per_msg: sim.max_entries_per_msg,
+        max_inflight_msgs: sim.max_inflight_msgs,
+        quorum_window_ticks: sim.quorum_window_ticks,
+        ..Config::new(id)
+    }
 }
 
 impl SimServer {
@@ -159,7 +164,9 @@ impl SimServer {
     fn poll_coord(&mut self, net: &mut Net) {
         let me = Proc::Server(self.id);
         if self.joined {
-            net.send(me, Proc::Coord, Msg::Known { incarnation: self.incarnation, current_term: self.node.term() });
+            let (incarnation, current_term, lost_quorum) =
+                (self.incarnation, self.node.term(), self.node.lost_quorum());
+            net.send(me, Proc::Coord, Msg::Known { incarnation, current_term, lost_quorum });
             let fifth = KNOWN_EVERY_MS / 5;
             self.next_poll_at = net.now + KNOWN_EVERY_MS - fifth + net.rng.random_range(0..2 * fifth);
         } else {

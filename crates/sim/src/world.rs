@@ -36,6 +36,8 @@ pub struct SeedReport {
     /// reported a later term.
     pub partial_rejoins: u64,
     pub fenced_failovers: u64,
+    /// Leaders given up because they said they lost their quorum.
+    pub lost_quorum_failovers: u64,
     /// Servers' joins again after the coord said it did not know them.
     pub rejoins: u64,
     /// Simulated milliseconds the run lasted.
@@ -404,6 +406,7 @@ impl World {
             rediscovery_kept_leader: self.coord.kept_leaders,
             partial_rejoins: self.coord.partial_rejoins,
             fenced_failovers: self.coord.fenced_failovers,
+            lost_quorum_failovers: self.coord.lost_quorum_failovers,
             rejoins: self.servers.iter().map(|s| s.rejoins).sum(),
             sim_ms: self.net.now,
             config: self.cfg,

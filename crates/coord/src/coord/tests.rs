@@ -163,11 +163,42 @@ async fn a_known_servers_poll_carries_the_membership() {
     for id in 1..=3 {
         f.joined(id, 1, 0);
     }
-    let r = f.coord.on_known(&pb::KnownRequest { server_id: 2, incarnation: 1, current_term: 0 });
+    let r = f.coord.on_known(&pb::KnownRequest { server_id: 2, incarnation: 1, current_term: 0, lost_quorum: false });
     assert!(r.known);
     let ids: Vec<u64> = r.members.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1, 2, 3]);
     assert_eq!(r.members[0].peer_addr, "127.0.0.1:40001");
-    let r = f.coord.on_known(&pb::KnownRequest { server_id: 2, incarnation: 9, current_term: 0 });
+    let r = f.coord.on_known(&pb::KnownRequest { server_id: 2, incarnation: 9, current_term: 0, lost_quorum: false });
     assert!(!r.known && r.members.is_empty());
+}
+
+/// A leader that says it lost its quorum is failed over, and passed over
+/// in the selection that follows; the same word from a follower, or from a
+/// leader of an older term, changes nothing.
+#[tokio::test]
+async fn a_leader_that_lost_its_quorum_is_failed_over_and_passed_over() {
+    let mut f = fixture(3).await;
+    for id in 1..=3 {
+        f.joined(id, 1, 0);
+    }
+    let term = f.coord.state.term;
+    f.coord.selecting = false;
+    f.coord.leader = Some(1);
+    let known = |id: u64, current_term: u64| pb::KnownRequest {
+        server_id: id,
+        incarnation: 1,
+        current_term,
+        lost_quorum: true,
+    };
+    f.coord.on_known(&known(2, term));
+    assert_eq!(f.coord.leader, Some(1), "a follower's word failed the leader over");
+    f.coord.on_known(&known(1, term.saturating_sub(1)));
+    assert_eq!(f.coord.leader, Some(1), "a word about an older term failed the leader over");
+    f.coord.on_known(&known(1, term));
+    assert_eq!(f.coord.leader, None);
+    assert_eq!(f.coord.passed_over, Some(1));
+    assert!(f.coord.selecting && f.coord.state.term == term + 1, "no selection started");
+    // Once a selection names a leader, nobody is passed over any more.
+    f.coord.on_selected(crate::selection::Outcome::Leader { id: 2, term: term + 1 });
+    assert_eq!((f.coord.leader, f.coord.passed_over), (Some(2), None));
 }
