@@ -202,6 +202,7 @@ async fn status(coord: &str, secret: &str, json: bool) -> anyhow::Result<ExitCod
                 "last_log_index": st.as_ref().map(|x| x.last_log_index),
                 "snapshot_index": st.as_ref().map(|x| x.snapshot_index),
                 "client_connections_refused": st.as_ref().map(|x| x.client_connections_refused),
+                "lost_quorum": st.as_ref().map(|x| x.lost_quorum),
                 "leader": view.leader_id == s.id,
             });
             out!("{v}");
