@@ -601,22 +601,6 @@ mod tests {
         assert!(result(&d, 3).is_none());
     }
 
-    /// A server's hint naming a leader that takes no connection is given
-    /// up for the coord's answer: the coord says nothing new until
-    /// leadership moves, so the client would otherwise dial the dead hint
-    /// until then.
-    #[test]
-    fn a_hint_that_leads_nowhere_falls_back_to_the_coord() {
-        let (mut d, _r, _e) = driver(1);
-        let coord = pb::LeaderInfo { leader_id: 1, client_addr: "127.0.0.1:1".into(), term: 3, ..Default::default() };
-        d.on_event(Event::Leader(coord.clone()));
-        d.redirect(2, "127.0.0.1:2".into());
-        assert_eq!(d.leader.leader_id, 2);
-        d.next_epoch = 5;
-        d.on_event(Event::Closed { epoch: 5, served: false });
-        assert_eq!((d.leader.leader_id, d.leader.client_addr.as_str()), (1, "127.0.0.1:1"));
-    }
-
     /// A short operation timeout does not resend the registration before a
     /// dial, a hello and a commit could have answered it.
     #[test]
@@ -668,17 +652,22 @@ mod tests {
         assert!(matches!(result(&d, 3), Some(Err(ClientError::Timeout(_)))));
     }
 
-    /// A hint given up is not followed again until the coord answers anew:
-    /// a server naming a dead one would otherwise send the client back and
+    /// A server's hint naming a leader that takes no connection is given
+    /// up for the coord's answer (the coord says nothing new until
+    /// leadership moves, so the client would otherwise dial the dead hint
+    /// until then), and not followed again until the coord answers anew: a
+    /// server naming a dead one would otherwise send the client back and
     /// forth with no wait.
     #[test]
-    fn a_hint_given_up_is_not_followed_again() {
+    fn a_hint_that_leads_nowhere_is_given_up_for_the_coords_answer() {
         let (mut d, _r, _e) = driver(1);
         let coord = pb::LeaderInfo { leader_id: 1, client_addr: "127.0.0.1:1".into(), term: 3, ..Default::default() };
         d.on_event(Event::Leader(coord.clone()));
         d.redirect(2, "127.0.0.1:2".into());
+        assert_eq!(d.leader.leader_id, 2);
         d.next_epoch = 5;
         d.on_event(Event::Closed { epoch: 5, served: false });
+        assert_eq!((d.leader.leader_id, d.leader.client_addr.as_str()), (1, "127.0.0.1:1"));
         d.redirect(2, "127.0.0.1:2".into());
         assert_eq!(d.leader.leader_id, 1, "the dead hint was followed again");
         assert!(d.hold_until.is_some(), "no pause before asking the coord's leader again");
