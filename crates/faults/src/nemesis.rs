@@ -279,6 +279,10 @@ impl<'a> Nemesis<'a> {
                 (a, b)
             }
             Shape::LeaderFromCoord => (vec![Node::Server(leader)], vec![Node::Coord]),
+            Shape::LeaderFromFollowers => {
+                let others = self.layout.server_ids().filter(|&id| id != leader).map(Node::Server).collect();
+                (vec![Node::Server(leader)], others)
+            }
             Shape::CoordIsolated { clients: with } => {
                 let mut b: Vec<Node> = self.layout.server_ids().map(Node::Server).collect();
                 b.extend(clients(with));
@@ -364,6 +368,7 @@ fn describe(p: &Partition, a: &[Node], b: &[Node], leader: (u64, &str)) -> Strin
         Shape::MajorityMinority { .. } => "majority/minority".to_owned(),
         Shape::LeaderIsolated { .. } => format!("leader isolated: server {}{}", leader.0, leader.1),
         Shape::LeaderFromCoord => format!("leader from coord: server {}{}", leader.0, leader.1),
+        Shape::LeaderFromFollowers => format!("leader from followers: server {}{}", leader.0, leader.1),
         Shape::CoordIsolated { .. } => "coord isolated".to_owned(),
         Shape::Split { .. } => "split".to_owned(),
     };

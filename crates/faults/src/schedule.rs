@@ -83,6 +83,11 @@ pub enum Shape {
     LeaderFromCoord,
     /// The coord cut from every server and the listed clients.
     CoordIsolated { clients: Vec<u64> },
+    /// The leader cut from the other servers only: the coord and the
+    /// clients still reach it. It commits nothing; held long enough
+    /// (`LONG_CUT_MS`) for it to say it lost its quorum and for the coord
+    /// to select among the others.
+    LeaderFromFollowers,
     /// Two arbitrary groups of processes; everyone else is untouched.
     Split { a: Vec<Node>, b: Vec<Node> },
 }
@@ -157,6 +162,13 @@ pub const NEMESIS_STREAM: u64 = 0;
 /// stream of its own, so that adding this left every other draw of every
 /// seed as it was.
 pub const WIPE_WITH_SERVER_STREAM: u64 = u64::MAX;
+/// The stream that turns some partitions into a long cut of the leader
+/// from its followers (drawn apart, so the other draws stay what they were).
+pub const LONG_CUT_STREAM: u64 = u64::MAX - 1;
+/// How long a cut of the leader from its followers lasts: past the 3 s
+/// after which a leader says it lost its quorum, its next `Known` poll (a
+/// second) and a selection.
+const LONG_CUT_MS: (u64, u64) = (5000, 7000);
 /// The coord's rejoin grace (crates/coord) plus time to select and serve:
 /// how long, at least, a server stays down after a wiped coord is back.
 const SERVER_DOWN_AFTER_WIPE_MS: (u64, u64) = (4500, 6000);
@@ -179,6 +191,7 @@ fn ms(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> Duration {
 pub fn generate(seed: u64, servers: u64, clients: u64, duration: Duration, skip: &[Kind]) -> Vec<Step> {
     let mut rng = rng(seed, NEMESIS_STREAM);
     let mut extra = self::rng(seed, WIPE_WITH_SERVER_STREAM);
+    let mut long_cut = self::rng(seed, LONG_CUT_STREAM);
     let mut deck: Vec<Kind> = Vec::new();
     let mut steps = Vec::new();
     let mut at = ms(&mut rng, 500, 1000);
@@ -198,6 +211,14 @@ pub fn generate(seed: u64, servers: u64, clients: u64, duration: Duration, skip:
             Kind::KillCoord => ms(&mut rng, 300, 2000),
             Kind::SlowDisk => ms(&mut rng, 1000, 2500),
         };
+        // One partition in five becomes a long cut of the leader from its
+        // followers.
+        if let Fault::Partition(p) = &mut fault
+            && long_cut.random_bool(0.2)
+        {
+            (p.shape, p.direction) = (Shape::LeaderFromFollowers, Direction::Both);
+            hold = ms(&mut long_cut, LONG_CUT_MS.0, LONG_CUT_MS.1);
+        }
         // Before the hold, the coord's downtime of a wipe with a server down.
         let mut before = Duration::ZERO;
         if let Fault::KillCoord { wipe: true, with_server } = &mut fault
@@ -316,6 +337,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Some partitions cut the leader from its followers long enough for
+    /// the coord to replace it (the run checks the history throughout).
+    #[test]
+    fn some_partitions_cut_the_leader_from_its_followers_for_long() {
+        let mut long = 0;
+        for seed in 0..50 {
+            for s in generate(seed, 5, 4, Duration::from_secs(60), &[]) {
+                if let Fault::Partition(Partition { shape: Shape::LeaderFromFollowers, .. }) = s.fault {
+                    long += 1;
+                    assert!(s.hold >= Duration::from_millis(LONG_CUT_MS.0), "seed {seed}: {:?}", s.hold);
+                }
+            }
+        }
+        assert!(long > 10, "{long} long cuts in 50 seeds");
     }
 
     #[test]
