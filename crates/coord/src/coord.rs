@@ -182,6 +182,13 @@ impl Coord {
     /// majority); the selection's term reaches the old leader too, which
     /// steps down.
     fn lost_quorum(&mut self, id: u64) {
+        // Passing it over helps only if the others can make a majority
+        // without it; else the cluster is down to it (or to less) anyway,
+        // and it leads on until they are back.
+        let others = self.alive.iter().filter(|&(&s, &a)| a && s != id).count() as u64;
+        if others < self.n / 2 + 1 {
+            return;
+        }
         tracing::warn!(server = id, "LeaderFailOver: server {id} has heard from no majority of the servers");
         self.trace.record("LeaderFailOver", json!({"FailedLeaderId": id, "Reason": "lost its quorum"}));
         self.leader = None;
@@ -573,9 +580,10 @@ impl Coord {
 
     fn on_selected(&mut self, outcome: Outcome) {
         self.selecting = false;
-        if !matches!(outcome, Outcome::Refused { .. }) {
-            // Named a leader, or found no quorum without the one passed
-            // over: the next selection may choose it again.
+        if matches!(outcome, Outcome::QuorumImpossible { .. }) {
+            // No quorum without the one passed over: the next selection
+            // may choose it again. (A leader named clears it below, unless
+            // that leader is already lost.)
             self.passed_over = None;
         }
         match outcome {
@@ -630,6 +638,9 @@ impl Coord {
                 } else {
                     None
                 };
+                if lost.is_none() {
+                    self.passed_over = None;
+                }
                 if let Some(reason) = lost {
                     let now = self.state.term;
                     tracing::info!(server = id, term, now, "LeaderFailOver: the new leader of term {term}: {reason}");

@@ -696,11 +696,12 @@ fn a_leader_cut_off_from_its_followers_is_replaced() {
         let c = started(3, "").await;
         let old = leader(&c).await;
         put_via_coord(&c, "t", 1, "before", Duration::from_secs(10)).await;
-        // The leader's links to its followers go to ports nobody listens on.
-        // First its first `Known` poll (about a second after its join) must
-        // have brought the membership: a server applies the one in a poll
-        // only when it changed since the last poll, and would otherwise
-        // undo the cut at once.
+        // The leader's links to its followers go to ports nobody listens on,
+        // told again every 200 ms: the coord's own Configure calls (after a
+        // detector flap, say) would otherwise put the real addresses back
+        // and heal the cut. And only after its first `Known` poll (about a
+        // second after its join), whose membership it applies because it is
+        // its first: later polls bring the same one, which it leaves alone.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let nowhere: Vec<pb::Member> = c
             .members()
@@ -713,7 +714,12 @@ fn a_leader_cut_off_from_its_followers_is_replaced() {
             })
             .collect();
         let mut control = c.control(old.leader_id).await;
-        control.configure(pb::Membership { members: nowhere, trace: vec![] }).await.unwrap();
+        let cutting = tokio::spawn(async move {
+            loop {
+                let _ = control.configure(pb::Membership { members: nowhere.clone(), trace: vec![] }).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
         let cut = Instant::now();
         // Three seconds without a majority, then its next poll (about a
         // second), then a selection among the other two.
@@ -725,6 +731,7 @@ fn a_leader_cut_off_from_its_followers_is_replaced() {
         );
         assert_ne!(new, old.leader_id, "the cut-off leader took the write");
         let st = c.status(old.leader_id).await;
+        cutting.abort();
         assert_eq!(st.role, "follower", "the cut-off leader did not step down: {st:?}");
     });
 }

@@ -253,7 +253,12 @@ impl CoordModel {
                         self.designate(term, net, inv);
                     } else {
                         self.failed_selections += 1;
-                        self.passed_over = None;
+                        if chosen.is_none() {
+                            // No quorum without the one passed over (the
+                            // real coord's QuorumImpossible); a designee
+                            // that did not answer is a refusal there.
+                            self.passed_over = None;
+                        }
                         self.phase = Phase::Idle;
                         self.maybe_select(net);
                     }
@@ -351,8 +356,16 @@ impl CoordModel {
                     self.fenced(net);
                     self.maybe_arm_rejoin_grace(net);
                 }
-                if known && lost_quorum && self.leader == Some(id) && current_term == self.state.term {
-                    // As the real coord's `lost_quorum`.
+                let failed = self.failed(net.now);
+                let others = self.members().iter().filter(|&&s| s != id && !failed.contains(&s)).count() as u64;
+                if known
+                    && lost_quorum
+                    && self.leader == Some(id)
+                    && current_term == self.state.term
+                    && others > self.n / 2
+                {
+                    // As the real coord's `lost_quorum`: only if the others
+                    // can make a majority without it.
                     self.leader = None;
                     self.passed_over = Some(id);
                     self.lost_quorum_failovers += 1;

@@ -198,7 +198,28 @@ async fn a_leader_that_lost_its_quorum_is_failed_over_and_passed_over() {
     assert_eq!(f.coord.leader, None);
     assert_eq!(f.coord.passed_over, Some(1));
     assert!(f.coord.selecting && f.coord.state.term == term + 1, "no selection started");
-    // Once a selection names a leader, nobody is passed over any more.
-    f.coord.on_selected(crate::selection::Outcome::Leader { id: 2, term: term + 1 });
+    // A selection superseded keeps passing it over; one that names a
+    // leader ends that.
+    f.coord.on_selected(crate::selection::Outcome::Refused { term: term + 1, current_term: term + 1 });
+    assert_eq!(f.coord.passed_over, Some(1));
+    f.coord.selecting = false;
+    f.coord.on_selected(crate::selection::Outcome::Leader { id: 2, term: f.coord.state.term });
     assert_eq!((f.coord.leader, f.coord.passed_over), (Some(2), None));
+}
+
+/// Passing a leader over helps only if the others make a majority without
+/// it: with one of its two followers failed, it is kept.
+#[tokio::test]
+async fn a_leader_is_not_passed_over_when_the_others_make_no_majority() {
+    let mut f = fixture(3).await;
+    for id in 1..=3 {
+        f.joined(id, 1, 0);
+    }
+    let term = f.coord.state.term;
+    f.coord.selecting = false;
+    f.coord.leader = Some(1);
+    f.coord.monitor.unwatch(3);
+    f.coord.on_fcheck(Event::Failed { id: 3 });
+    f.coord.on_known(&pb::KnownRequest { server_id: 1, incarnation: 1, current_term: term, lost_quorum: true });
+    assert_eq!((f.coord.leader, f.coord.passed_over), (Some(1), None));
 }
