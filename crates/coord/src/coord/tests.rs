@@ -172,18 +172,25 @@ async fn a_known_servers_poll_carries_the_membership() {
     assert!(!r.known && r.members.is_empty());
 }
 
+/// Three servers joined, server 1 leading the coord's current term (no
+/// selection under way); and that term.
+async fn led_by_server_1() -> (Fixture, u64) {
+    let mut f = fixture(3).await;
+    for id in 1..=3 {
+        f.joined(id, 1, 0);
+    }
+    f.coord.selecting = false;
+    f.coord.leader = Some(1);
+    let term = f.coord.state.term;
+    (f, term)
+}
+
 /// A leader that says it lost its quorum is failed over, and passed over
 /// in the selection that follows; the same word from a follower, or from a
 /// leader of an older term, changes nothing.
 #[tokio::test]
 async fn a_leader_that_lost_its_quorum_is_failed_over_and_passed_over() {
-    let mut f = fixture(3).await;
-    for id in 1..=3 {
-        f.joined(id, 1, 0);
-    }
-    let term = f.coord.state.term;
-    f.coord.selecting = false;
-    f.coord.leader = Some(1);
+    let (mut f, term) = led_by_server_1().await;
     let known = |id: u64, current_term: u64| pb::KnownRequest {
         server_id: id,
         incarnation: 1,
@@ -211,13 +218,7 @@ async fn a_leader_that_lost_its_quorum_is_failed_over_and_passed_over() {
 /// it: with one of its two followers failed, it is kept.
 #[tokio::test]
 async fn a_leader_is_not_passed_over_when_the_others_make_no_majority() {
-    let mut f = fixture(3).await;
-    for id in 1..=3 {
-        f.joined(id, 1, 0);
-    }
-    let term = f.coord.state.term;
-    f.coord.selecting = false;
-    f.coord.leader = Some(1);
+    let (mut f, term) = led_by_server_1().await;
     f.coord.monitor.unwatch(3);
     f.coord.on_fcheck(Event::Failed { id: 3 });
     f.coord.on_known(&pb::KnownRequest { server_id: 1, incarnation: 1, current_term: term, lost_quorum: true });
