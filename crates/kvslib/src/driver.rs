@@ -79,8 +79,11 @@ struct Conn {
     epoch: u64,
     leader: u64,
     tx: mpsc::UnboundedSender<pb::Command>,
-    /// When it last brought a reply (or was made).
+    /// When it last brought a reply (or was made), as of the last tick:
+    /// a reply only sets `answered`, which the tick turns into a time, so
+    /// that the reply path reads no clock.
     heard: Instant,
+    answered: bool,
 }
 
 pub struct Driver {
@@ -327,7 +330,7 @@ impl Driver {
             }
             Event::Reply { epoch, reply } => {
                 match &mut self.conn {
-                    Some(c) if c.epoch == epoch => c.heard = Instant::now(),
+                    Some(c) if c.epoch == epoch => c.answered = true,
                     _ => return,
                 }
                 let Some(session) = self.session else {
@@ -424,6 +427,9 @@ impl Driver {
         if self.session.is_none() && self.registration_sent_at.is_some_and(|t| now.duration_since(t) >= wait) {
             self.drop_conn();
         }
+        if let Some(c) = self.conn.as_mut().filter(|c| c.answered) {
+            (c.heard, c.answered) = (now, false);
+        }
         // The current connection, if it has brought nothing for a whole
         // operation timeout.
         let silent = self.conn.as_ref().filter(|c| now.duration_since(c.heard) >= self.op_timeout).map(|c| c.epoch);
@@ -467,7 +473,7 @@ impl Driver {
             crate::Transport::Frames => tokio::spawn(wire::session_framed(addr, secret, epoch, rx, events)),
             crate::Transport::Grpc => tokio::spawn(wire::session(addr, secret, epoch, rx, events)),
         };
-        self.conn = Some(Conn { epoch, leader: self.leader.leader_id, tx, heard: Instant::now() });
+        self.conn = Some(Conn { epoch, leader: self.leader.leader_id, tx, heard: Instant::now(), answered: false });
     }
 
     /// Puts queued operations on the wire, up to the window.
@@ -609,7 +615,7 @@ mod tests {
         d.session = None;
         d.op_timeout = Duration::from_millis(300);
         let (tx, _rx) = mpsc::unbounded_channel();
-        d.conn = Some(Conn { epoch: 1, leader: 1, tx, heard: Instant::now() });
+        d.conn = Some(Conn { epoch: 1, leader: 1, tx, heard: Instant::now(), answered: false });
         d.registration_sent_at = Instant::now().checked_sub(Duration::from_secs(1));
         d.on_tick();
         assert!(d.conn.is_some(), "the registration was given up after 1 s");
@@ -627,7 +633,7 @@ mod tests {
         d.op_timeout = Duration::from_millis(200);
         let (tx, _rx) = mpsc::unbounded_channel();
         let long_ago = Instant::now().checked_sub(Duration::from_millis(300)).unwrap();
-        d.conn = Some(Conn { epoch: 3, leader: 1, tx, heard: long_ago });
+        d.conn = Some(Conn { epoch: 3, leader: 1, tx, heard: long_ago, answered: false });
         // Not sent: a timeout says nothing about the connection.
         put(&mut d, 1);
         d.queue[0].since = long_ago;
@@ -640,7 +646,7 @@ mod tests {
             (p.sent, p.sent_on, p.since) = (true, vec![3], long_ago);
         };
         sent_on(&mut d);
-        d.conn.as_mut().unwrap().heard = Instant::now();
+        d.conn.as_mut().unwrap().answered = true;
         d.on_tick();
         assert!(d.conn.is_some(), "a connection that answers was dropped");
         // Sent on it, and nothing heard for the whole timeout: dropped.
