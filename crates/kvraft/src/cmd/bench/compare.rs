@@ -9,7 +9,8 @@
 //! measured before any cluster runs and one after both have stopped: this
 //! VM's disk drifts by a third over minutes, and a floor measured while
 //! anything else runs is no floor (with the CPUs kept awake, a loopback
-//! round trip took 6 us instead of 100): each waits for idle CPUs first.
+//! round trip took 6 us instead of 100): each waits for idle CPUs first,
+//! and pins its round trips' two ends to two CPUs (see floor.rs).
 
 use std::process::ExitCode;
 

@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(v["system"], "etcd");
         assert_eq!(v["server_cpu_s"], 2.5);
         assert!(v.get("floor_ms").is_none());
-        let f = row("kvraft", 1.0, 1.0).with_floor(Floor { fsync_ms: 0.4, rtt_ms: 0.05 });
+        let f = row("kvraft", 1.0, 1.0).with_floor(Floor { fsync_ms: 0.4, rtt_ms: 0.05, rtt_one_cpu_ms: None });
         let v = f.json();
         assert_eq!(v["floor_ms"], 0.5);
         assert_eq!(v["p50_over_floor"], 2.0);
