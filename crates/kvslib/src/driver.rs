@@ -368,9 +368,23 @@ impl Driver {
                         p.sent = false;
                         self.hold_until = Some(Instant::now() + Duration::from_millis(50));
                     }
+                    wire::Outcome::Expired(why) => self.session_expired(why),
                 }
             }
         }
+    }
+
+    /// The cluster forgot this session. Every operation sent in it may
+    /// have been applied before, and a resend in a new session could apply
+    /// it twice: each fails with the cause. The rest go out once a new
+    /// session is registered.
+    fn session_expired(&mut self, why: String) {
+        for p in self.queue.iter_mut().filter(|p| p.result.is_none() && !p.sent_on.is_empty()) {
+            p.result = Some(Err(ClientError::SessionExpired(why.clone())));
+        }
+        self.session = None;
+        self.registration = wire::registration(&self.client_id);
+        self.registration_sent_at = None;
     }
 
     /// The answer to the registration (or to something older, ignored).
@@ -387,13 +401,15 @@ impl Driver {
         match wire::outcome(reply) {
             wire::Outcome::NotLeader { leader_id, leader_addr } => self.redirect(leader_id, leader_addr),
             wire::Outcome::Retry => self.hold_until = Some(Instant::now() + Duration::from_millis(50)),
-            wire::Outcome::Done(r) => {
+            // A registration is never answered so; taken as a refusal.
+            o @ (wire::Outcome::Done(_) | wire::Outcome::Expired(_)) => {
                 // A server that cannot register (say, one that predates
                 // registration): the operations waiting fail with its reason
                 // rather than time out, and the next one tries again.
-                let why = match r {
-                    Err(e) => e,
-                    Ok(_) => ClientError::BadRequest("the server answered the registration with no session".into()),
+                let why = match o {
+                    wire::Outcome::Done(Err(e)) => e,
+                    wire::Outcome::Expired(why) => ClientError::SessionExpired(why),
+                    _ => ClientError::BadRequest("the server answered the registration with no session".into()),
                 };
                 for p in self.queue.iter_mut().filter(|p| p.result.is_none()) {
                     p.result = Some(Err(why.clone()));
@@ -680,5 +696,54 @@ mod tests {
         d.on_event(Event::Leader(coord));
         d.redirect(2, "127.0.0.1:2".into());
         assert_eq!(d.leader.leader_id, 2);
+    }
+
+    /// A forgotten session fails every operation sent in it (it may have
+    /// been applied, and a resend in a new session could apply it again),
+    /// registers anew, and sends the others in the new session.
+    #[test]
+    fn a_forgotten_session_fails_what_was_sent_and_registers_again() {
+        let (mut d, _r, _e) = driver(2);
+        let (tx, mut wire_rx) = mpsc::unbounded_channel();
+        d.conn = Some(Conn { epoch: 1, leader: 1, tx, heard: Instant::now(), answered: false });
+        for op_id in 1..=3 {
+            put(&mut d, op_id);
+        }
+        d.pump();
+        let sent: Vec<_> = std::iter::from_fn(|| wire_rx.try_recv().ok()).map(|c| (c.session, c.op_id)).collect();
+        assert_eq!(sent, [(7, 1), (7, 2)], "the window is two");
+        let expired = pb::Reply {
+            session: 7,
+            op_id: 2,
+            result: Some(pb::reply::Result::Error(pb::Error {
+                code: pb::ErrorCode::SessionExpired as i32,
+                message: "session 7 expired".into(),
+                ..Default::default()
+            })),
+            trace: Vec::new(),
+        };
+        let old_registration = d.registration.op_id;
+        d.on_event(Event::Reply { epoch: 1, reply: expired });
+        assert!(matches!(result(&d, 1), Some(Err(ClientError::SessionExpired(_)))));
+        assert!(matches!(result(&d, 2), Some(Err(ClientError::SessionExpired(_)))));
+        assert!(result(&d, 3).is_none(), "an operation never sent was failed");
+        assert_eq!(d.session, None);
+        assert_ne!(d.registration.op_id, old_registration, "the old registration's answer could be taken for the new");
+        // The registration goes out, and once answered op 3 follows in the
+        // new session.
+        d.pump();
+        let reg = wire_rx.try_recv().unwrap();
+        assert_eq!((reg.session, reg.op_id), (0, d.registration.op_id));
+        let registered = pb::Reply {
+            session: 0,
+            op_id: reg.op_id,
+            result: Some(pb::reply::Result::Registered(pb::Registered { session: 9 })),
+            trace: Vec::new(),
+        };
+        d.on_event(Event::Reply { epoch: 1, reply: registered });
+        d.pump();
+        let next = wire_rx.try_recv().unwrap();
+        assert_eq!((next.session, next.op_id), (9, 3));
+        assert!(wire_rx.try_recv().is_err(), "a failed operation was resent");
     }
 }

@@ -83,6 +83,11 @@ pub enum ClientError {
     /// The server saw this operation as older than what the client acknowledged.
     #[error("stale request")]
     Stale,
+    /// The cluster forgot this client's session (it keeps only its most
+    /// recently active clients'). The operation may or may not have taken
+    /// effect; the client registers a new session for the next ones.
+    #[error("the operation may or may not have taken effect: {0}")]
+    SessionExpired(String),
     /// The client was stopped.
     #[error("the client is stopped")]
     Stopped,

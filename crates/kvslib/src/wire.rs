@@ -54,6 +54,8 @@ pub enum Outcome {
     NotLeader { leader_id: u64, leader_addr: String },
     /// Send it again after a pause (the leader lacks a quorum for now).
     Retry,
+    /// The cluster forgot the session: register anew (see the driver).
+    Expired(String),
 }
 
 pub fn outcome(r: pb::Reply) -> Outcome {
@@ -70,6 +72,7 @@ pub fn outcome(r: pb::Reply) -> Outcome {
             Ok(pb::ErrorCode::NotLeader) => Outcome::NotLeader { leader_id: e.leader_id, leader_addr: e.leader_addr },
             Ok(pb::ErrorCode::NoQuorum) | Ok(pb::ErrorCode::Unavailable) => Outcome::Retry,
             Ok(pb::ErrorCode::StaleRequest) => Outcome::Done(Err(ClientError::Stale)),
+            Ok(pb::ErrorCode::SessionExpired) => Outcome::Expired(e.message),
             Ok(pb::ErrorCode::BadRequest) => Outcome::Done(Err(ClientError::BadRequest(e.message))),
             _ => Outcome::Retry,
         },

@@ -557,6 +557,9 @@ impl NodeLoop {
                     "stale request: older than what the client acknowledged".into(),
                     None,
                 ),
+                (true, Some(Err(e @ ApplyError::SessionExpired { .. }))) => {
+                    self.error_reply(&cmd, pb::ErrorCode::SessionExpired, e.to_string(), None)
+                }
                 _ => self.not_leader(&cmd, self.node.leader()),
             };
             if let Some(pb::reply::Result::Value(v)) = &r.result {

@@ -42,6 +42,8 @@ pub struct SimClient {
     timer: u64,
     written: u64,
     pub gave_up: u64,
+    /// Operations answered that the session was forgotten.
+    pub expired: u64,
     pub unexpected: Vec<String>,
 }
 
@@ -62,6 +64,7 @@ impl SimClient {
             timer: 0,
             written: 0,
             gave_up: 0,
+            expired: 0,
             unexpected: Vec::new(),
         }
     }
@@ -217,8 +220,17 @@ impl SimClient {
                         p.redirect = true;
                         self.wake_in(net, 20);
                     }
-                    Err(ClientError::Stale) => {
-                        let what = format!("client {} got 'stale' for its current op {}", self.id, p.cmd.op_id);
+                    Err(ClientError::SessionExpired) if p.history_index.is_some() => {
+                        // As kvslib: the op may have been applied before
+                        // (its outcome stays unknown in the history), and
+                        // the client registers a new session.
+                        self.expired += 1;
+                        self.pending = None;
+                        self.session = None;
+                        self.wake_in(net, 1);
+                    }
+                    Err(e @ (ClientError::Stale | ClientError::SessionExpired)) => {
+                        let what = format!("client {} got {e:?} for its current op {}", self.id, p.cmd.op_id);
                         // The outcome stays unknown in the history.
                         self.unexpected.push(what);
                         self.pending = None;

@@ -23,6 +23,8 @@ pub enum ClientError {
     NotLeader(Option<NodeId>),
     NoQuorum,
     Stale,
+    /// The state machine forgot the client's session.
+    SessionExpired,
 }
 
 /// Everything that travels between simulated processes.

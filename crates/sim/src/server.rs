@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use kvraft_core::kv::{Command, KvStore, Reply};
+use kvraft_core::kv::{ApplyError, Command, KvStore, Reply};
 use kvraft_core::{
     Config, Dest, Entry, Message, NodeId, Outbound, ProposeError, RaftNode, ReadError, ReadId, Ready, Restored,
     Snapshot, SnapshotMeta, Term,
@@ -72,6 +72,8 @@ pub struct SimServer {
     coord_epoch: u64,
     /// Joins again after the coord said it did not know this server.
     pub rejoins: u64,
+    /// The state machine's session limit (the same on every server).
+    session_limit: usize,
 }
 
 fn core_config(id: NodeId, sim: &SimConfig) -> Config {
@@ -89,7 +91,7 @@ impl SimServer {
         SimServer {
             id,
             node: RaftNode::new(config.clone()),
-            kv: KvStore::new(),
+            kv: KvStore::with_session_limit(sim.session_limit),
             alive: true,
             incarnation: 1,
             disk: Disk::default(),
@@ -106,6 +108,7 @@ impl SimServer {
             next_poll_at: 0,
             coord_epoch: 0,
             rejoins: 0,
+            session_limit: sim.session_limit,
         }
     }
 
@@ -129,7 +132,7 @@ impl SimServer {
         self.kv = match &self.disk.snapshot {
             Some(s) => KvStore::restore(s.data.bytes().expect("the disk holds bytes"))
                 .expect("the simulation writes valid snapshots"),
-            None => KvStore::new(),
+            None => KvStore::with_session_limit(self.session_limit),
         };
         self.node = RaftNode::restore(self.config.clone(), restored);
         self.write_done_at = net.now;
@@ -285,7 +288,8 @@ impl SimServer {
                 let same = matches!(&e.payload, kvraft_core::Payload::Command(c) if *c == cmd);
                 let result = match (same, outcome) {
                     (true, Some(Ok(r))) => Ok(r),
-                    (true, Some(Err(_))) => Err(ClientError::Stale),
+                    (true, Some(Err(ApplyError::Stale { .. }))) => Err(ClientError::Stale),
+                    (true, Some(Err(ApplyError::SessionExpired { .. }))) => Err(ClientError::SessionExpired),
                     // Another leader's entry took this index: the client retries.
                     _ => Err(ClientError::NotLeader(self.node.leader())),
                 };

@@ -40,6 +40,8 @@ pub struct SeedReport {
     pub lost_quorum_failovers: u64,
     /// Servers' joins again after the coord said it did not know them.
     pub rejoins: u64,
+    /// Client operations answered that their session was forgotten.
+    pub sessions_expired: u64,
     /// Simulated milliseconds the run lasted.
     pub sim_ms: u64,
 }
@@ -408,6 +410,7 @@ impl World {
             fenced_failovers: self.coord.fenced_failovers,
             lost_quorum_failovers: self.coord.lost_quorum_failovers,
             rejoins: self.servers.iter().map(|s| s.rejoins).sum(),
+            sessions_expired: self.clients.iter().map(|c| c.expired).sum(),
             sim_ms: self.net.now,
             config: self.cfg,
         }

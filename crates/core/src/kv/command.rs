@@ -139,6 +139,16 @@ pub enum ApplyError {
     /// an older session of the client: a late duplicate, never applied.
     #[error("stale request: op {op_id} of session {session} is older than the client's current state")]
     Stale { session: u64, op_id: u64 },
+    /// The client has no session in the table, and its session number is
+    /// at or below the largest one forgotten (see `kv/expiry.rs`): this may
+    /// be a late retry of an op applied before its session was forgotten.
+    /// Nothing was applied now; whether it was before is unknown. The
+    /// client registers anew.
+    #[error(
+        "session {session} expired: the cluster keeps only its most recently active clients' sessions, \
+         and has forgotten sessions up to {forgotten_through}; register a new one"
+    )]
+    SessionExpired { session: u64, forgotten_through: u64 },
 }
 
 /// The outcome a client sees for a command.

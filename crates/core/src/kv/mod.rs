@@ -2,7 +2,9 @@
 
 mod cautious;
 mod command;
+mod expiry;
 mod store;
 
 pub use command::{ApplyError, Command, MAX_VALUE_BYTES, Op, Outcome, REGISTERED_BASE, Reply};
+pub use expiry::MAX_SESSIONS;
 pub use store::{KvStore, SnapshotError};

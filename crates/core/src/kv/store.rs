@@ -7,6 +7,7 @@ use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use super::command::{ApplyError, Command, MAX_VALUE_BYTES, Op, Outcome, REGISTERED_BASE, Reply};
+use super::expiry::{self, Expiry};
 use crate::types::{Entry, Index, Payload, Term};
 
 /// One client's exactly-once state.
@@ -19,6 +20,11 @@ struct Session {
     session: u64,
     first_unacked: u64,
     results: BTreeMap<u64, Outcome>,
+    /// The index of the client's last applied command (see expiry.rs).
+    /// Snapshots carry it after the table, so that the table's layout
+    /// stays what older servers wrote and read.
+    #[serde(skip)]
+    last_index: Index,
 }
 
 /// The replicated key-value state: values, client sessions, and how far the
@@ -33,6 +39,11 @@ struct Session {
 /// and cloning one took longer still. They serialize as maps, exactly as
 /// `BTreeMap`s did, so snapshots written before read the same.
 ///
+/// The session table is bounded (expiry.rs): what that adds to a snapshot
+/// comes after the fields above, so a snapshot written before it restores
+/// (with every session equally old), and a server from before it would
+/// read a newer snapshot's table and ignore the rest.
+///
 /// Keys and values are `Arc<str>`, not `String`: the first write to a node
 /// shared with a clone copies the node's whole key and value array, and
 /// copying an `Arc` is a counter increment where a `String` is an
@@ -46,16 +57,37 @@ pub struct KvStore {
     sessions: OrdMap<String, Session>,
     applied_index: Index,
     applied_term: Term,
+    #[serde(skip)]
+    expiry: Expiry,
 }
 
 /// A snapshot that does not decode.
 #[derive(Debug, thiserror::Error)]
-#[error("corrupt key-value snapshot: {0}")]
-pub struct SnapshotError(#[from] postcard::Error);
+pub enum SnapshotError {
+    #[error("corrupt key-value snapshot: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("corrupt key-value snapshot: {sessions} sessions but {indexes} last-command indexes")]
+    Sessions { sessions: usize, indexes: usize },
+    #[error("corrupt key-value snapshot: {0} bytes after its end")]
+    Trailing(usize),
+}
 
 impl KvStore {
+    /// A state machine keeping at most [`expiry::MAX_SESSIONS`] sessions.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A state machine keeping at most `limit` client sessions (at least
+    /// one). Every server of a cluster must use the same limit; a snapshot
+    /// carries it.
+    pub fn with_session_limit(limit: usize) -> Self {
+        KvStore { expiry: Expiry::with_limit(limit), ..Self::default() }
+    }
+
+    /// How many client sessions are kept.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
     }
 
     /// The index of the last entry applied (or folded into a restored snapshot).
@@ -98,21 +130,42 @@ impl KvStore {
             Payload::Command(Command { op: Op::Register, .. }) => {
                 Some(Ok(Reply::Registered { session: REGISTERED_BASE + entry.index }))
             }
-            Payload::Command(cmd) => Some(self.apply_command(cmd)),
+            Payload::Command(cmd) => {
+                let outcome = self.apply_command(cmd, entry.index);
+                self.forget_over_limit();
+                Some(outcome)
+            }
         }
     }
 
-    fn apply_command(&mut self, cmd: &Command) -> Outcome {
+    /// Forgets the least recently active sessions beyond the limit.
+    fn forget_over_limit(&mut self) {
+        while let Some(client) = self.expiry.over_limit() {
+            if let Some(s) = self.sessions.remove(&client) {
+                self.expiry.forgot(s.session);
+            }
+        }
+    }
+
+    fn apply_command(&mut self, cmd: &Command, index: Index) -> Outcome {
         if !self.sessions.contains_key(&cmd.client_id) {
+            if self.expiry.refuses(cmd.session) {
+                return Err(ApplyError::SessionExpired {
+                    session: cmd.session,
+                    forgotten_through: self.expiry.forgotten_through().unwrap_or(0),
+                });
+            }
             self.sessions.insert(cmd.client_id.clone(), Session::default());
         }
         let s = self.sessions.get_mut(&cmd.client_id).expect("inserted above");
+        self.expiry.touched(&cmd.client_id, s.last_index, index);
+        s.last_index = index;
         if cmd.session < s.session {
             return Err(ApplyError::Stale { session: cmd.session, op_id: cmd.op_id });
         }
         if cmd.session > s.session {
             // A new incarnation of the client: its numbering starts afresh.
-            *s = Session { session: cmd.session, ..Session::default() };
+            *s = Session { session: cmd.session, last_index: index, ..Session::default() };
         }
         if cmd.first_unacked > s.first_unacked {
             s.first_unacked = cmd.first_unacked;
@@ -129,14 +182,45 @@ impl KvStore {
         outcome
     }
 
-    /// Encodes the whole state (values, sessions, applied index).
+    /// Encodes the whole state (values, sessions, applied index, then
+    /// what bounds the sessions).
     pub fn snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("encoding to memory cannot fail")
+        let saved = expiry::Saved {
+            limit: self.expiry.limit() as u64,
+            forgotten_through: self.expiry.forgotten_through(),
+            last_indexes: self.sessions.values().map(|s| s.last_index).collect(),
+        };
+        let bytes = postcard::to_stdvec(self).expect("encoding to memory cannot fail");
+        postcard::to_extend(&saved, bytes).expect("encoding to memory cannot fail")
     }
 
-    /// Decodes a snapshot made by [`KvStore::snapshot`].
+    /// Decodes a snapshot made by [`KvStore::snapshot`], or by a server
+    /// from before sessions were bounded (then every session counts as
+    /// last active at index 0, and the limit is the default).
     pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        Ok(postcard::from_bytes(bytes)?)
+        let (mut kv, rest) = postcard::take_from_bytes::<KvStore>(bytes)?;
+        if rest.is_empty() {
+            let clients = kv.sessions.keys().map(|c| (c.as_str(), 0));
+            kv.expiry = Expiry::restored(expiry::MAX_SESSIONS, None, clients);
+            return Ok(kv);
+        }
+        let (saved, trailing) = postcard::take_from_bytes::<expiry::Saved>(rest)?;
+        if !trailing.is_empty() {
+            return Err(SnapshotError::Trailing(trailing.len()));
+        }
+        if saved.last_indexes.len() != kv.sessions.len() {
+            return Err(SnapshotError::Sessions { sessions: kv.sessions.len(), indexes: saved.last_indexes.len() });
+        }
+        let sessions = std::mem::take(&mut kv.sessions);
+        kv.sessions = sessions
+            .into_iter()
+            .zip(saved.last_indexes)
+            .map(|((client, s), last_index)| (client, Session { last_index, ..s }))
+            .collect();
+        let limit = usize::try_from(saved.limit).unwrap_or(usize::MAX);
+        let clients = kv.sessions.iter().map(|(c, s)| (c.as_str(), s.last_index));
+        kv.expiry = Expiry::restored(limit, saved.forgotten_through, clients);
+        Ok(kv)
     }
 
     /// Iterates over all keys and values in key order (for checks and tools).
@@ -391,17 +475,112 @@ mod tests {
         results.insert(7, Ok(Reply::Done));
         let before = Before {
             data: [("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())].into(),
-            sessions: [("c".to_string(), Session { session: 3, first_unacked: 7, results })].into(),
+            sessions: [("c".to_string(), Session { session: 3, first_unacked: 7, results, last_index: 0 })].into(),
             applied_index: 9,
             applied_term: 2,
         };
         let bytes = postcard::to_stdvec(&before).unwrap();
         let kv = KvStore::restore(&bytes).unwrap();
         assert_eq!((kv.get("a"), kv.get("b"), kv.applied_index(), kv.applied_term()), (Some("1"), Some("2"), 9, 2));
-        assert_eq!(kv.snapshot(), bytes, "the same state encodes to the same bytes");
+        assert!(kv.snapshot().starts_with(&bytes), "the same state encodes to the same bytes, then the expiry's");
+        assert_eq!(kv.expiry, Expiry::restored(crate::kv::MAX_SESSIONS, None, [("c", 0)].into_iter()));
         // The restored session still deduplicates op 7.
         let mut kv = kv;
         assert_eq!(kv.apply(&entry(10, "c", 3, 7, 7, append("x"))), Some(Ok(Reply::Done)));
         assert_eq!(kv.get("k"), None);
+    }
+
+    /// Client `c`'s command at `index`, in session 1 (numbers from 1).
+    fn put(index: Index, client: &str, session: u64, op_id: u64) -> Entry {
+        entry(index, client, session, op_id, op_id, append(client))
+    }
+
+    #[test]
+    fn sessions_beyond_the_limit_are_forgotten_least_recently_active_first() {
+        let mut kv = KvStore::with_session_limit(2);
+        assert_eq!(kv.apply(&put(1, "a", 5, 1)), Some(Ok(Reply::Done)));
+        assert_eq!(kv.apply(&put(2, "b", 6, 1)), Some(Ok(Reply::Done)));
+        // a is active again, so b is now the least recent.
+        assert_eq!(kv.apply(&put(3, "a", 5, 2)), Some(Ok(Reply::Done)));
+        assert_eq!(kv.apply(&put(4, "c", 3, 1)), Some(Ok(Reply::Done)));
+        assert_eq!(kv.sessions(), 2);
+        // b's retry of its applied op is refused, not applied again.
+        let refused = Some(Err(ApplyError::SessionExpired { session: 6, forgotten_through: 6 }));
+        assert_eq!(kv.apply(&put(5, "b", 6, 1)), refused);
+        assert_eq!(kv.get("k"), Some("abac"));
+        // a and c still deduplicate their retries.
+        assert_eq!(kv.apply(&put(6, "a", 5, 2)), Some(Ok(Reply::Done)));
+        assert_eq!(kv.apply(&put(7, "c", 3, 1)), Some(Ok(Reply::Done)));
+        assert_eq!(kv.get("k"), Some("abac"));
+        assert_eq!(kv.sessions(), 2, "a refusal creates no session");
+    }
+
+    #[test]
+    fn a_client_forgotten_registers_again_and_is_served() {
+        let mut kv = KvStore::with_session_limit(1);
+        let z = registered(&mut kv, 1, 9);
+        let a = registered(&mut kv, 2, 10);
+        kv.apply(&entry(3, "a", a, 1, 1, append("a")));
+        // Another client's registration and write push a out.
+        let b = registered(&mut kv, 4, 11);
+        kv.apply(&entry(5, "b", b, 1, 1, append("b")));
+        // a's late retry, and a late op of an even older session of it.
+        let expired = |r: Option<Outcome>| matches!(r, Some(Err(ApplyError::SessionExpired { .. })));
+        assert!(expired(kv.apply(&entry(6, "a", a, 1, 1, append("a")))));
+        assert!(expired(kv.apply(&entry(7, "a", 9, 3, 3, append("x")))));
+        // A client that registered before a was forgotten and never wrote
+        // is refused too: the table cannot tell it from a forgotten one.
+        assert!(expired(kv.apply(&entry(8, "z", z, 1, 1, append("z")))));
+        // A new registration is above everything forgotten, so a is served.
+        let a2 = registered(&mut kv, 9, 12);
+        assert_eq!(kv.apply(&entry(10, "a", a2, 1, 1, append("A"))), Some(Ok(Reply::Done)));
+        assert_eq!(kv.get("k"), Some("abA"));
+        // b was forgotten in turn.
+        assert!(expired(kv.apply(&entry(11, "b", b, 2, 2, append("b")))));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_which_session_goes_next() {
+        let mut kv = KvStore::with_session_limit(3);
+        for (i, c) in (1..).zip(["a", "b", "c", "a"]) {
+            kv.apply(&put(i, c, 1, i));
+        }
+        let mut restored = KvStore::restore(&kv.snapshot()).unwrap();
+        assert_eq!(restored, kv);
+        // The next new client pushes out b, the least recent, in both.
+        for s in [&mut kv, &mut restored] {
+            s.apply(&put(5, "d", 1, 1));
+            assert!(matches!(s.apply(&put(6, "b", 1, 2)), Some(Err(ApplyError::SessionExpired { .. }))));
+            assert!(matches!(s.apply(&put(7, "c", 1, 3)), Some(Ok(_))));
+        }
+        assert_eq!(restored, kv);
+        assert_eq!(restored.snapshot(), kv.snapshot());
+    }
+
+    #[test]
+    fn an_older_server_reads_a_newer_snapshot_and_a_bad_tail_is_an_error() {
+        #[derive(Deserialize)]
+        struct Before {
+            data: BTreeMap<String, String>,
+            sessions: BTreeMap<String, Session>,
+            applied_index: Index,
+            applied_term: Term,
+        }
+        let mut kv = KvStore::with_session_limit(1);
+        kv.apply(&put(1, "a", 1, 1));
+        kv.apply(&put(2, "b", 1, 1));
+        let bytes = kv.snapshot();
+        let old: Before = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(old.data.get("k").map(String::as_str), Some("ab"));
+        assert_eq!(old.sessions.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!((old.applied_index, old.applied_term), (2, 1));
+        // Trailing bytes after the expiry's part, or a count that does not match.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(KvStore::restore(&longer), Err(SnapshotError::Trailing(1))));
+        let table = postcard::to_stdvec(&KvStore { expiry: Expiry::default(), ..kv.clone() }).unwrap();
+        let wrong = expiry::Saved { limit: 1, forgotten_through: Some(1), last_indexes: vec![1, 2] };
+        let wrong = postcard::to_extend(&wrong, table).unwrap();
+        assert!(matches!(KvStore::restore(&wrong), Err(SnapshotError::Sessions { sessions: 1, indexes: 2 })));
     }
 }

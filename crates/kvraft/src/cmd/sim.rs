@@ -57,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let partial_rejoins = AtomicU64::new(0);
     // Leaders failed over because they said they lost their quorum.
     let lost_quorum = AtomicU64::new(0);
+    let expired = AtomicU64::new(0);
     let failed: Mutex<Vec<SeedReport>> = Mutex::new(Vec::new());
     let last_progress = Mutex::new(Instant::now());
 
@@ -74,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     coord_losses.fetch_add(report.coord_state_losses, Ordering::Relaxed);
                     partial_rejoins.fetch_add(report.partial_rejoins, Ordering::Relaxed);
                     lost_quorum.fetch_add(report.lost_quorum_failovers, Ordering::Relaxed);
+                    expired.fetch_add(report.sessions_expired, Ordering::Relaxed);
                     if report.coord_state_losses > 0 {
                         seeds_with_loss.fetch_add(1, Ordering::Relaxed);
                     }
@@ -99,14 +101,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let violations: usize = failed.iter().map(|r| r.violations.len()).sum();
     eprintln!("[sim] {} seeds in {:.1}s", args.seeds, start.elapsed().as_secs_f64());
     println!(
-        "seeds={} ops={} coord_crashes={} coord_state_losses={} seeds_with_state_loss={} partial_rejoins={} lost_quorum_failovers={} violations={violations}",
+        "seeds={} ops={} coord_crashes={} coord_state_losses={} seeds_with_state_loss={} partial_rejoins={} lost_quorum_failovers={} sessions_expired={} violations={violations}",
         args.seeds,
         ops.load(Ordering::Relaxed),
         coord_crashes.load(Ordering::Relaxed),
         coord_losses.load(Ordering::Relaxed),
         seeds_with_loss.load(Ordering::Relaxed),
         partial_rejoins.load(Ordering::Relaxed),
-        lost_quorum.load(Ordering::Relaxed)
+        lost_quorum.load(Ordering::Relaxed),
+        expired.load(Ordering::Relaxed)
     );
     Ok(if violations == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -114,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn describe(r: &SeedReport) -> String {
     let c = &r.config;
     format!(
-        "seed={} nodes={} clients={} reads={:?} drop={:.2} ops={} completed={} crashes={} selections={} coord_crashes={} coord_state_losses={} rediscoveries={} kept_leader={} rejoins={} partial_rejoins={} fenced_failovers={} lost_quorum_failovers={} msgs={} sim_ms={} violations={}",
+        "seed={} nodes={} clients={} reads={:?} drop={:.2} ops={} completed={} crashes={} selections={} coord_crashes={} coord_state_losses={} rediscoveries={} kept_leader={} rejoins={} partial_rejoins={} fenced_failovers={} lost_quorum_failovers={} session_limit={} sessions_expired={} msgs={} sim_ms={} violations={}",
         c.seed,
         c.nodes,
         c.clients,
@@ -132,6 +135,8 @@ fn describe(r: &SeedReport) -> String {
         r.partial_rejoins,
         r.fenced_failovers,
         r.lost_quorum_failovers,
+        c.session_limit,
+        r.sessions_expired,
         r.messages,
         r.sim_ms,
         r.violations.len()
