@@ -1,6 +1,13 @@
 //! The framing of one WAL record: `len:u32 | crc32c:u32 | type:u8 | payload`,
 //! little-endian, where `len` counts the payload only and the CRC covers
-//! type and payload.
+//! the segment's salt, then type and payload.
+//!
+//! The salt (a random u64 per segment, in its file name) keeps bytes that
+//! a client chose from passing for a record: a value holding a record's
+//! image would otherwise, after a torn write, be an "intact record after
+//! the damage", and the server would take the torn tail for corruption
+//! and refuse to start. Segments named without a salt (written before
+//! salts) are read with the plain CRC.
 //!
 //! The CRC is what tells a torn or rotten record from a good one; the length
 //! comes first so that a reader can skip to the next record, and a length
@@ -18,8 +25,14 @@ pub const HEADER_LEN: usize = 9;
 /// truncation is physical (see `storage.rs`), so it needs no record.
 const TYPE_ENTRY: u8 = 1;
 
-/// Appends the record of `entry` to `buf`; on error `buf` is unchanged.
-pub fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) -> Result<(), StorageError> {
+/// What a segment's CRCs start from: 0 (the plain CRC) without a salt.
+pub fn seed(salt: Option<u64>) -> u32 {
+    salt.map_or(0, |s| crc32c::crc32c(&s.to_le_bytes()))
+}
+
+/// Appends the record of `entry` to `buf`, its CRC started from `seed`;
+/// on error `buf` is unchanged.
+pub fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, seed: u32) -> Result<(), StorageError> {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN - 1]);
     buf.push(TYPE_ENTRY);
@@ -32,7 +45,7 @@ pub fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) -> Result<(), StorageError
         buf.truncate(start);
         return Err(StorageError::EntryTooLarge { index: entry.index, len });
     };
-    let crc = crc32c::crc32c(&buf[start + 8..]);
+    let crc = crc32c::crc32c_append(seed, &buf[start + 8..]);
     buf[start..start + 4].copy_from_slice(&len32.to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
@@ -79,13 +92,13 @@ pub enum Parsed {
     Invalid(String),
 }
 
-/// Reads the record starting at `at`.
-pub fn parse(bytes: &[u8], at: usize) -> Parsed {
+/// Reads the record starting at `at` of a segment whose CRCs start from `seed`.
+pub fn parse(bytes: &[u8], at: usize, seed: u32) -> Parsed {
     let rest = bytes.get(at..).unwrap_or_default();
     if rest.is_empty() {
         return Parsed::End;
     }
-    let (kind, payload) = match frame(rest) {
+    let (kind, payload) = match frame(rest, seed) {
         Ok(framed) => framed,
         Err(d) => return Parsed::Damaged(d),
     };
@@ -100,7 +113,7 @@ pub fn parse(bytes: &[u8], at: usize) -> Parsed {
 
 /// Splits `rest` into the type and payload of its first record, checking
 /// lengths and CRC.
-fn frame(rest: &[u8]) -> Result<(u8, &[u8]), Damage> {
+fn frame(rest: &[u8], seed: u32) -> Result<(u8, &[u8]), Damage> {
     let Some((header, body)) = rest.split_first_chunk::<HEADER_LEN>() else {
         return Err(Damage::ShortHeader { have: rest.len() });
     };
@@ -109,7 +122,7 @@ fn frame(rest: &[u8]) -> Result<(u8, &[u8]), Damage> {
     let Some(payload) = body.get(..len) else {
         return Err(Damage::ShortPayload { need: HEADER_LEN.saturating_add(len), have: rest.len() });
     };
-    let actual = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), payload);
+    let actual = crc32c::crc32c_append(crc32c::crc32c_append(seed, &header[8..]), payload);
     if actual != crc {
         return Err(Damage::Checksum);
     }
@@ -131,11 +144,11 @@ fn decode(payload: &[u8]) -> Result<Entry, String> {
 /// damaged length field says nothing about where the next record starts;
 /// the type byte and the length bound reject almost all of them before a
 /// CRC is computed.
-pub fn intact_record_after(bytes: &[u8], from: usize) -> Option<usize> {
+pub fn intact_record_after(bytes: &[u8], from: usize, seed: u32) -> Option<usize> {
     let start = from.checked_add(1)?;
     (start..bytes.len()).find(|&p| {
         let rest = &bytes[p..];
-        rest.get(8) == Some(&TYPE_ENTRY) && matches!(frame(rest), Ok((_, payload)) if decode(payload).is_ok())
+        rest.get(8) == Some(&TYPE_ENTRY) && matches!(frame(rest, seed), Ok((_, payload)) if decode(payload).is_ok())
     })
 }
 
@@ -152,31 +165,54 @@ mod tests {
     #[test]
     fn a_record_round_trips_and_every_kind_of_damage_is_told_apart() {
         let mut buf = Vec::new();
-        encode_entry(&mut buf, &noop(7)).unwrap();
+        encode_entry(&mut buf, &noop(7), 0).unwrap();
         let whole = buf.len();
-        match parse(&buf, 0) {
+        match parse(&buf, 0, 0) {
             Parsed::Record { entry, next } => {
                 assert_eq!(entry, noop(7));
                 assert_eq!(next, whole);
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse(&buf, whole), Parsed::End));
-        assert!(matches!(parse(&buf[..4], 0), Parsed::Damaged(Damage::ShortHeader { have: 4 })));
-        assert!(matches!(parse(&buf[..whole - 1], 0), Parsed::Damaged(Damage::ShortPayload { .. })));
+        assert!(matches!(parse(&buf, whole, 0), Parsed::End));
+        assert!(matches!(parse(&buf[..4], 0, 0), Parsed::Damaged(Damage::ShortHeader { have: 4 })));
+        assert!(matches!(parse(&buf[..whole - 1], 0, 0), Parsed::Damaged(Damage::ShortPayload { .. })));
         buf[whole - 1] ^= 0x40;
-        assert!(matches!(parse(&buf, 0), Parsed::Damaged(Damage::Checksum)));
+        assert!(matches!(parse(&buf, 0, 0), Parsed::Damaged(Damage::Checksum)));
     }
 
     #[test]
     fn intact_records_are_found_after_damage_but_not_in_garbage() {
         let mut buf = Vec::new();
-        encode_entry(&mut buf, &noop(1)).unwrap();
+        encode_entry(&mut buf, &noop(1), 0).unwrap();
         let second = buf.len();
-        encode_entry(&mut buf, &noop(2)).unwrap();
+        encode_entry(&mut buf, &noop(2), 0).unwrap();
         buf[3] ^= 0x01; // the first record's length
-        assert_eq!(intact_record_after(&buf, 0), Some(second));
-        assert_eq!(intact_record_after(&[0u8; 64], 0), None);
-        assert_eq!(intact_record_after(&buf, buf.len()), None);
+        assert_eq!(intact_record_after(&buf, 0, 0), Some(second));
+        assert_eq!(intact_record_after(&[0u8; 64], 0, 0), None);
+        assert_eq!(intact_record_after(&buf, buf.len(), 0), None);
+    }
+
+    /// A record's image inside a client's value, in a salted segment, is
+    /// not an intact record: its CRC would have to know the salt.
+    #[test]
+    fn a_records_image_is_no_record_in_a_salted_segment() {
+        let image = {
+            let mut b = Vec::new();
+            encode_entry(&mut b, &noop(2), 0).unwrap();
+            b
+        };
+        let mut segment = vec![0xee; 40]; // damage: a torn record
+        segment.extend_from_slice(&image);
+        assert_eq!(intact_record_after(&segment, 0, 0), Some(40), "the plain CRC takes the image");
+        let salted = seed(Some(0x5eed));
+        assert_ne!(salted, 0);
+        assert_eq!(intact_record_after(&segment, 0, salted), None);
+        // Its own records are found with its seed, and only with it.
+        let mut own = vec![0xee; 40];
+        encode_entry(&mut own, &noop(2), salted).unwrap();
+        assert_eq!(intact_record_after(&own, 0, salted), Some(40));
+        assert_eq!(intact_record_after(&own, 0, seed(Some(0x5eee))), None);
+        assert!(matches!(parse(&own, 40, 0), Parsed::Damaged(Damage::Checksum)));
     }
 }

@@ -64,7 +64,8 @@ pub(crate) struct Recovery {
 /// The data directory's files by kind, each list sorted by index.
 #[derive(Default)]
 struct Listing {
-    segments: Vec<(Index, PathBuf)>,
+    /// First index, salt, path.
+    segments: Vec<(Index, Option<u64>, PathBuf)>,
     snapshots: Vec<(Index, PathBuf)>,
     temps: Vec<PathBuf>,
 }
@@ -79,7 +80,7 @@ fn list(dir: &Path) -> Result<Listing, StorageError> {
         };
         let path = entry.path();
         match names::classify(&name) {
-            Kind::Segment(i) => listing.segments.push((in_range(i, 1, &path)?, path)),
+            Kind::Segment(i, salt) => listing.segments.push((in_range(i, 1, &path)?, salt, path)),
             Kind::Snapshot(i) => listing.snapshots.push((in_range(i, 0, &path)?, path)),
             Kind::Temp => listing.temps.push(path),
             Kind::Other => {}
@@ -162,14 +163,14 @@ struct Log {
 }
 
 /// Reads the segments in order, checking that they chain after `snap`.
-fn read_log(list: &[(Index, PathBuf)], snap: Index, policy: FsyncPolicy) -> Result<Log, StorageError> {
+fn read_log(list: &[(Index, Option<u64>, PathBuf)], snap: Index, policy: FsyncPolicy) -> Result<Log, StorageError> {
     let mut log = Log { segments: Vec::with_capacity(list.len()), entries: Vec::new(), torn_tail: None };
-    for (k, (first, path)) in list.iter().enumerate() {
+    for (k, (first, salt, path)) in list.iter().enumerate() {
         let first = *first;
         if let Some(cause) = chain_error(log.segments.last(), first, snap) {
             return Err(StorageError::corrupt(path, 0, cause));
         }
-        let scanned = segment::scan(path, first)?;
+        let scanned = segment::scan(path, first, *salt)?;
         if let Some((offset, damage)) = scanned.torn {
             if k + 1 < list.len() {
                 let cause = format!("{damage} in a segment that is not the last");

@@ -1,4 +1,5 @@
-//! One segment file `wal-<first>.log`: its in-memory map, and reading it back.
+//! One segment file `wal-<first>-<salt>.log`: its in-memory map, and
+//! reading it back.
 //!
 //! Invariant: the segment holds the consecutive entries `first, first+1, ...`
 //! and nothing else, so `offsets[i]` is where entry `first + i` starts. The
@@ -20,11 +21,13 @@ pub struct Segment {
     pub offsets: Vec<u64>,
     /// Bytes in the file (written, not necessarily synced).
     pub len: u64,
+    /// What its records' CRCs start from (see record.rs).
+    pub seed: u32,
 }
 
 impl Segment {
-    pub fn empty(first: Index, path: PathBuf) -> Self {
-        Segment { first, path, offsets: Vec::new(), len: 0 }
+    pub fn empty(first: Index, path: PathBuf, salt: Option<u64>) -> Self {
+        Segment { first, path, offsets: Vec::new(), len: 0, seed: record::seed(salt) }
     }
 
     /// The index the next appended entry must have.
@@ -70,13 +73,14 @@ const SECTOR: usize = 512;
 /// fsync that returned would have made the earlier sector durable as well.
 /// That is etcd's rule too. An invalid record, or an entry out of sequence,
 /// is corruption.
-pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
+pub fn scan(path: &Path, first: Index, salt: Option<u64>) -> Result<Scanned, StorageError> {
     let bytes = fsio::read(path)?;
-    let mut segment = Segment::empty(first, path.to_path_buf());
+    let mut segment = Segment::empty(first, path.to_path_buf(), salt);
+    let seed = segment.seed;
     let mut entries = Vec::new();
     let mut at = 0usize;
     let torn = loop {
-        match record::parse(&bytes, at) {
+        match record::parse(&bytes, at, seed) {
             Parsed::End => break None,
             Parsed::Record { entry, next } => {
                 let expected = segment.next_index();
@@ -95,7 +99,7 @@ pub fn scan(path: &Path, first: Index) -> Result<Scanned, StorageError> {
                 break None;
             }
             Parsed::Damaged(damage) => {
-                let Some(good) = record::intact_record_after(&bytes, at) else {
+                let Some(good) = record::intact_record_after(&bytes, at, seed) else {
                     break Some((at as u64, damage.to_string()));
                 };
                 let Some(zeros) = zeroed_sector(&bytes, at, good) else {
@@ -132,16 +136,19 @@ fn zeroed_sector(bytes: &[u8], from: usize, to: usize) -> Option<usize> {
     (first..to).step_by(SECTOR).find(|&s| s + SECTOR <= to && bytes[s..s + SECTOR].iter().all(|b| *b == 0))
 }
 
-/// Creates the empty segment file for `first` (it must not exist: every
-/// segment on disk is tracked) and returns it open for writing.
+/// Creates the empty segment file for `first`, with a new random salt,
+/// and returns it open for writing. Every segment on disk is tracked, and
+/// the ones a new segment replaces are removed (and the removal synced)
+/// before it is created, so no other segment for `first` remains.
 pub fn create(dir: &Path, first: Index) -> Result<(std::fs::File, Segment), StorageError> {
-    let path = dir.join(crate::names::segment(first));
+    let salt = rand::random::<u64>();
+    let path = dir.join(crate::names::segment(first, Some(salt)));
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
         .map_err(StorageError::io(&path, "create"))?;
-    Ok((file, Segment::empty(first, path)))
+    Ok((file, Segment::empty(first, path, Some(salt))))
 }
 
 /// Opens an existing segment for writing (at explicit offsets: its file may

@@ -1,6 +1,7 @@
 //! `Storage`: the durable log of one server, in one data directory.
 //!
-//! Layout: `wal-<first>.log` segments of records (see `record.rs`), the
+//! Layout: `wal-<first>-<salt>.log` segments of records (see `record.rs`;
+//! `wal-<first>.log` for segments written before salts), the
 //! `term` file, at most one `snapshot-<index>.snap` (two while a newer one,
 //! written by a [`SnapshotFiles`], waits to be adopted), and `LOCK`.
 //!
@@ -327,7 +328,7 @@ impl Storage {
             }
             let seg = self.active_segment();
             let offset = seg.len + buf.len() as u64;
-            record::encode_entry(buf, entry)?;
+            record::encode_entry(buf, entry, seg.seed)?;
             seg.offsets.push(offset);
         }
         self.flush(buf)

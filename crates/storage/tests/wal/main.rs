@@ -5,6 +5,7 @@ mod bounded_disk;
 mod corruption;
 mod model;
 mod roundtrip;
+mod salted;
 mod snapshots;
 mod support;
 mod torn_tail;
