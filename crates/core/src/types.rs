@@ -49,6 +49,7 @@ impl fmt::Display for Entry {
         write!(f, "Term={}, Index={}, Entry=", self.term, self.index)?;
         match &self.payload {
             Payload::Noop => write!(f, "No-Op"),
+            Payload::Command(c) if crate::kv::is_session_bound_marker(c) => write!(f, "SessionBound"),
             Payload::Command(c) => write!(f, "{}", c.op),
         }
     }

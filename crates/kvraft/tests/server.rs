@@ -67,6 +67,17 @@ fn replicates_and_serves_reads_and_writes() {
         assert!(page.lines.iter().all(|l| l.term >= 1 && !l.entry.is_empty()), "{page:?}");
         let past = c.admin(leader).await.log(kvraft_proto::LogRequest { from: 1_000, limit: 0 }).await.unwrap();
         assert!(past.into_inner().lines.is_empty());
+        // The first leader started the bound on sessions, at one index on
+        // every server (the digests above agree on the order it keeps).
+        let mut markers = Vec::new();
+        for id in 1..=3 {
+            let log = c.admin(id).await.log(kvraft_proto::LogRequest { from: 0, limit: 0 }).await.unwrap().into_inner();
+            let at: Vec<u64> =
+                log.lines.iter().filter(|l| l.entry.ends_with("Entry=SessionBound")).map(|l| l.index).collect();
+            markers.push(at);
+        }
+        assert_eq!(markers[0].len(), 1, "{markers:?}");
+        assert!(markers.iter().all(|m| *m == markers[0]), "{markers:?}");
     });
 }
 
@@ -196,6 +207,9 @@ fn torn_tail_is_cut_off_and_reported() {
         c.start(1);
         let leader = c.select_leader().await;
         write_some(&c, leader, "a", 20).await;
+        // The No-Op, the marker that starts the bound on sessions, 20 writes.
+        let written = c.status(1).await.last_log_index;
+        assert_eq!(written, 22);
         c.kill9(1);
         let seg = last_segment(&c.servers[0].data_dir);
         // The segment ends in zero-filled room: cut inside the last record.
@@ -205,7 +219,7 @@ fn torn_tail_is_cut_off_and_reported() {
         drop(f);
         c.start(1);
         let st = c.status(1).await;
-        assert_eq!(st.last_log_index, 21 - 1, "exactly the torn record is gone");
+        assert_eq!(st.last_log_index, written - 1, "exactly the torn record is gone");
         let log = std::fs::read_to_string(&c.servers[0].log).unwrap();
         let torn: Vec<&str> = log.lines().filter(|l| l.contains("torn")).collect();
         assert_eq!(torn.len(), 1, "one line reports the torn write: {log}");

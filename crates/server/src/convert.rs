@@ -141,9 +141,16 @@ fn entry_to_pb(e: &Entry) -> pb::Entry {
     }
 }
 
+/// A log entry from a leader. Its commands passed the client checks at
+/// the leader, except the marker that starts the bound on sessions
+/// (`kv/expiry.rs`), which no client may send (it has no client id) and
+/// which leaders propose themselves.
 fn entry_from_pb(e: pb::Entry) -> Result<Entry, BadMessage> {
     let payload = match e.command {
         None => Payload::Noop,
+        Some(c) if c == command_to_pb(&kvraft_core::kv::session_bound_marker()) => {
+            Payload::Command(kvraft_core::kv::session_bound_marker())
+        }
         Some(c) => Payload::Command(command_from_pb(c)?),
     };
     Ok(Entry { term: bounded(e.term, "entry term")?, index: bounded(e.index, "entry index")?, payload })
@@ -520,6 +527,17 @@ mod tests {
         assert_eq!(receiving.load(Ordering::Relaxed), C);
         drop(b);
         assert_eq!(receiving.load(Ordering::Relaxed), 0, "a dropped assembler's bytes are still counted");
+    }
+
+    /// The marker that starts the bound on sessions travels from leader
+    /// to follower, though no client may send it.
+    #[test]
+    fn the_session_bound_marker_passes_between_servers_but_not_from_clients() {
+        let marker = kvraft_core::kv::session_bound_marker();
+        assert!(command_from_pb(command_to_pb(&marker)).is_err());
+        let e = Entry { term: 2, index: 9, payload: Payload::Command(marker) };
+        let wire = entry_to_pb(&e);
+        assert_eq!(entry_from_pb(wire).unwrap(), e);
     }
 
     #[test]

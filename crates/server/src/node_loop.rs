@@ -148,6 +148,9 @@ pub struct NodeLoop {
     commit: Arc<AtomicU64>,
     /// The loop's own input queue, for the snapshot thread to answer on.
     inputs: mpsc::UnboundedSender<Input>,
+    /// The term in which this server, leading, proposed the marker that
+    /// starts the bound on sessions (see `kv/expiry.rs`).
+    marker_term: Option<Term>,
 }
 
 /// How long a leader's loop may poll before it sleeps (see poll.rs).
@@ -235,6 +238,7 @@ impl NodeLoop {
             trace: p.trace,
             snapshot_in_flight: false,
             received: Vec::new(),
+            marker_term: None,
             commit: p.commit,
             inputs: p.inputs,
         }
@@ -285,12 +289,28 @@ impl NodeLoop {
                 }
                 _ = ticker.tick(), if ticks => self.node.tick(),
             }
+            self.start_session_bound();
             self.drain_ready();
             // A received state machine the core did not adopt (a stale
             // snapshot, say) is not kept.
             if !self.received.is_empty() {
                 snapshot::free_in_background(std::mem::take(&mut self.received));
             }
+        }
+    }
+
+    /// A leader whose state machine has not started the bound on sessions
+    /// proposes the marker that starts it, once a term: every server
+    /// starts it at the same index (see `kv/expiry.rs`). One refused (no
+    /// quorum) is proposed again on the next input; a second marker
+    /// committed changes nothing.
+    fn start_session_bound(&mut self) {
+        let term = self.node.term();
+        if self.node.role() != Role::Leader || self.kv.sessions_bounded() || self.marker_term == Some(term) {
+            return;
+        }
+        if self.node.propose(kvraft_core::kv::session_bound_marker()).is_ok() {
+            self.marker_term = Some(term);
         }
     }
 
@@ -559,6 +579,9 @@ impl NodeLoop {
                 ),
                 (true, Some(Err(e @ ApplyError::SessionExpired { .. }))) => {
                     self.error_reply(&cmd, pb::ErrorCode::SessionExpired, e.to_string(), None)
+                }
+                (true, Some(Err(e @ ApplyError::Unissued { .. }))) => {
+                    self.error_reply(&cmd, pb::ErrorCode::BadRequest, e.to_string(), None)
                 }
                 _ => self.not_leader(&cmd, self.node.leader()),
             };

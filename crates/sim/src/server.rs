@@ -74,6 +74,9 @@ pub struct SimServer {
     pub rejoins: u64,
     /// The state machine's session limit (the same on every server).
     session_limit: usize,
+    /// As the real server: the term in which it proposed the marker that
+    /// starts the bound on sessions.
+    marker_term: Option<u64>,
 }
 
 fn core_config(id: NodeId, sim: &SimConfig) -> Config {
@@ -109,12 +112,14 @@ impl SimServer {
             coord_epoch: 0,
             rejoins: 0,
             session_limit: sim.session_limit,
+            marker_term: None,
         }
     }
 
     /// Fail-stop: everything not on the disk is gone.
     pub fn crash(&mut self) {
         self.alive = false;
+        self.marker_term = None;
         self.crash_after_next_write = false;
         self.incarnation += 1;
         self.writes.clear();
@@ -153,6 +158,15 @@ impl SimServer {
         // As the real server's loop: a follower is not ticked.
         if self.node.needs_ticks() {
             self.node.tick();
+        }
+        let term = self.node.term();
+        let leads = self.node.role() == kvraft_core::Role::Leader;
+        if leads
+            && !self.kv.sessions_bounded()
+            && self.marker_term != Some(term)
+            && self.node.propose(kvraft_core::kv::session_bound_marker()).is_ok()
+        {
+            self.marker_term = Some(term);
         }
         self.drive(net, inv);
         if net.now >= self.next_poll_at {
@@ -288,7 +302,11 @@ impl SimServer {
                 let same = matches!(&e.payload, kvraft_core::Payload::Command(c) if *c == cmd);
                 let result = match (same, outcome) {
                     (true, Some(Ok(r))) => Ok(r),
-                    (true, Some(Err(ApplyError::Stale { .. }))) => Err(ClientError::Stale),
+                    // The simulated clients use only issued sessions: an
+                    // Unissued refusal shows up as unexpected.
+                    (true, Some(Err(ApplyError::Stale { .. } | ApplyError::Unissued { .. }))) => {
+                        Err(ClientError::Stale)
+                    }
                     (true, Some(Err(ApplyError::SessionExpired { .. }))) => Err(ClientError::SessionExpired),
                     // Another leader's entry took this index: the client retries.
                     _ => Err(ClientError::NotLeader(self.node.leader())),

@@ -149,6 +149,14 @@ pub enum ApplyError {
          and has forgotten sessions up to {forgotten_through}; register a new one"
     )]
     SessionExpired { session: u64, forgotten_through: u64 },
+    /// A session at or above [`REGISTERED_BASE`] that no registration
+    /// before this entry issued. Once forgotten it would raise the
+    /// watermark of `kv/expiry.rs` above every session the cluster will
+    /// ever issue, locking every new client out: refused, nothing applied.
+    /// (Only once the session bound has started, so that servers that
+    /// applied such a command before it stay in step.)
+    #[error("session {session} was not issued by this cluster (a registered session is below {below})")]
+    Unissued { session: u64, below: u64 },
 }
 
 /// The outcome a client sees for a command.

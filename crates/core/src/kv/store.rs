@@ -90,6 +90,12 @@ impl KvStore {
         self.sessions.len()
     }
 
+    /// Whether the bound on sessions has started (see `expiry::marker`):
+    /// a leader that finds it not started proposes the marker.
+    pub fn sessions_bounded(&self) -> bool {
+        self.expiry.since().is_some()
+    }
+
     /// The index of the last entry applied (or folded into a restored snapshot).
     pub fn applied_index(&self) -> Index {
         self.applied_index
@@ -124,6 +130,16 @@ impl KvStore {
         self.applied_term = entry.term;
         match &entry.payload {
             Payload::Noop => None,
+            Payload::Command(cmd) if expiry::is_marker(cmd) => {
+                if self.expiry.start(entry.index, self.sessions.keys().map(String::as_str)) {
+                    let at = entry.index;
+                    self.sessions = std::mem::take(&mut self.sessions)
+                        .into_iter()
+                        .map(|(client, s)| (client, Session { last_index: at, ..s }))
+                        .collect();
+                }
+                None
+            }
             // Before the session lookup: a registration must not create or
             // touch the client's session, or a late duplicate of an old
             // incarnation's registration could reset the live one.
@@ -132,22 +148,31 @@ impl KvStore {
             }
             Payload::Command(cmd) => {
                 let outcome = self.apply_command(cmd, entry.index);
-                self.forget_over_limit();
+                self.forget_over_limit(entry.index);
                 Some(outcome)
             }
         }
     }
 
-    /// Forgets the least recently active sessions beyond the limit.
-    fn forget_over_limit(&mut self) {
+    /// Forgets the least recently active sessions beyond the limit, at
+    /// `index`. A session no registration had issued by then (taken before
+    /// the bound started, see [`ApplyError::Unissued`]) raises the
+    /// watermark only to just below the next registration's: its client's
+    /// late retries lose exactly-once, which only a client that made up
+    /// its session can meet, rather than every new client its service.
+    fn forget_over_limit(&mut self, index: Index) {
         while let Some(client) = self.expiry.over_limit() {
             if let Some(s) = self.sessions.remove(&client) {
-                self.expiry.forgot(s.session);
+                self.expiry.forgot(s.session.min(REGISTERED_BASE.saturating_add(index)));
             }
         }
     }
 
     fn apply_command(&mut self, cmd: &Command, index: Index) -> Outcome {
+        let below = REGISTERED_BASE.saturating_add(index);
+        if self.expiry.since().is_some() && cmd.session >= below {
+            return Err(ApplyError::Unissued { session: cmd.session, below });
+        }
         if !self.sessions.contains_key(&cmd.client_id) {
             if self.expiry.refuses(cmd.session) {
                 return Err(ApplyError::SessionExpired {
@@ -157,15 +182,16 @@ impl KvStore {
             }
             self.sessions.insert(cmd.client_id.clone(), Session::default());
         }
+        let at = self.expiry.stamp(index);
         let s = self.sessions.get_mut(&cmd.client_id).expect("inserted above");
-        self.expiry.touched(&cmd.client_id, s.last_index, index);
-        s.last_index = index;
+        self.expiry.touched(&cmd.client_id, s.last_index, at);
+        s.last_index = at;
         if cmd.session < s.session {
             return Err(ApplyError::Stale { session: cmd.session, op_id: cmd.op_id });
         }
         if cmd.session > s.session {
             // A new incarnation of the client: its numbering starts afresh.
-            *s = Session { session: cmd.session, last_index: index, ..Session::default() };
+            *s = Session { session: cmd.session, last_index: at, ..Session::default() };
         }
         if cmd.first_unacked > s.first_unacked {
             s.first_unacked = cmd.first_unacked;
@@ -187,6 +213,7 @@ impl KvStore {
     pub fn snapshot(&self) -> Vec<u8> {
         let saved = expiry::Saved {
             limit: self.expiry.limit() as u64,
+            since: self.expiry.since(),
             forgotten_through: self.expiry.forgotten_through(),
             last_indexes: self.sessions.values().map(|s| s.last_index).collect(),
         };
@@ -201,7 +228,7 @@ impl KvStore {
         let (mut kv, rest) = postcard::take_from_bytes::<KvStore>(bytes)?;
         if rest.is_empty() {
             let clients = kv.sessions.keys().map(|c| (c.as_str(), 0));
-            kv.expiry = Expiry::restored(expiry::MAX_SESSIONS, None, clients);
+            kv.expiry = Expiry::restored(expiry::MAX_SESSIONS, None, None, clients);
             return Ok(kv);
         }
         let (saved, trailing) = postcard::take_from_bytes::<expiry::Saved>(rest)?;
@@ -219,7 +246,7 @@ impl KvStore {
             .collect();
         let limit = usize::try_from(saved.limit).unwrap_or(usize::MAX);
         let clients = kv.sessions.iter().map(|(c, s)| (c.as_str(), s.last_index));
-        kv.expiry = Expiry::restored(limit, saved.forgotten_through, clients);
+        kv.expiry = Expiry::restored(limit, saved.since, saved.forgotten_through, clients);
         Ok(kv)
     }
 
@@ -483,11 +510,108 @@ mod tests {
         let kv = KvStore::restore(&bytes).unwrap();
         assert_eq!((kv.get("a"), kv.get("b"), kv.applied_index(), kv.applied_term()), (Some("1"), Some("2"), 9, 2));
         assert!(kv.snapshot().starts_with(&bytes), "the same state encodes to the same bytes, then the expiry's");
-        assert_eq!(kv.expiry, Expiry::restored(crate::kv::MAX_SESSIONS, None, [("c", 0)].into_iter()));
+        assert_eq!(kv.expiry, Expiry::restored(crate::kv::MAX_SESSIONS, None, None, [("c", 0)].into_iter()));
+        assert!(!kv.sessions_bounded());
         // The restored session still deduplicates op 7.
         let mut kv = kv;
         assert_eq!(kv.apply(&entry(10, "c", 3, 7, 7, append("x"))), Some(Ok(Reply::Done)));
         assert_eq!(kv.get("k"), None);
+    }
+
+    /// A state machine keeping `limit` sessions, its bound started at once.
+    fn bounded(limit: usize) -> KvStore {
+        let mut kv = KvStore::with_session_limit(limit);
+        kv.expiry.start(0, std::iter::empty());
+        kv
+    }
+
+    /// The marker at `index`.
+    fn marker(index: Index) -> Entry {
+        Entry { term: 1, index, payload: Payload::Command(expiry::marker()) }
+    }
+
+    /// Servers whose states came from snapshots written before the bound,
+    /// at different indexes, forget the same sessions: the order starts at
+    /// the marker, which both apply.
+    #[test]
+    fn states_from_snapshots_before_the_bound_forget_alike() {
+        #[derive(Serialize)]
+        struct Before {
+            data: BTreeMap<String, String>,
+            sessions: BTreeMap<String, Session>,
+            applied_index: Index,
+            applied_term: Term,
+        }
+        let old = |kv: &KvStore| {
+            let sessions =
+                kv.sessions.iter().map(|(c, s)| (c.clone(), Session { last_index: 0, ..s.clone() })).collect();
+            let data = kv.data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let before = Before { data, sessions, applied_index: kv.applied_index, applied_term: kv.applied_term };
+            KvStore::restore(&postcard::to_stdvec(&before).unwrap()).unwrap()
+        };
+        // The log: zz writes, then aa; a server from before the bound
+        // snapshots after zz's write (a), another after aa's (b).
+        let log = [put(1, "zz", 1, 1), put(2, "aa", 1, 1)];
+        let mut kv = KvStore::new();
+        kv.apply(&log[0]);
+        let mut a = old(&kv);
+        kv.apply(&log[1]);
+        let mut b = old(&kv);
+        a.apply(&log[1]);
+        assert!(!a.sessions_bounded() && !b.sessions_bounded());
+        // Upgraded, the first leader proposes the marker; then a third client.
+        let rest = [marker(3), put(4, "mm", 1, 1), put(5, "zz", 1, 2)];
+        a.expiry.set_limit(2);
+        b.expiry.set_limit(2);
+        for e in &rest {
+            assert_eq!(a.apply(e), b.apply(e));
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.snapshot(), b.snapshot());
+        // aa was forgotten (equally old as zz at the marker, first by id).
+        assert_eq!(a.sessions(), 2);
+        assert!(matches!(a.apply(&put(6, "aa", 1, 1)), Some(Err(ApplyError::SessionExpired { .. }))));
+    }
+
+    #[test]
+    fn nothing_is_forgotten_before_the_marker() {
+        let mut kv = KvStore::with_session_limit(1);
+        for (i, c) in (1..).zip(["a", "b", "c"]) {
+            kv.apply(&put(i, c, 1, 1));
+        }
+        assert_eq!(kv.sessions(), 3);
+        assert_eq!(kv.apply(&marker(4)), None);
+        assert!(kv.sessions_bounded());
+        kv.apply(&put(5, "b", 1, 2));
+        assert_eq!(kv.sessions(), 1, "the marker started the bound");
+        assert_eq!(KvStore::restore(&kv.snapshot()).unwrap(), kv);
+        // A second marker changes nothing.
+        let before = kv.clone();
+        kv.apply(&marker(6));
+        assert_eq!(KvStore { applied_index: 5, ..kv }, before);
+    }
+
+    /// A session no registration issued cannot raise the watermark above
+    /// the sessions registrations will issue (it would lock every new
+    /// client out once forgotten).
+    #[test]
+    fn a_session_from_the_future_is_refused_once_the_bound_started() {
+        let mut kv = KvStore::with_session_limit(1);
+        let future = REGISTERED_BASE + 1_000;
+        // Before the marker, as servers from before the bound did: applied.
+        assert_eq!(kv.apply(&put(1, "x", future, 1)), Some(Ok(Reply::Done)));
+        kv.apply(&marker(2));
+        let refused = Some(Err(ApplyError::Unissued { session: u64::MAX, below: REGISTERED_BASE + 3 }));
+        assert_eq!(kv.apply(&put(3, "evil", u64::MAX, 1)), refused);
+        assert!(matches!(kv.apply(&put(4, "evil", REGISTERED_BASE + 4, 1)), Some(Err(ApplyError::Unissued { .. }))));
+        assert_eq!(kv.get("k"), Some("x"));
+        // A registered session is served; x's, taken before the marker,
+        // is forgotten, but only up to what registrations issued.
+        let s = registered(&mut kv, 5, 1);
+        assert_eq!(kv.apply(&entry(6, "c", s, 1, 1, append("c"))), Some(Ok(Reply::Done)));
+        assert_eq!(kv.expiry.forgotten_through(), Some(REGISTERED_BASE + 6));
+        let next = registered(&mut kv, 7, 2);
+        assert_eq!(kv.apply(&entry(8, "d", next, 1, 1, append("d"))), Some(Ok(Reply::Done)));
     }
 
     /// Client `c`'s command at `index`, in session 1 (numbers from 1).
@@ -497,7 +621,7 @@ mod tests {
 
     #[test]
     fn sessions_beyond_the_limit_are_forgotten_least_recently_active_first() {
-        let mut kv = KvStore::with_session_limit(2);
+        let mut kv = bounded(2);
         assert_eq!(kv.apply(&put(1, "a", 5, 1)), Some(Ok(Reply::Done)));
         assert_eq!(kv.apply(&put(2, "b", 6, 1)), Some(Ok(Reply::Done)));
         // a is active again, so b is now the least recent.
@@ -517,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_client_forgotten_registers_again_and_is_served() {
-        let mut kv = KvStore::with_session_limit(1);
+        let mut kv = bounded(1);
         let z = registered(&mut kv, 1, 9);
         let a = registered(&mut kv, 2, 10);
         kv.apply(&entry(3, "a", a, 1, 1, append("a")));
@@ -541,7 +665,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_keeps_which_session_goes_next() {
-        let mut kv = KvStore::with_session_limit(3);
+        let mut kv = bounded(3);
         for (i, c) in (1..).zip(["a", "b", "c", "a"]) {
             kv.apply(&put(i, c, 1, i));
         }
@@ -566,7 +690,7 @@ mod tests {
             applied_index: Index,
             applied_term: Term,
         }
-        let mut kv = KvStore::with_session_limit(1);
+        let mut kv = bounded(1);
         kv.apply(&put(1, "a", 1, 1));
         kv.apply(&put(2, "b", 1, 1));
         let bytes = kv.snapshot();
@@ -579,7 +703,7 @@ mod tests {
         longer.push(0);
         assert!(matches!(KvStore::restore(&longer), Err(SnapshotError::Trailing(1))));
         let table = postcard::to_stdvec(&KvStore { expiry: Expiry::default(), ..kv.clone() }).unwrap();
-        let wrong = expiry::Saved { limit: 1, forgotten_through: Some(1), last_indexes: vec![1, 2] };
+        let wrong = expiry::Saved { limit: 1, since: Some(0), forgotten_through: Some(1), last_indexes: vec![1, 2] };
         let wrong = postcard::to_extend(&wrong, table).unwrap();
         assert!(matches!(KvStore::restore(&wrong), Err(SnapshotError::Sessions { sessions: 1, indexes: 2 })));
     }

@@ -66,7 +66,12 @@ impl Row {
     }
 
     /// The p50 in floors.
+    /// `None` without a floor, or when no operation completed (a p50 of
+    /// nothing is no latency).
     pub fn p50_over_floor(&self) -> Option<f64> {
+        if self.ops_per_sec <= 0.0 {
+            return None;
+        }
         self.floor.filter(|f| f.ms() > 0.0).map(|f| self.p50_ms / f.ms())
     }
 
@@ -154,7 +159,15 @@ pub fn ratio_line(kvraft: &Row, etcd: &Row) -> String {
 
 /// A single client's p50 in floors, and the goal.
 pub fn floor_line(row: &Row) -> Option<String> {
-    let (f, r) = (row.floor?, row.p50_over_floor()?);
+    let f = row.floor?;
+    let Some(r) = row.p50_over_floor() else {
+        return Some(format!(
+            "{} single-client {}: no operation completed, so no p50 (floor {:.3} ms); goal <= 1.5: not met",
+            row.system,
+            row.op.name(),
+            f.ms()
+        ));
+    };
     Some(format!(
         "{} single-client {} p50 {:.3} ms = {r:.2} x the floor ({:.3} ms); goal <= 1.5: {}",
         row.system,
@@ -210,6 +223,10 @@ mod tests {
             (Some(0.6), Some(0.7))
         );
         assert!(floor_line(&f).unwrap().contains("2.00 x the floor"), "{}", floor_line(&f).unwrap());
+        // No operation completed: no ratio, and no goal met by a p50 of 0.
+        let none = Row { ops_per_sec: 0.0, p50_ms: 0.0, ..f.clone() };
+        assert!(none.json().get("p50_over_floor").is_none_or(|v| v.is_null()), "{}", none.json());
+        assert!(floor_line(&none).unwrap().ends_with("not met"), "{}", floor_line(&none).unwrap());
     }
 
     #[test]
