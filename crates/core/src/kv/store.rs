@@ -488,16 +488,19 @@ mod tests {
         assert_eq!(frozen.snapshot(), encoded);
     }
 
+    /// The layout of a snapshot before the session bound (and, with
+    /// `BTreeMap`s, before `imbl`): what older servers wrote and read.
+    #[derive(Serialize, Deserialize)]
+    struct Before {
+        data: BTreeMap<String, String>,
+        sessions: BTreeMap<String, Session>,
+        applied_index: Index,
+        applied_term: Term,
+    }
+
     /// Snapshots written when the maps were `BTreeMap`s restore the same.
     #[test]
     fn snapshots_of_the_btreemap_layout_still_restore() {
-        #[derive(Serialize)]
-        struct Before {
-            data: BTreeMap<String, String>,
-            sessions: BTreeMap<String, Session>,
-            applied_index: Index,
-            applied_term: Term,
-        }
         let mut results = BTreeMap::new();
         results.insert(7, Ok(Reply::Done));
         let before = Before {
@@ -535,13 +538,6 @@ mod tests {
     /// the marker, which both apply.
     #[test]
     fn states_from_snapshots_before_the_bound_forget_alike() {
-        #[derive(Serialize)]
-        struct Before {
-            data: BTreeMap<String, String>,
-            sessions: BTreeMap<String, Session>,
-            applied_index: Index,
-            applied_term: Term,
-        }
         let old = |kv: &KvStore| {
             let sessions =
                 kv.sessions.iter().map(|(c, s)| (c.clone(), Session { last_index: 0, ..s.clone() })).collect();
@@ -683,13 +679,6 @@ mod tests {
 
     #[test]
     fn an_older_server_reads_a_newer_snapshot_and_a_bad_tail_is_an_error() {
-        #[derive(Deserialize)]
-        struct Before {
-            data: BTreeMap<String, String>,
-            sessions: BTreeMap<String, Session>,
-            applied_index: Index,
-            applied_term: Term,
-        }
         let mut kv = bounded(1);
         kv.apply(&put(1, "a", 1, 1));
         kv.apply(&put(2, "b", 1, 1));
