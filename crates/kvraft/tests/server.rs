@@ -78,6 +78,23 @@ fn replicates_and_serves_reads_and_writes() {
         }
         assert_eq!(markers[0].len(), 1, "{markers:?}");
         assert!(markers.iter().all(|m| *m == markers[0]), "{markers:?}");
+        // A unary caller gets a session from the cluster, and writes in it.
+        let register = kvraft_proto::Command {
+            client_id: "unary".into(),
+            op_id: 4242,
+            op: Some(kvraft_proto::command::Op::Register(kvraft_proto::RegisterOp {})),
+            ..Default::default()
+        };
+        let r = kv.register(register).await.unwrap().into_inner();
+        let Some(kvraft_proto::reply::Result::Registered(reg)) = r.result else { panic!("{r:?}") };
+        assert!(reg.session >= 1 << 63, "{reg:?}");
+        let mut cmd = put("unary", 1, "u", "v");
+        cmd.session = reg.session;
+        let r = kv.put(cmd).await.unwrap().into_inner();
+        assert!(is_ok(&r), "{r:?}");
+        // The call takes registrations only.
+        let r = kv.register(put("unary", 2, "u", "w")).await.unwrap().into_inner();
+        assert!(matches!(&r.result, Some(kvraft_proto::reply::Result::Error(e)) if e.code == kvraft_proto::ErrorCode::BadRequest as i32), "{r:?}");
     });
 }
 

@@ -92,6 +92,10 @@ impl pb::kv_client_server::KvClient for ClientApi {
         self.unary(req, |op| matches!(op, pb::command::Op::Cas(_))).await
     }
 
+    async fn register(&self, req: Request<pb::Command>) -> Result<Response<pb::Reply>, Status> {
+        self.unary(req, |op| matches!(op, pb::command::Op::Register(_))).await
+    }
+
     type SessionStream = ReplyStream;
 
     async fn session(&self, req: Request<Streaming<pb::Command>>) -> Result<Response<Self::SessionStream>, Status> {
